@@ -1,0 +1,234 @@
+"""Mask-guided style encoder: an image and its 12-region segmentation -> per-region W+ codes.
+
+After E4S's region-guided inversion: a CNN backbone gives features at three scales (64/32/16
+pixels for a 256 input); at each scale the features are averaged inside each region's mask; the
+per-region vectors of the three scales are concatenated (1280-d with the default widths, as E4S);
+a small MLP per region (all regions in one batched einsum) predicts K W+ rows as an offset from
+the average latent. Rows K..L-1 are the average latent (the generator uses a global style there).
+
+A region absent from an image (zero area in its segmentation) has no features to pool: its code is
+the average latent in every row and its ``valid`` flag is False, so a caller can tell a fallback
+from a real code (and, for instance, take that region's code from another frame or a reference).
+
+The average latent is the mean of the generator's mapping network output over many z
+(:meth:`Generator.mean_latent`), stored here as the ``latent_avg`` buffer so a bundle carries it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .mask_guided import RegionMasks
+
+
+@dataclass
+class EncoderConfig:
+    """Architecture of :class:`MaskGuidedEncoder` (stored as JSON in checkpoints)."""
+
+    input_size: int = 256  # images are resized to this (bilinear) before the backbone
+    in_channels: int = 3  # RGB in [-1, 1]
+    stem_channels: int = 64  # 3x3 conv at full resolution
+    stage_channels: tuple[int, ...] = (64, 256, 512, 512)  # each stage halves the resolution
+    stage_blocks: tuple[int, ...] = (1, 2, 2, 1)  # residual IR blocks per stage
+    num_scales: int = 3  # the last stages whose features are pooled (E4S: 3)
+    mlp_hidden: int = 512  # hidden width of each region's MLP
+    num_regions: int = 12  # R
+    w_dim: int = 512  # generator w size
+    n_latent: int = 14  # generator W+ rows L
+    n_styles: int = 9  # rows K predicted per region (the generator's mask-guided rows)
+
+    def __post_init__(self) -> None:
+        self.stage_channels = tuple(self.stage_channels)
+        self.stage_blocks = tuple(self.stage_blocks)
+        if len(self.stage_channels) != len(self.stage_blocks):
+            raise ValueError("stage_channels and stage_blocks need the same length")
+        if not 1 <= self.num_scales <= len(self.stage_channels):
+            raise ValueError(f"num_scales must be in 1..{len(self.stage_channels)}")
+        if not 1 <= self.n_styles <= self.n_latent:
+            raise ValueError(f"n_styles must be in 1..n_latent ({self.n_latent}), got {self.n_styles}")
+        if self.input_size % 2 ** len(self.stage_channels):
+            raise ValueError("input_size must be divisible by 2 ** len(stage_channels)")
+
+    @property
+    def feature_dim(self) -> int:
+        """Per-region feature size after concatenating the pooled scales (1280 by default)."""
+        return sum(self.stage_channels[-self.num_scales :])
+
+    @classmethod
+    def for_generator(cls, generator_config, **overrides) -> "EncoderConfig":
+        """An encoder config matching a :class:`GeneratorConfig` (w size, L, K, regions)."""
+        fields = dict(
+            w_dim=generator_config.w_dim,
+            n_latent=generator_config.n_latent,
+            n_styles=max(1, generator_config.num_mask_guided),
+            num_regions=generator_config.num_regions,
+        )
+        fields.update(overrides)
+        return cls(**fields)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EncoderConfig":
+        return cls(**data)
+
+
+class IRBlock(nn.Module):
+    """Pre-activation-style residual block of IR-ResNets (BN, conv, PReLU, conv, BN + shortcut).
+
+    The stride sits in the first conv so a downsampling block convolves at the output resolution.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,  # input channels
+        out_channels: int,  # output channels
+        stride: int,  # 1 or 2
+    ):
+        super().__init__()
+        self.residual = nn.Sequential(
+            nn.BatchNorm2d(in_channels),
+            nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False),
+            nn.PReLU(out_channels),
+            nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.residual(x) + self.shortcut(x)
+
+
+class Backbone(nn.Module):
+    """Stem + stages of IR blocks; returns the last ``num_scales`` stage outputs (fine to coarse)."""
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        c = config
+        self.num_scales = c.num_scales
+        self.stem = nn.Sequential(
+            nn.Conv2d(c.in_channels, c.stem_channels, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(c.stem_channels),
+            nn.PReLU(c.stem_channels),
+        )
+        self.stages = nn.ModuleList()
+        cin = c.stem_channels
+        for cout, blocks in zip(c.stage_channels, c.stage_blocks):
+            self.stages.append(
+                nn.Sequential(*[IRBlock(cin if i == 0 else cout, cout, 2 if i == 0 else 1) for i in range(blocks)])
+            )
+            cin = cout
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features[-self.num_scales :]
+
+
+class RegionLinear(nn.Module):
+    """R independent linear layers applied at once: ``[B, R, in] -> [B, R, out]`` (einsum).
+
+    Equalised learning rate, as the generator's layers (E4S's region MLPs are StyleGAN linears).
+    """
+
+    def __init__(
+        self,
+        num_regions: int,  # R
+        in_dim: int,  # input features
+        out_dim: int,  # output features
+        activation: bool,  # leaky ReLU 0.2 with gain sqrt 2
+    ):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_regions, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.zeros(num_regions, out_dim))
+        self.scale = 1.0 / math.sqrt(in_dim)
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = (self.weight * self.scale).to(x.dtype)
+        x = torch.einsum("bri,rio->bro", x, weight) + self.bias.to(x.dtype)
+        if self.activation:
+            x = F.leaky_relu(x, 0.2) * math.sqrt(2)
+        return x
+
+
+def masked_average(
+    features: torch.Tensor,  # [B, C, h, w]
+    masks: torch.Tensor,  # [B, R, h, w] (soft weights allowed)
+    eps: float = 1e-6,  # keeps absent regions finite (their vector is 0)
+) -> torch.Tensor:
+    """``[B, R, C]``: each region's mask-weighted mean feature."""
+    masks = masks.to(features.dtype)
+    total = torch.einsum("brhw,bchw->brc", masks, features)
+    area = masks.sum(dim=(2, 3))[:, :, None]
+    return total / (area + eps)
+
+
+class MaskGuidedEncoder(nn.Module):
+    """Image + segmentation -> (codes ``[B, R, L, w_dim]``, valid ``[B, R]`` bool)."""
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.config = c = config
+        self.backbone = Backbone(c)
+        self.mlp = nn.Sequential(
+            RegionLinear(c.num_regions, c.feature_dim, c.mlp_hidden, activation=True),
+            RegionLinear(c.num_regions, c.mlp_hidden, c.n_styles * c.w_dim, activation=False),
+        )
+        self.register_buffer("latent_avg", torch.zeros(c.w_dim))
+
+    @torch.no_grad()
+    def set_latent_avg(
+        self,
+        latent: torch.Tensor,  # [w_dim], e.g. Generator.mean_latent()
+    ) -> None:
+        assert latent.shape == self.latent_avg.shape, (latent.shape, self.latent_avg.shape)
+        self.latent_avg.copy_(latent)
+
+    def region_features(
+        self,
+        image: torch.Tensor,  # [B, 3, H, W] in [-1, 1]
+        masks: RegionMasks,  # region masks of the image
+    ) -> torch.Tensor:
+        """``[B, R, feature_dim]``: per-region pooled multi-scale features."""
+        size = self.config.input_size
+        if image.shape[-2:] != (size, size):
+            image = F.interpolate(image, size=(size, size), mode="bilinear", antialias=True)
+        pooled = [
+            masked_average(f, masks.at(f.shape[-2:], f.dtype)) for f in self.backbone(image)
+        ]
+        return torch.cat(pooled, dim=2)
+
+    def forward(
+        self,
+        image: torch.Tensor,  # [B, 3, H, W] in [-1, 1]
+        segmentation: torch.Tensor,  # [B, H', W'] labels or [B, R, H', W'] masks (any size)
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns ``codes [B, R, L, w_dim]`` and ``valid [B, R]`` (False: region absent)."""
+        c = self.config
+        assert image.ndim == 4 and image.shape[1] == c.in_channels, image.shape
+        # Area resizing keeps every present region's weight at the coarse scales.
+        masks = RegionMasks(segmentation.to(image.device), c.num_regions, hard=False)
+        assert masks.batch_size == image.shape[0], (masks.batch_size, image.shape[0])
+        valid = masks.area() > 0
+        offsets = self.mlp(self.region_features(image, masks))
+        b = image.shape[0]
+        offsets = offsets.reshape(b, c.num_regions, c.n_styles, c.w_dim)
+        avg = self.latent_avg.to(offsets.dtype)
+        # where(), not a product: an absent region's code is exactly the average latent.
+        head = torch.where(valid[:, :, None, None], avg + offsets, avg)
+        tail = avg.expand(b, c.num_regions, c.n_latent - c.n_styles, c.w_dim)
+        return torch.cat([head, tail], dim=2), valid

@@ -1,0 +1,109 @@
+"""Conversions between ComfyUI types and the core's numpy types, plus device and progress glue.
+
+Holds no algorithm: only the conventions ComfyUI imposes (IMAGE ``[B,H,W,C]`` float 0..1 torch,
+MASK ``[B,H,W]``, AUDIO Mapping, ProgressBar, model_management devices).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+log = logging.getLogger("SegTalker")
+
+
+def image_to_uint8(image: torch.Tensor, name: str) -> np.ndarray:
+    """ComfyUI IMAGE ``[B,H,W,C]`` float 0..1 -> ``[B,H,W,3]`` uint8 RGB (gray/RGBA handled)."""
+    if not isinstance(image, torch.Tensor) or image.ndim != 4:
+        shape = tuple(image.shape) if hasattr(image, "shape") else type(image).__name__
+        raise ValueError(
+            f"input '{name}' must be a ComfyUI IMAGE batch [B,H,W,C], got {shape}; "
+            "connect an image output (e.g. Load Image) to it"
+        )
+    if image.shape[0] == 0:
+        raise ValueError(f"input '{name}' is an empty image batch; connect at least one image")
+    channels = image.shape[-1]
+    if channels == 1:
+        image = image.expand(-1, -1, -1, 3)
+    elif channels == 4:
+        image = image[..., :3]
+    elif channels != 3:
+        raise ValueError(
+            f"input '{name}' has {channels} channels; expected 1 (gray), 3 (RGB) or 4 (RGBA)"
+        )
+    array = image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
+    return np.ascontiguousarray(array)
+
+
+def uint8_to_image(array: np.ndarray) -> torch.Tensor:
+    """``[B,H,W,3]`` uint8 -> ComfyUI IMAGE on the intermediate device."""
+    assert array.ndim == 4 and array.shape[-1] == 3, array.shape
+    tensor = torch.from_numpy(np.ascontiguousarray(array)).float().div_(255.0)
+    return tensor.to(intermediate_device())
+
+
+def mask_to_tensor(mask: np.ndarray) -> torch.Tensor:
+    """``[B,H,W]`` float 0..1 (or bool) -> ComfyUI MASK on the intermediate device."""
+    assert mask.ndim == 3, mask.shape
+    return torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32)).to(intermediate_device())
+
+
+def intermediate_device() -> torch.device:
+    import comfy.model_management as mm
+
+    return mm.intermediate_device()
+
+
+class FrameProgress:
+    """A core-style ``progress(done, total)`` callback driving ComfyUI's progress bar.
+
+    ProgressBar.update checks for an interrupt, so calling this per frame makes Cancel work.
+    """
+
+    def __init__(self, total: int) -> None:
+        import comfy.utils
+
+        self._bar = comfy.utils.ProgressBar(max(int(total), 1))
+
+    def __call__(self, done: int, total: int) -> None:
+        self._bar.update_absolute(done, total)
+
+
+def progress_for(total: int) -> Callable[[int, int], None]:
+    return FrameProgress(total)
+
+
+@contextlib.contextmanager
+def on_compute_device(module: torch.nn.Module, working_bytes: int = 0) -> Iterator[torch.device]:
+    """Place ``module`` on ComfyUI's compute device for the duration of a node run.
+
+    Frees memory through model_management first (as core's upscale node does), and moves the
+    module back to the offload device afterwards so it does not pin VRAM between runs.
+    """
+    import comfy.model_management as mm
+
+    device = mm.get_torch_device()
+    required = mm.module_size(module) + int(working_bytes)
+    mm.free_memory(required, device)
+    module.to(device)
+    try:
+        yield device
+    finally:
+        module.to(mm.unet_offload_device())
+        mm.soft_empty_cache()
+
+
+def compute_dtype(device: torch.device, param_count: int) -> torch.dtype:
+    """fp16/bf16 where ComfyUI says the device handles it well, else fp32."""
+    import comfy.model_management as mm
+
+    if device.type == "cpu":
+        return torch.float32
+    if mm.should_use_bf16(device, model_params=param_count):
+        return torch.bfloat16
+    if mm.should_use_fp16(device, model_params=param_count):
+        return torch.float16
+    return torch.float32

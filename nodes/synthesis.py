@@ -1,0 +1,113 @@
+"""Synthesis of face crops, paste-back, and the one-node Talk chain."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from segtalker_core import pipeline
+
+from .comfy_glue import image_to_uint8, progress_for, uint8_to_image
+from .model_runs import model_on_device
+from .sockets import CATEGORY, Model, Segmentation, Style
+
+
+class SegTalkerSynthesize(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SegTalkerSynthesize",
+            display_name="SegTalker Synthesize",
+            category=f"{CATEGORY}/synthesis",
+            description=(
+                "Renders one face crop per segmentation frame from the style codes: the built-in "
+                "mesh-warp renderer, or a learned mask-guided StyleGAN generator."
+            ),
+            inputs=[
+                Segmentation.Input("segmentation"),
+                Style.Input("style"),
+                Model.Input("generator", optional=True, tooltip="a mask-guided generator bundle; built-in when empty"),
+                io.Combo.Input("background", options=["source", "generated"], default="source",
+                               tooltip="keep the source frame's background, or render it from its own code"),
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="noise, fixed for the whole video"),
+            ],
+            outputs=[io.Image.Output(display_name="crops")],
+        )
+
+    @classmethod
+    def execute(cls, segmentation, style, background: str, seed: int, generator=None) -> io.NodeOutput:
+        with model_on_device(generator):
+            crops = pipeline.synthesize(
+                segmentation,
+                style,
+                model=generator,
+                background=background,
+                seed=seed,
+                progress=progress_for(len(segmentation)),
+            )
+        return io.NodeOutput(uint8_to_image(crops))
+
+
+class SegTalkerPasteBack(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SegTalkerPasteBack",
+            display_name="SegTalker Paste Back",
+            category=f"{CATEGORY}/synthesis",
+            description="Blends the synthesized crops back into the original frames at full resolution.",
+            inputs=[
+                io.Image.Input("crops"),
+                Segmentation.Input("segmentation", tooltip="says which original frame and crop transform each crop belongs to"),
+                io.Int.Input("feather", default=12, min=0, max=64, tooltip="blend edge width in crop pixels"),
+            ],
+            outputs=[io.Image.Output(display_name="frames")],
+        )
+
+    @classmethod
+    def execute(cls, crops, segmentation, feather: int) -> io.NodeOutput:
+        crops_u8 = image_to_uint8(crops, "crops")
+        frames = pipeline.paste_back(
+            crops_u8, segmentation, feather_px=feather, progress=progress_for(len(crops_u8)),
+        )
+        return io.NodeOutput(uint8_to_image(frames))
+
+
+class SegTalkerTalk(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SegTalkerTalk",
+            display_name="SegTalker Talk (all-in-one)",
+            category=CATEGORY,
+            description=(
+                "Portrait or video + speech -> lip-synced frames, with the built-in backends. "
+                "Feed the frames and the audio to Create Video + Save Video."
+            ),
+            inputs=[
+                io.Image.Input("image", tooltip="a portrait, or the frames of a video to dub"),
+                io.Audio.Input("audio"),
+                io.Float.Input("fps", default=25.0, min=1.0, max=120.0, step=0.01),
+                io.Float.Input("strength", default=1.0, min=0.0, max=2.0, step=0.05),
+                io.Combo.Input("video_mode", options=["loop", "pingpong"], default="pingpong"),
+                io.Boolean.Input("blink", default=True),
+            ],
+            outputs=[
+                io.Image.Output(display_name="frames"),
+                io.Audio.Output(display_name="audio"),
+                io.Float.Output(display_name="fps"),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, image, audio, fps: float, strength: float, video_mode: str, blink: bool) -> io.NodeOutput:
+        frames_in = image_to_uint8(image, "image")
+        n_frames = pipeline.audio_frame_count(audio, fps, input_name="audio")
+        frames = pipeline.talk_frames(
+            frames_in,
+            audio,
+            fps,
+            strength=strength,
+            video_mode=video_mode,
+            blink=blink,
+            progress=progress_for(n_frames),
+        )
+        return io.NodeOutput(uint8_to_image(frames), audio, fps)

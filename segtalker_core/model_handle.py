@@ -37,7 +37,7 @@ class LoadedModel:
         """The torch module to move between devices, or None for CPU-only built-ins."""
         import torch
 
-        module = getattr(self.runner, "module", self.runner)
+        module = getattr(self.runner, "model", self.runner)
         return module if isinstance(module, torch.nn.Module) else None
 
     def place(self, device, dtype) -> None:

@@ -239,6 +239,14 @@ class BiSeNetParser:
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
 
+    def place(self, device: str | torch.device, dtype: torch.dtype) -> None:
+        """Move the network (and the normalisation constants) to another device/dtype."""
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.model.to(device=self.device, dtype=dtype)
+        self._mean = self._mean.to(self.device)
+        self._std = self._std.to(self.device)
+
     def preprocess(self, crops: np.ndarray) -> torch.Tensor:
         """``[n, S, S, 3]`` uint8 RGB -> normalised ``[n, 3, input_size, input_size]``."""
         x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device)

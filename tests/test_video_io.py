@@ -1,0 +1,172 @@
+"""mp4 writer/reader: frame count, size, colours, audio length and alignment, odd sizes, NTSC rates."""
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from segtalker_core import video_io as V
+
+SR = 16000
+
+
+def pattern(i: int, height: int = 96, width: int = 128) -> np.ndarray:
+    """Smooth colour gradients that drift with i (compresses well, so PSNR must be high)."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    r = 128 + 100 * np.sin(x / width * 2 * np.pi + i * 0.1)
+    g = 128 + 100 * np.cos(y / height * 2 * np.pi - i * 0.07)
+    b = 60 + 150 * (x + y) / (width + height)
+    return np.clip(np.stack([r, g, b], -1), 0, 255).astype(np.uint8)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-12)))
+
+
+def tone(seconds: float, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    wave = 0.3 * np.sin(2 * np.pi * 330 * t)
+    return np.stack([wave * (c + 1) / channels for c in range(channels)]).astype(np.float32)
+
+
+def audio_stream_seconds(path: str) -> float:
+    import av
+
+    with av.open(path) as container:
+        stream = container.streams.audio[0]
+        return float(stream.duration * stream.time_base)
+
+
+def test_roundtrip_frames_and_audio(tmp_path):
+    path = str(tmp_path / "out.mp4")
+    frames = [pattern(i) for i in range(50)]
+    with V.Mp4Writer(path, 25, audio=tone(2.0), sample_rate=SR) as writer:
+        for frame in frames:
+            writer.write(frame)
+    assert writer.summary.frames == 50 and writer.summary.audio_samples == 2 * SR
+
+    info = V.probe_video(path)
+    assert (info.width, info.height, info.frame_count, info.fps) == (128, 96, 50, Fraction(25))
+    assert info.has_audio and info.audio_sample_rate == SR
+    assert abs(audio_stream_seconds(path) - 2.0) <= 1024 / SR
+
+    decoded, fps = V.read_video(path)
+    assert decoded.shape == (50, 96, 128, 3) and fps == 25
+    assert min(psnr(a, b) for a, b in zip(decoded, frames)) > 30
+
+    wave, rate = V.read_audio(path)
+    assert rate == SR and abs(wave.shape[1] - 2 * SR) <= 1024
+    # Same phase as written: the priming delay of AAC is compensated.
+    reference = tone(2.0)[0, : wave.shape[1]]
+    assert np.corrcoef(wave[0, 2000:30000], reference[2000:30000])[0, 1] > 0.99
+
+
+def test_audio_is_trimmed_or_padded_to_video_length(tmp_path):
+    long_path, short_path = str(tmp_path / "long.mp4"), str(tmp_path / "short.mp4")
+    V.write_mp4(long_path, [pattern(i) for i in range(25)], 25, audio=tone(3.0), sample_rate=SR)
+    V.write_mp4(short_path, [pattern(i) for i in range(50)], 25, audio=tone(0.5), sample_rate=SR)
+    assert abs(audio_stream_seconds(long_path) - 1.0) <= 1024 / SR
+    assert abs(audio_stream_seconds(short_path) - 2.0) <= 1024 / SR
+    wave, _ = V.read_audio(short_path)
+    assert np.abs(wave[0, SR // 2 + 1024:]).max() < 1e-3  # the padding is silence
+    assert np.abs(wave[0, 1000:7000]).max() > 0.25  # the tone itself survived
+
+
+def test_comfy_stereo_layout_is_accepted(tmp_path):
+    path = str(tmp_path / "stereo.mp4")
+    V.write_mp4(path, [pattern(i) for i in range(10)], 25, audio=tone(0.4, 2)[None],
+                sample_rate=SR)
+    wave, _ = V.read_audio(path)
+    assert wave.shape[0] == 2
+    # Channel 2 was written twice as loud as channel 1.
+    ratio = np.abs(wave[1, 1000:5000]).mean() / np.abs(wave[0, 1000:5000]).mean()
+    assert 1.8 < ratio < 2.2
+
+
+@pytest.mark.parametrize("policy,expected", [("pad", (64, 50)), ("crop", (62, 48))])
+def test_odd_size_is_made_even_with_a_warning(tmp_path, policy, expected):
+    path = str(tmp_path / f"odd_{policy}.mp4")
+    frames = [pattern(i, 49, 63) for i in range(6)]
+    with pytest.warns(UserWarning, match="even"):
+        summary = V.write_mp4(path, frames, 25, settings=V.EncodeSettings(odd_size=policy))
+    assert (summary.width, summary.height) == expected and summary.size_note
+    decoded, _ = V.read_video(path)
+    assert decoded.shape == (6, expected[1], expected[0], 3)
+    assert psnr(decoded[0, :48, :62], frames[0][:48, :62]) > 30
+
+
+def test_ntsc_rate_is_exact(tmp_path):
+    path = str(tmp_path / "ntsc.mp4")
+    summary = V.write_mp4(path, [pattern(i) for i in range(30)], 29.97, audio=tone(1.0),
+                          sample_rate=SR)
+    assert summary.fps == Fraction(30000, 1001)
+    info = V.probe_video(path)
+    assert info.fps == Fraction(30000, 1001) and info.frame_count == 30
+    # 30 frames at 29.97 fps last 1.001 s; the audio follows the video's duration.
+    assert summary.audio_samples == V.audio_samples_for_frames(30, SR, 29.97) == 16016
+    assert abs(audio_stream_seconds(path) - 1.001) <= 1024 / SR
+
+
+@pytest.mark.parametrize(
+    "fps,expected",
+    [(29.97, Fraction(30000, 1001)), (23.976, Fraction(24000, 1001)), (59.94, Fraction(60000, 1001)),
+     (25, Fraction(25)), (30.0, Fraction(30)), (12.5, Fraction(25, 2))],
+)
+def test_fps_fraction(fps, expected):
+    assert V.fps_fraction(fps) == expected
+
+
+def test_writer_without_audio(tmp_path):
+    path = str(tmp_path / "silent.mp4")
+    V.write_mp4(path, np.stack([pattern(i) for i in range(8)]), 25)
+    info = V.probe_video(path)
+    assert not info.has_audio and info.frame_count == 8
+    assert V.read_audio(path) is None
+
+
+def test_reader_chunks_return_every_frame_in_order(tmp_path):
+    path = str(tmp_path / "chunks.mp4")
+    # Frame i has brightness 4 * i, so order and completeness can be read back.
+    frames = [np.full((32, 48, 3), 4 * i + 20, np.uint8) for i in range(50)]
+    V.write_mp4(path, frames, 25)
+    with V.VideoReader(path, chunk_size=16) as reader:
+        chunks = list(reader)
+    assert [len(c) for c in chunks] == [16, 16, 16, 2]
+    levels = np.concatenate(chunks).reshape(50, -1).mean(axis=1)
+    np.testing.assert_allclose(levels, 4 * np.arange(50) + 20, atol=2)
+
+    with V.VideoReader(path, chunk_size=16, max_frames=20) as reader:
+        assert [len(c) for c in reader] == [16, 4]
+
+
+def test_float_frames_are_accepted(tmp_path):
+    path = str(tmp_path / "float.mp4")
+    frame = pattern(0)
+    V.write_mp4(path, [frame.astype(np.float32) / 255.0] * 3, 25)
+    decoded, _ = V.read_video(path)
+    assert psnr(decoded[0], frame) > 30
+
+
+def test_bad_input_errors(tmp_path):
+    path = str(tmp_path / "bad.mp4")
+    with pytest.raises(ValueError, match="one size"):
+        with V.Mp4Writer(path, 25) as writer:
+            writer.write(pattern(0))
+            writer.write(pattern(1, 64, 64))
+    assert not os.path.exists(path)  # a half-written file is removed
+
+    with pytest.raises(ValueError, match="no frames"):
+        V.Mp4Writer(path, 25).close()
+    with pytest.raises(ValueError, match="sample_rate"):
+        V.Mp4Writer(path, 25, audio=tone(1.0))
+    with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
+        V.write_mp4(path, [np.zeros((32, 32), np.uint8)], 25)
+    with pytest.raises(ValueError, match="RGB"):
+        V.write_mp4(path, [np.zeros((32, 32, 4), np.uint8)], 25)
+    with pytest.raises(ValueError, match="fps"):
+        V.fps_fraction(0)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        V.probe_video(tmp_path / "missing.mp4")

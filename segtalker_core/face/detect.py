@@ -166,7 +166,7 @@ class FaceMeshDetector:
     def _run(self, work: np.ndarray, static: bool, origin: tuple[float, float],
              extent: tuple[float, float]) -> list[DetectedFace]:
         """Run the mesh on ``work``, an image of the frame region ``origin + [0, extent]``."""
-        result = self._model(static).process(work)
+        result = run_solution(self._model(static), work)
         faces = []
         for face in result.multi_face_landmarks or ():
             normalised = np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32)
@@ -320,6 +320,17 @@ def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float,
         return 0.0
     smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
     return width * height / max(smaller, 1e-9)
+
+
+def run_solution(solution, image: np.ndarray):
+    """``solution.process(image)`` for a MediaPipe legacy solution, without its protobuf noise.
+
+    mediapipe 0.10.14 calls a protobuf API deprecated in newer protobuf on every result, which
+    would print a ``SymbolDatabase.GetPrototype() is deprecated`` warning into every run.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
+        return solution.process(image)
 
 
 def _resize(rgb: np.ndarray, factor: float, interpolation: int) -> np.ndarray:

@@ -1,0 +1,112 @@
+"""Face parsing benchmark: ms per frame at 512 px on CPU, built-in parser vs BiSeNet.
+
+    .venv/bin/python benchmarks/parsing.py [--repeats 20] [--size 512]
+
+Rows: MediaPipe face-mesh detection (image and video mode) and FFHQ alignment + warp on the
+512 px astronaut portrait; the built-in parser (selfie segmentation + rasterisation) on aligned
+crops; a randomly initialised BiSeNet (same cost as the real checkpoint) at batch 1 and 4, if
+``segtalker_core.parsing.bisenet`` is present. Times are the median over ``--repeats`` runs after a
+warm-up; the minimum is shown too, since this machine's cores are shared.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def timed(fn, repeats: int, frames: int) -> tuple[float, float]:
+    """(median, min) milliseconds per frame of ``fn()``, which processes ``frames`` frames."""
+    fn()
+    fn()  # warm-up: model graphs, allocator, caches
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1e3 / frames)
+    return statistics.median(samples), min(samples)
+
+
+def row(name: str, result: tuple[float, float] | str) -> None:
+    if isinstance(result, str):
+        print(f"| {name:52s} | {result:>24s} |")
+    else:
+        print(f"| {name:52s} | {result[0]:10.1f} | {result[1]:11.1f} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--size", type=int, default=512, help="crop size")
+    args = ap.parse_args()
+
+    import cv2
+    import skimage.data
+
+    from segtalker_core.face.align import ffhq_similarity, similarity_to_affine, warp_crop
+    from segtalker_core.face.aligned import align_faces
+    from segtalker_core.face.detect import FaceMeshDetector
+    from segtalker_core.parsing.landmark_parser import LandmarkParser, LandmarkParserSettings
+
+    frame = skimage.data.astronaut()
+    # A short clip with gentle motion, for the tracking (video) mode.
+    clip = [cv2.warpAffine(frame, np.float64([[1, 0, i % 5], [0, 1, (i * 2) % 5]]), (512, 512),
+                           borderMode=cv2.BORDER_REFLECT_101) for i in range(10)]
+    aligned = align_faces(frame[None], crop_size=args.size)
+    crops = np.repeat(aligned.crops, 4, axis=0)
+    landmarks = np.repeat(aligned.landmarks, 4, axis=0)
+
+    print(f"CPU, crop {args.size} px, ms/frame (median over {args.repeats} runs, and minimum)\n")
+    print(f"| {'stage':52s} | {'median ms':>10s} | {'minimum ms':>11s} |")
+    print(f"|{'-' * 54}|{'-' * 12}|{'-' * 13}|")
+
+    with FaceMeshDetector(video=False) as det:
+        row("detection: face mesh, image mode (512 px frame)",
+            timed(lambda: det.detect(frame), args.repeats, 1))
+    with FaceMeshDetector(video=True) as det:
+        row("detection: face mesh, video mode / tracking",
+            timed(lambda: [det.detect(f) for f in clip], args.repeats, len(clip)))
+    points = aligned.frame_landmarks[0]
+
+    def align_and_warp():
+        warp_crop(frame, similarity_to_affine(ffhq_similarity(points), args.size), args.size)
+
+    row(f"alignment: FFHQ transform + warp to {args.size}", timed(align_and_warp, args.repeats, 1))
+
+    with LandmarkParser() as parser:
+        row("built-in parser: selfie + raster (batch 1)",
+            timed(lambda: parser.parse(crops[:1], landmarks[:1]), args.repeats, 1))
+        row("built-in parser: selfie + raster (batch 4)",
+            timed(lambda: parser.parse(crops, landmarks), args.repeats, 4))
+        small = cv2.resize(crops[0], (256, 256), interpolation=cv2.INTER_AREA)
+        row("  of which selfie segmentation (256 px model input)",
+            timed(lambda: parser._person_small(small), args.repeats, 1))
+    with LandmarkParser(LandmarkParserSettings(use_selfie=False)) as parser:
+        row("  face regions only (use_selfie=False)",
+            timed(lambda: parser.parse(crops[:1], landmarks[:1]), args.repeats, 1))
+
+    try:
+        import torch
+
+        from segtalker_core.parsing.bisenet import BiSeNet, BiSeNetParser
+    except ImportError as error:
+        row("BiSeNet", f"missing ({error})")
+        return
+    torch.manual_seed(0)
+    model = BiSeNet()
+    threads = torch.get_num_threads()
+    for batch in (1, 4):
+        parser = BiSeNetParser(model, device="cpu", dtype=torch.float32, batch_size=batch)
+        row(f"BiSeNet random init, 512 input, fp32, batch {batch} ({threads} threads)",
+            timed(lambda: parser.parse(crops[:batch]), max(3, args.repeats // 4), batch))
+
+
+if __name__ == "__main__":
+    main()

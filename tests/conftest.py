@@ -1,0 +1,58 @@
+"""Shared fixtures. The repository root is the custom-node folder; tests import ``segtalker_core``
+from it, and the ComfyUI harness (``comfyui_host``) from this folder.
+
+Fixtures (session-scoped):
+
+* ``comfyui_dir``      -- unpacked ComfyUI 0.3.75 (downloaded once into the test cache). If it cannot
+                          be obtained the test is skipped with the reason, or FAILS when
+                          ``SEGTALKER_REQUIRE_COMFYUI=1`` (``.ci/run`` sets it).
+* ``pack_description`` -- the pack imported as ComfyUI does, every schema built (``describe_pack``).
+* ``comfyui_server``   -- a running ``ComfyUIServer`` with this pack linked in, stopped at the end.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_DIR = Path(__file__).resolve().parents[1]
+TESTS_DIR = Path(__file__).resolve().parent
+for _p in (str(REPO_DIR), str(TESTS_DIR)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import comfyui_host  # noqa: E402
+
+
+def _unavailable(reason: str):
+    msg = f"real ComfyUI unavailable: {reason}"
+    if comfyui_host.comfyui_required():
+        pytest.fail(f"{msg}\n({comfyui_host.REQUIRE_ENV}=1, so this is a failure, not a skip)",
+                    pytrace=False)
+    pytest.skip(f"{msg} (set {comfyui_host.REQUIRE_ENV}=1 to make this a failure)")
+
+
+@pytest.fixture(scope="session")
+def comfyui_dir() -> Path:
+    try:
+        return comfyui_host.ensure_comfyui()
+    except comfyui_host.ComfyUIUnavailable as exc:
+        _unavailable(str(exc))
+
+
+@pytest.fixture(scope="session")
+def pack_description(comfyui_dir) -> dict:
+    return comfyui_host.describe_pack(comfyui_dir, REPO_DIR)
+
+
+@pytest.fixture(scope="session")
+def comfyui_server(comfyui_dir, tmp_path_factory):
+    server = comfyui_host.ComfyUIServer(comfyui_dir, REPO_DIR, tmp_path_factory.mktemp("comfyui"))
+    try:
+        server.start()
+        sys.stderr.write(f"\n[comfyui] booted in {server.boot_seconds:.1f} s on {server.url}, "
+                         f"log {server.log_path}\n")
+        yield server
+    finally:
+        server.stop()

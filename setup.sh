@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Development / CI setup for the SegTalker node pack. Idempotent: run it again any time.
+#
+#   bash setup.sh            # create or update .venv in the repository root
+#   bash setup.sh --force    # reinstall the Python requirements even if nothing changed
+#
+# What it does:
+#   1. .venv with Python 3.10-3.12 (python3.11 preferred; override with PYTHON=/path/to/python);
+#   2. torch==2.14.1 + torchvision==0.29.1, pinned exactly because the real-ComfyUI tests run the
+#      ComfyUI 0.3.75 server, which needs torchvision. (Inside ComfyUI you keep ComfyUI's own torch:
+#      the pack lists no torch requirement.) Set TORCH_INDEX_URL to pick a wheel index, e.g.
+#      https://download.pytorch.org/whl/cpu for the CPU-only build;
+#   3. requirements.txt (the pack), requirements-dev.txt (tests), requirements-comfyui.txt (what the
+#      vendored ComfyUI server needs to boot in the tests);
+#   4. system tools the tests use: espeak-ng (synthetic speech) and sox; installed with apt-get when
+#      run as root on a Debian/Ubuntu machine, otherwise the missing ones are printed.
+# The pack is used from the repository root (tests put it on sys.path), so nothing is pip-installed
+# from this repository itself.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")"
+REPO_DIR="$(pwd)"
+VENV="$REPO_DIR/.venv"
+FORCE=0
+for arg in "$@"; do
+  case "$arg" in
+    --force) FORCE=1 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
+
+TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)
+REQ_FILES=(requirements.txt requirements-dev.txt requirements-comfyui.txt)
+APT_PACKAGES=(espeak-ng sox)
+
+SECONDS=0
+step() { printf '\n==> [%3ds] %s\n' "$SECONDS" "$*"; }
+die() { echo "setup.sh: $*" >&2; exit 1; }
+
+py_ok() {  # is "$1" a Python 3.10-3.12 interpreter?
+  "$1" -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 12) else 1)' 2>/dev/null
+}
+
+# ---------------------------------------------------------------- 1. virtual environment
+step "Python virtual environment ($VENV)"
+if [[ -x "$VENV/bin/python" ]] && py_ok "$VENV/bin/python"; then
+  echo "reusing $("$VENV/bin/python" --version)"
+else
+  PY=""
+  if [[ -n "${PYTHON:-}" ]]; then
+    py_ok "$PYTHON" || die "PYTHON=$PYTHON is not Python 3.10-3.12"
+    PY="$PYTHON"
+  else
+    for cand in python3.11 python3.12 python3.10 python3; do
+      if command -v "$cand" >/dev/null 2>&1 && py_ok "$(command -v "$cand")"; then
+        PY="$(command -v "$cand")"; break
+      fi
+    done
+  fi
+  [[ -n "$PY" ]] || die "no Python 3.10-3.12 found (install python3.11, or set PYTHON=...)"
+  if [[ -e "$VENV" ]]; then
+    echo "existing .venv is unusable; recreating it"
+    rm -rf "$VENV"
+  fi
+  echo "creating .venv with $PY ($("$PY" --version))"
+  "$PY" -m venv "$VENV" || die "python -m venv failed (on Debian/Ubuntu: apt-get install python3-venv)"
+fi
+VPY="$VENV/bin/python"
+
+# ---------------------------------------------------------------- 2-3. Python packages
+# Skip pip entirely when nothing changed since the last successful run.
+STAMP="$VENV/.segtalker-setup.sha256"
+want_stamp="$( { "$VPY" --version; printf '%s\n' "${TORCH_PINS[@]}" "${TORCH_INDEX_URL:-}"; cat "${REQ_FILES[@]}"; } | sha256sum | cut -d' ' -f1)"
+if [[ "$FORCE" == 0 && -f "$STAMP" && "$(cat "$STAMP")" == "$want_stamp" ]]; then
+  step "Python packages: unchanged since the last run (bash setup.sh --force to reinstall)"
+else
+  rm -f "$STAMP"
+  step "upgrading pip"
+  "$VPY" -m pip install --quiet --upgrade pip
+
+  step "installing ${TORCH_PINS[*]}"
+  torch_args=()
+  [[ -n "${TORCH_INDEX_URL:-}" ]] && torch_args=(--index-url "$TORCH_INDEX_URL")
+  "$VPY" -m pip install --quiet "${torch_args[@]}" "${TORCH_PINS[@]}"
+
+  step "installing ${REQ_FILES[*]}"
+  req_args=()
+  for f in "${REQ_FILES[@]}"; do
+    [[ -f "$f" ]] || die "$f is missing"
+    req_args+=(-r "$f")
+  done
+  # Keep the torch pins while resolving, so no requirement can move torch.
+  "$VPY" -m pip install --quiet "${req_args[@]}" "${TORCH_PINS[@]}"
+  echo "$want_stamp" > "$STAMP"
+fi
+
+# ---------------------------------------------------------------- 4. system tools
+step "system tools: ${APT_PACKAGES[*]}"
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  command -v "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if (( ${#missing[@]} == 0 )); then
+  echo "present: ${APT_PACKAGES[*]}"
+elif [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing ${missing[*]} with apt-get"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "MISSING: ${missing[*]} -- the speech tests need them. Install with:"
+  echo "    sudo apt-get install ${missing[*]}      (or your system's package manager)"
+fi
+
+# ---------------------------------------------------------------- check
+step "checking the environment"
+"$VPY" - <<'EOF'
+import importlib
+mods = ["torch", "torchvision", "numpy", "cv2", "mediapipe", "av", "librosa", "soundfile",
+        "pocketsphinx", "safetensors", "pytest", "aiohttp", "comfyui_frontend_package"]
+bad = []
+for m in mods:
+    try:
+        importlib.import_module(m)
+    except Exception as exc:  # noqa: BLE001 - report every failure
+        bad.append(f"{m}: {exc}")
+import torch, torchvision
+print(f"torch {torch.__version__}, torchvision {torchvision.__version__}")
+if bad:
+    raise SystemExit("setup.sh: these modules do not import:\n  " + "\n  ".join(bad))
+print("all key modules import")
+EOF
+step "done in ${SECONDS}s. Run the tests with: .venv/bin/python -m pytest -q"

@@ -73,7 +73,8 @@ def ffhq_similarity(landmarks: np.ndarray) -> Similarity:
         raise ValueError("degenerate face landmarks (eyes and mouth coincide); cannot align")
     half = max(np.hypot(*eye_to_eye) * EYE_SPAN, np.hypot(*eye_to_mouth) * MOUTH_SPAN)
     centre = eye_avg + eye_to_mouth * CENTRE_SHIFT
-    return Similarity(float(centre[0]), float(centre[1]), float(half), float(np.arctan2(x[1], x[0])))
+    angle = float(np.arctan2(x[1], x[0]))
+    return Similarity(float(centre[0]), float(centre[1]), float(half), angle)
 
 
 def similarity_to_affine(params: np.ndarray | Similarity, crop_size: int) -> np.ndarray:
@@ -100,7 +101,7 @@ def similarity_to_affine(params: np.ndarray | Similarity, crop_size: int) -> np.
 
 
 def affine_to_similarity(matrix: np.ndarray, crop_size: int) -> np.ndarray:
-    """Inverse of :func:`similarity_to_affine` for similarity matrices: ``[..., 2, 3]`` -> ``[..., 4]``."""
+    """Inverse of :func:`similarity_to_affine`: ``[..., 2, 3]`` similarities -> ``[..., 4]``."""
     m = np.asarray(matrix, dtype=np.float64)
     scale = np.hypot(m[..., 0, 0], m[..., 0, 1])
     angle = np.arctan2(m[..., 0, 1], m[..., 0, 0])

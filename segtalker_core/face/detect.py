@@ -83,8 +83,8 @@ def select_face(faces: list[DetectedFace], face_index: int = LARGEST_FACE) -> De
     ordered = sorted(faces, key=lambda face: face.center_x)
     if face_index >= len(ordered):
         warnings.warn(
-            f"face_index={face_index} asks for face number {face_index + 1} from the left, but only "
-            f"{len(ordered)} face(s) were found; treating the frame as having no face",
+            f"face_index={face_index} asks for face number {face_index + 1} from the left, but "
+            f"only {len(ordered)} face(s) were found; treating the frame as having no face",
             stacklevel=2,
         )
         return None
@@ -128,7 +128,8 @@ class FaceMeshDetector:
         self._window_mesh = None  # windows: always static, they jump around the frame
         self._previous: DetectedFace | None = None  # video: last face seen, for a window search
 
-    def _model(self, static: bool):
+    def _model(self, window: bool):
+        """The whole-frame mesh, or (video mode) a separate static one for windows."""
         from mediapipe.python.solutions import face_mesh  # heavy: only when detecting
 
         def make(static_mode: bool):
@@ -140,7 +141,7 @@ class FaceMeshDetector:
                 min_tracking_confidence=self.min_confidence,
             )
 
-        if not static or not self.video:
+        if not window or not self.video:
             if self._mesh is None:
                 self._mesh = make(not self.video)
             return self._mesh
@@ -152,7 +153,7 @@ class FaceMeshDetector:
         """All faces in one image (any layout :func:`to_rgb_uint8` accepts), left to right."""
         rgb = to_rgb_uint8(image, name)
         height, width = rgb.shape[:2]
-        faces = self._run(self._working_copy(rgb, name), static=False, origin=(0.0, 0.0),
+        faces = self._run(self._working_copy(rgb, name), window=False, origin=(0.0, 0.0),
                           extent=(width, height))
         if not faces and self.search_small and min(height, width) >= self.min_side:
             if self.video and self._previous is not None:
@@ -163,10 +164,10 @@ class FaceMeshDetector:
             self._previous = max(faces, key=lambda face: face.area) if faces else None
         return sorted(faces, key=lambda face: face.center_x)
 
-    def _run(self, work: np.ndarray, static: bool, origin: tuple[float, float],
+    def _run(self, work: np.ndarray, window: bool, origin: tuple[float, float],
              extent: tuple[float, float]) -> list[DetectedFace]:
         """Run the mesh on ``work``, an image of the frame region ``origin + [0, extent]``."""
-        result = run_solution(self._model(static), work)
+        result = run_solution(self._model(window), work)
         faces = []
         for face in result.multi_face_landmarks or ():
             normalised = np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32)
@@ -212,24 +213,23 @@ class FaceMeshDetector:
         return []
 
     def _run_window(self, rgb: np.ndarray, x0: float, y0: float, side: float) -> list[DetectedFace]:
+        """Faces in the square ``[x0, x0 + side] x [y0, y0 + side]`` of the frame, frame pixels."""
         size = int(min(_WINDOW_PIXELS, max(self.min_side, round(side))))
         scale = size / side
-        matrix = np.array([[scale, 0.0, -x0 * scale], [0.0, scale, -y0 * scale]])
-        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
         if scale < 1 and _inside(rgb.shape, x0, y0, side):
+            # Inside the frame and shrinking: slice + area filter (warpAffine would alias).
             crop = rgb[int(round(y0)):int(round(y0 + side)), int(round(x0)):int(round(x0 + side))]
-            work = cv2.resize(crop, (size, size), interpolation=interpolation)
+            work = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
             x0, y0 = round(x0), round(y0)
             side_x, side_y = crop.shape[1], crop.shape[0]
         else:
+            # Around a face near the frame border: warp with replicated edges.
+            matrix = np.array([[scale, 0.0, -x0 * scale], [0.0, scale, -y0 * scale]])
             work = cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_LINEAR,
                                   borderMode=cv2.BORDER_REPLICATE)
             side_x = side_y = side
-        faces = self._run(np.ascontiguousarray(work), static=True, origin=(x0, y0),
-                          extent=(side_x, side_y))
-        # A face cut by the window border gets squeezed landmarks; the overlapping window that
-        # holds it whole gives the better copy, kept by _merge_duplicates.
-        return faces
+        return self._run(np.ascontiguousarray(work), window=True, origin=(x0, y0),
+                         extent=(side_x, side_y))
 
     def _working_copy(self, rgb: np.ndarray, name: str) -> np.ndarray:
         height, width = rgb.shape[:2]
@@ -237,7 +237,8 @@ class FaceMeshDetector:
         if short < MIN_USABLE_SIDE:
             raise ValueError(
                 f"{name} is {width}x{height} px; faces cannot be found below {MIN_USABLE_SIDE} px "
-                f"on the shorter side. Use a larger image (at least {self.min_side} px recommended)."
+                f"on the shorter side. Use a larger image (at least {self.min_side} px "
+                f"recommended)."
             )
         if short < self.min_side:
             factor = 256.0 / short
@@ -329,7 +330,8 @@ def run_solution(solution, image: np.ndarray):
     would print a ``SymbolDatabase.GetPrototype() is deprecated`` warning into every run.
     """
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
+        warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype",
+                                category=UserWarning)
         return solution.process(image)
 
 

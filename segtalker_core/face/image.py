@@ -11,7 +11,8 @@ Alpha is **composited on black** (``rgb * alpha``) rather than dropped: transpar
 cut-out portraits often hold arbitrary colour that would otherwise show up around the person.
 
 Recoverable oddities warn and go on: floats up to 0.1 outside 0..1 are clipped, non-negative
-floats above 1.1 (but at most 255) are taken as 0..255 and divided by 255, NaN/inf become 0. Shapes and dtypes that cannot be an image raise
+floats above 1.1 (but at most 255) are taken as 0..255 and divided by 255, NaN/inf become 0.
+Shapes and dtypes that cannot be an image raise
 ``ValueError`` / ``TypeError`` naming the input.
 """
 from __future__ import annotations
@@ -141,7 +142,8 @@ def _unit_float(array: np.ndarray, name: str) -> np.ndarray:
         values = values / 255.0
     elif low < -_FLOAT_TOLERANCE or high > 1.0 + _FLOAT_TOLERANCE:
         warnings.warn(
-            f"{name} has float values {low:.3g}..{high:.3g} slightly outside 0..1; they are clipped",
+            f"{name} has float values {low:.3g}..{high:.3g} slightly outside 0..1; they are "
+            f"clipped",
             stacklevel=4,
         )
     return np.clip(values, 0.0, 1.0)

@@ -120,8 +120,9 @@ def _gaussian(params: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray
     determinant = s0 * s2 - s1 * s1
     linear = determinant > 1e-6 * np.maximum(s0 * s2, 1e-12)
     smoothed = values.copy()
-    fit = np.where(linear[:, None], (s2[:, None] * t0 - s1[:, None] * t1)
-                   / np.where(linear, determinant, 1.0)[:, None], t0 / np.maximum(s0, 1e-12)[:, None])
+    line_fit = (s2[:, None] * t0 - s1[:, None] * t1) / np.where(linear, determinant, 1.0)[:, None]
+    mean_fit = t0 / np.maximum(s0, 1e-12)[:, None]  # a lone frame in its window: no slope
+    fit = np.where(linear[:, None], line_fit, mean_fit)
     smoothed[valid] = fit[valid]
     out = _from_face_units(smoothed, unit)
     out[~valid] = params[~valid]
@@ -170,7 +171,8 @@ class OneEuroSmoother:
         angle = float(row[3])
         if self._last_angle is not None:
             # Keep the angle continuous with the previous frame (unwrap one step at a time).
-            angle = self._last_angle + (angle - self._last_angle + math.pi) % (2 * math.pi) - math.pi
+            step = (angle - self._last_angle + math.pi) % (2 * math.pi) - math.pi
+            angle = self._last_angle + step
         self._last_angle = angle
         x = np.array([row[0] / self._unit, row[1] / self._unit, math.log(max(row[2], 1e-9)), angle])
         if self._value is None:
@@ -178,7 +180,8 @@ class OneEuroSmoother:
         else:
             dt = self._gap / s.fps
             slope = (x - self._value) / dt
-            self._slope = self._slope + _alpha(1.0, dt) * (slope - self._slope)  # 1 Hz derivative cut-off
+            # The derivative itself is low-passed at 1 Hz (the filter's usual setting).
+            self._slope = self._slope + _alpha(1.0, dt) * (slope - self._slope)
             cutoff = s.min_cutoff + s.beta * np.abs(self._slope)
             self._value = self._value + _alpha(cutoff, dt) * (x - self._value)
             self._gap = 0

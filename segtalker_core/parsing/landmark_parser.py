@@ -81,7 +81,7 @@ class LandmarkParser:
         self._selfie = None
 
     def parse(self, crops: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        """``crops [N, S, S, 3]`` uint8 + ``landmarks [N, 478, 3]`` (crop px) -> ``[N, S, S]`` uint8.
+        """``crops [N, S, S, 3]`` uint8 + ``landmarks [N, 478, 3]`` crop px -> ``[N, S, S]`` uint8.
 
         A crop whose landmarks are not all finite (no face) gets an all-background map.
         """
@@ -255,7 +255,8 @@ class _ColourScores:
         work = small.shape[0]
         lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB)
         oval = _fill((work, work), xy, T.FACE_OVAL)
-        cheeks = (_fill((work, work), xy, _CHEEK_RIGHT) | _fill((work, work), xy, _CHEEK_LEFT)) & oval
+        cheeks = _fill((work, work), xy, _CHEEK_RIGHT) | _fill((work, work), xy, _CHEEK_LEFT)
+        cheeks &= oval
         # Lighting varies over a face more than hue does: floor the spread, widest on lightness.
         skin = _LabGaussian.fit(lab[cheeks], floor=(12.0, 3.0, 3.0))
         if person_prob is None:
@@ -315,13 +316,14 @@ class _FaceGeometry:
         left, right = xy[T.CHEEK_EXTREMES[0]], xy[T.CHEEK_EXTREMES[1]]
         face_w = float(np.hypot(*(right - left)))
 
-        def along(index_list) -> float:
-            return float(((xy[list(index_list)] - chin) @ down).mean())
+
+        def along(indices: tuple[int, ...]) -> np.ndarray:
+            return (xy[list(indices)] - chin) @ down
 
         return _FaceGeometry(
             chin=chin, down=down, face_h=face_h, face_w=face_w,
-            jaw_level=along(T.MOUTH_CORNERS),
-            brow_level=float(((xy[list(T.RIGHT_BROW_UPPER + T.LEFT_BROW_UPPER)] - chin) @ down).min()),
+            jaw_level=float(along(T.MOUTH_CORNERS).mean()),
+            brow_level=float(along(T.RIGHT_BROW_UPPER + T.LEFT_BROW_UPPER).min()),
         )
 
     def coordinates(self, size: int) -> tuple[np.ndarray, np.ndarray]:

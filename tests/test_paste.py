@@ -143,6 +143,9 @@ def test_mask_is_zero_at_the_crop_border_and_outside_the_face():
 
     face = synthetic_regions(256)
     mask = P.face_blend_mask(face, 4)
+    by_name = P.face_blend_mask(face, 4, regions=["skin", "lips", "mouth_interior", "nose", "eyes",
+                                                  "brows"])
+    assert np.array_equal(mask, by_name)
     not_face = ~np.isin(face, P.FACE_REGIONS)
     assert mask[not_face].max() < 0.05 and mask[face == R["nose"]].min() > 0.99
 

@@ -55,7 +55,7 @@ def face_blend_mask(
     regions12: np.ndarray | None,
     feather_px: float = 8.0,
     *,
-    regions: Sequence[int] = FACE_REGIONS,
+    regions: Sequence[int] | Sequence[str] = FACE_REGIONS,
     landmarks: np.ndarray | None = None,
     changed: np.ndarray | None = None,
     band_px: float | None = None,
@@ -66,8 +66,9 @@ def face_blend_mask(
     """Soft paste mask ``[S, S]`` float32 in 0..1 from 12-region maps and/or landmarks.
 
     ``regions12``: ``[S, S]`` or ``[K, S, S]`` uint8 12-region maps (united), or None to use the
-    face oval of ``landmarks`` alone. ``landmarks``: ``[478, 2+]`` crop pixels; NaN rows (no face)
-    are ignored. ``changed``: ``[S, S]`` bool, pixels the renderer altered; the mask is limited to
+    face oval of ``landmarks`` alone; ``regions``: the regions that count as face (indices or
+    names). ``landmarks``: ``[478, 2+]`` crop pixels, ignored if they hold NaN (no face).
+    ``changed``: ``[S, S]`` bool, pixels the renderer altered; the mask is limited to
     ``band_px`` (default ``3 * feather_px``) around them. ``crop_size`` is needed only when
     neither a map nor ``changed`` gives the size.
     """
@@ -81,7 +82,7 @@ def face_blend_mask(
         if maps.ndim != 3 or maps.shape[1:] != (size, size):
             raise ValueError(f"regions12 must be [S, S] or [K, S, S]; got {maps.shape}")
         lut = np.zeros(256, dtype=bool)
-        lut[list(regions)] = True
+        lut[L.parse_region_list(regions) if _are_names(regions) else list(regions)] = True
         area = lut[maps.astype(np.uint8, copy=False)].any(axis=0)
     if landmarks is not None and np.isfinite(np.asarray(landmarks)[:, :2]).all():
         oval = _polygon_mask(landmarks, T.FACE_OVAL, size)
@@ -97,12 +98,12 @@ def face_blend_mask(
             raise ValueError(f"changed must be [S, S] = {(size, size)}; got {changed.shape}")
         band = _dilate(changed, band_px if band_px is not None else 3.0 * feather_px)
         area = (area | changed) & band
-    mask = area.astype(np.float32)
     erode = feather_px if erode_px is None else float(erode_px)
     if erode > 0:
-        mask = _erode(mask, erode)
+        area = _erode(area, erode)
     elif erode < 0:
-        mask = _dilate(mask > 0, -erode).astype(np.float32)
+        area = _dilate(area, -erode)
+    mask = area.astype(np.float32)
     if feather_px > 0:
         mask = cv2.GaussianBlur(mask, (0, 0), sigmaX=feather_px / 2.0,
                                 borderType=cv2.BORDER_CONSTANT)
@@ -157,8 +158,9 @@ def paste_face(
     """Blend ``crop [S, S, 3]`` uint8 into ``frame [H, W, 3]`` uint8 -> new frame ``[H, W, 3]``.
 
     ``transform``: ``2x3`` frame -> crop affine. ``mask``: ``[S, S]`` paste weights (float 0..1,
-    bool, or uint8 0..255), e.g. from :func:`face_blend_mask`. An empty mask or a footprint outside
-    the frame returns the frame unchanged. ``inplace`` writes into ``frame`` (saves one copy).
+    bool, or uint8 0..255), e.g. from :func:`face_blend_mask`; it must reach 0 before the crop's
+    edge (that mask does) or the crop's square shows. An empty mask or a footprint outside the
+    frame returns the frame unchanged. ``inplace`` writes into ``frame`` (saves one copy).
     """
     frame = _check_image(frame, "frame")
     crop = _check_image(crop, "crop")
@@ -311,6 +313,10 @@ def _inside_frame(
     return ((xs >= 0) & (xs <= width - 1) & (ys >= 0) & (ys <= height - 1)).astype(np.float32)
 
 
+def _are_names(regions: Sequence[int] | Sequence[str] | str) -> bool:
+    return isinstance(regions, str) or any(isinstance(r, str) for r in regions)
+
+
 def _mask_size(regions12, changed, crop_size) -> int:
     for arr in (regions12, changed):
         if arr is not None:
@@ -331,20 +337,24 @@ def _polygon_mask(landmarks: np.ndarray, indices: tuple[int, ...], size: int) ->
     return canvas.astype(bool)
 
 
-def _disk(radius: float) -> np.ndarray:
-    r = max(int(np.ceil(radius)), 1)
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+# Erosion and dilation by a Euclidean radius through the distance transform: the cost does not
+# grow with the radius (a 17x17 structuring element costs ~10x more at feather 8).
 
 
 def _erode(mask: np.ndarray, radius: float) -> np.ndarray:
-    # The outside of the crop counts as "not face", so the face is eroded away from the border too.
-    return cv2.erode(mask, _disk(radius), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    """``mask`` (bool) shrunk by ``radius`` px; outside the crop counts as "not face"."""
+    padded = cv2.copyMakeBorder(mask.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    distance = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
+    return distance > radius
 
 
 def _dilate(mask: np.ndarray, radius: float) -> np.ndarray:
-    if radius <= 0:
-        return mask.astype(bool)
-    return cv2.dilate(mask.astype(np.uint8), _disk(radius)).astype(bool)
+    """``mask`` (bool) grown by ``radius`` px."""
+    mask = mask.astype(bool)
+    if radius <= 0 or not mask.any():
+        return mask
+    distance = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, 5)
+    return distance <= radius
 
 
 @lru_cache(maxsize=8)

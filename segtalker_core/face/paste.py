@@ -5,7 +5,8 @@ Mask (:func:`face_blend_mask`, crop space, float32 0..1):
 * face area = the 12-region classes skin, lips, mouth interior, nose, eyes and brows (hair, ears,
   neck and background come from the original frame, where the crop is least reliable); several
   maps ``[K, S, S]`` are united, so passing the source map *and* the driven map keeps both the
-  old and the new mouth/jaw shape inside;
+  old and the new mouth/jaw shape inside; a region recoloured by a style swap that is not in
+  this list (hair, ears, neck) must be added through ``regions`` or the swap will not show;
 * optionally cut to the face-oval polygon of the landmarks (parsers sometimes spill "skin" into
   the neck or a hand) and/or to a band of ``band_px`` around the pixels the renderer ``changed``
   (everything else then stays the original frame bit for bit);

@@ -295,6 +295,23 @@ def test_one_region_generator_equals_unconditional():
     torch.testing.assert_close(fast, also, atol=1e-5, rtol=1e-5)
 
 
+def test_reference_below_a_resolution():
+    g = Generator(tiny_config(reference_max_res=8))
+    impls = {(res, layer.impl) for res, layer in g.modulated_layers()}
+    assert impls == {(4, "reference"), (8, "reference"), (16, "fast"), (32, "fast"), (64, "fast")}
+    g.set_mask_guided_impl("reference")
+    assert {layer.impl for _, layer in g.modulated_layers()} == {"reference"}
+    g.set_mask_guided_impl("fast")
+    assert sum(layer.impl == "fast" for _, layer in g.modulated_layers()) == 9
+    # Same parameters, same images where the two implementations agree (one region).
+    full = Generator(tiny_config())
+    full.load_state_dict(g.state_dict())
+    codes, seg = torch.randn(1, R, g.n_latent, 32), torch.full((1, 64, 64), 2)
+    noise = g.make_noise(1, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(g(codes, seg, noise=noise), full(codes, seg, noise=noise))
+
+
 def test_label_map_and_one_hot_masks_agree():
     g = Generator(tiny_config())
     labels = block_labels(2, 64, 16)  # 4x4 tiles: nearest and area resizing agree at every layer

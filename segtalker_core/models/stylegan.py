@@ -16,6 +16,10 @@ region's style (:mod:`.mask_guided`). Later layers use one *global* style per sa
   the same row -- what the encoder writes beyond K, the average latent -- it is exactly that row.
 * ``global_style="mean"``: the plain mean over valid regions (or all), independent of the mask.
 
+``reference_max_res`` mixes the two implementations: at 4x4..16x16 a 3x3 footprint spans a large
+part of the face, so that is where the fast layer departs most from E4S's, and where the per-region
+convs are cheapest (see benchmarks/models.py for the cost and the image-level difference).
+
 Noise: pass ``noise`` (a list from :meth:`Generator.make_noise`, broadcastable over the batch) or a
 ``noise_generator`` to keep noise fixed across the frames of a video; otherwise it is redrawn.
 """
@@ -50,6 +54,7 @@ class GeneratorConfig:
     num_regions: int = 12  # R (labels.REGIONS_12)
     mask_guided_layers: int | None = None  # K W+ rows that are per-region; None: up to 64x64
     mask_guided_impl: str = "fast"  # "fast" (one conv) | "reference" (one conv per region, E4S)
+    reference_max_res: int = 0  # mask-guided layers at <= this resolution use "reference" anyway
     global_style: str = "area"  # style of layers >= K: "area" | "mean" (module docstring)
 
     def __post_init__(self) -> None:
@@ -64,6 +69,8 @@ class GeneratorConfig:
             raise ValueError(
                 f"channel_base * channel_multiplier must be >= size ({self.size}) for 1+ channels"
             )
+        if self.reference_max_res < 0:
+            raise ValueError("reference_max_res must be >= 0")
         k = self.mask_guided_layers
         if k is not None and not 0 <= k <= self.n_latent:
             raise ValueError(f"mask_guided_layers must be in 0..{self.n_latent}, got {k}")
@@ -209,6 +216,7 @@ class Generator(nn.Module):
             self.convs.append(StyledConv(cin, cout, c.w_dim, True, blur, impl))
             self.convs.append(StyledConv(cout, cout, c.w_dim, False, blur, impl))
             self.to_rgbs.append(ToRGB(cout, c.w_dim, True, blur, impl))
+        self.set_mask_guided_impl(impl)
 
     # -- properties ----------------------------------------------------------------------------
 
@@ -228,11 +236,22 @@ class Generator(nn.Module):
     def noise_sizes(self) -> list[int]:
         return [4] + [2 ** (2 + (i + 2) // 2) for i in range(len(self.convs))]
 
+    def modulated_layers(self) -> list[tuple[int, MaskGuidedModulatedConv]]:
+        """(output resolution, layer) of every modulated conv, in forward order."""
+        layers = [(4, self.conv1.conv), (4, self.to_rgb1.conv)]
+        for i, to_rgb in enumerate(self.to_rgbs):
+            res = 2 ** (i + 3)
+            layers += [(res, self.convs[2 * i].conv), (res, self.convs[2 * i + 1].conv)]
+            layers.append((res, to_rgb.conv))
+        return layers
+
     def set_mask_guided_impl(self, impl: str) -> None:
-        """Switch every mask-guided layer to ``"fast"`` or ``"reference"`` (no parameter change)."""
-        for module in self.modules():
-            if isinstance(module, MaskGuidedModulatedConv):
-                module.impl = impl
+        """Switch the mask-guided layers to ``"fast"`` or ``"reference"`` (no parameter change);
+        layers at or below ``reference_max_res`` stay ``"reference"``."""
+        if impl not in IMPLEMENTATIONS:
+            raise ValueError(f"impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
+        for res, layer in self.modulated_layers():
+            layer.impl = "reference" if res <= self.config.reference_max_res else impl
         self.config.mask_guided_impl = impl
 
     # -- latents and noise ---------------------------------------------------------------------

@@ -200,3 +200,257 @@ def region_mask(
     if space == "crop":
         return masks
     return frame_space_masks(masks, track.transforms[source_index], track.frame_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Audio
+
+
+def load_audio_for_comfy(path: str) -> dict:
+    """A ComfyUI AUDIO dict (``waveform [1, C, T]`` at the file's own rate) from any audio/video file."""
+    from .audio.io import audio_dict_from_file
+
+    return audio_dict_from_file(path)
+
+
+def audio_frame_count(audio, fps: float, input_name: str = "audio") -> int:
+    """Video frames the audio needs: ``ceil(duration * fps)`` (at least 1)."""
+    from .audio.timing import frame_count
+
+    return frame_count(_mono(audio, input_name).duration, fps)
+
+
+def _mono(audio, input_name: str):
+    from .audio.io import MonoAudio, load_audio
+
+    if isinstance(audio, MonoAudio):
+        return audio
+    try:
+        return load_audio(audio)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"input '{input_name}': {error}") from error
+
+
+# ---------------------------------------------------------------------------------------------
+# Talking segmentation
+
+
+def talking_segmentation(
+    faces: FaceTrack,
+    audio,
+    fps: float,
+    model: LoadedModel | None = None,
+    strength: float = 1.0,
+    method: str = "auto",
+    video_mode: str = "pingpong",
+    blink: bool = True,
+    seed: int = 0,
+    progress: Progress = None,
+) -> TalkingSegmentation:
+    """FACES + speech -> one 12-region map per video frame (``ceil(duration * fps)`` frames).
+
+    The face track is repeated (portrait), looped/ping-ponged (video shorter than the audio) or cut
+    (longer). Built-in: the viseme rig drives the face's landmarks and re-rasterises the mouth
+    regions. Learned (``model`` is a TSG): the network predicts the mouth area from mel windows;
+    the built-in articulation is still computed so the built-in renderer can follow it.
+    """
+    from . import builtin
+    from .audio.articulation import articulation_from_audio
+    from .audio.timing import frame_count
+    from .frame_schedule import source_indices
+
+    if not isinstance(faces, FaceTrack):
+        raise TypeError(f"input 'faces' must be SEGTALKER_FACES from SegTalker Face Parse, got {type(faces).__name__}")
+    mono = _mono(audio, "audio")
+    n_frames = frame_count(mono.duration, fps)
+    index = source_indices(len(faces), n_frames, video_mode)
+    articulation = articulation_from_audio(mono, fps, n_frames=n_frames, method=method, strength=strength)
+    if model is None or model.is_builtin:
+        return builtin.talking_segmentation(faces, articulation, index, blink=blink, seed=seed, progress=progress)
+    from .learned import tsg_segmentation
+
+    require_component(model, (TSG,), slot="tsg")
+    regions = tsg_segmentation(faces, mono, fps, n_frames, index, model, progress=progress)
+    return TalkingSegmentation(
+        regions=regions,
+        faces=faces,
+        source_index=index,
+        fps=float(fps),
+        mouth_params=articulation.params,
+        meta={"backend": "tsg", "model": model.source, "blink": False, "seed": int(seed)},
+    )
+
+
+def edit_segmentation(
+    segmentation: TalkingSegmentation,
+    region: str,
+    shape_from: FaceTrack | None = None,
+    mask: np.ndarray | None = None,
+    fill: str = "skin",
+) -> TalkingSegmentation:
+    """Give ``region`` a new shape in every frame, from another face's parsing or a painted mask."""
+    from .segmentation_edit import edit_region
+
+    return edit_region(segmentation, region, shape_from=shape_from, mask=mask, fill=fill)
+
+
+# ---------------------------------------------------------------------------------------------
+# Style
+
+
+def encode_style(faces: FaceTrack, model: LoadedModel | None = None, frame: int = 0) -> StyleCodes:
+    """Style codes of one frame of ``faces`` (one reference for the whole video: no flicker)."""
+    if not isinstance(faces, FaceTrack):
+        raise TypeError(f"input 'faces' must be SEGTALKER_FACES, got {type(faces).__name__}")
+    if not 0 <= frame < len(faces):
+        raise ValueError(f"input 'frame' is {frame}, but the faces have frames 0..{len(faces) - 1}")
+    if not faces.found[frame]:
+        first = int(np.argmax(faces.found))
+        log.warning("frame %d has no face; encoding the style of frame %d instead", frame, first)
+        frame = first
+    if model is None or model.is_builtin:
+        from . import builtin
+
+        return builtin.encode_style(faces, frame)
+    from .learned import encode_style_learned
+
+    require_component(model, (ENCODER,), slot="encoder")
+    return encode_style_learned(faces, model, frame)
+
+
+def swap_style(style: StyleCodes, reference: StyleCodes, regions, strength: float = 1.0) -> StyleCodes:
+    """``style`` whose chosen regions take ``reference``'s look (``strength`` 0..1 interpolates)."""
+    from .procedural.region_style import swap_regions
+
+    if not list(regions):
+        raise ValueError(f"no region selected; choose at least one of: {', '.join(L.REGIONS_12)}")
+    return swap_regions(style, reference, list(regions), strength)
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthesis and paste-back
+
+
+def synthesize(
+    segmentation: TalkingSegmentation,
+    style: StyleCodes | None = None,
+    model: LoadedModel | None = None,
+    background: str = "source",
+    seed: int = 0,
+    progress: Progress = None,
+) -> np.ndarray:
+    """``[T, S, S, 3]`` uint8 face crops, one per segmentation frame."""
+    if not isinstance(segmentation, TalkingSegmentation):
+        raise TypeError(f"input 'segmentation' must be SEGTALKER_SEGMENTATION, got {type(segmentation).__name__}")
+    if background not in ("source", "generated"):
+        raise ValueError(f"background must be 'source' or 'generated', got {background!r}")
+    if model is None or model.is_builtin:
+        from . import builtin
+
+        s = segmentation.faces.crop_size
+        out = np.empty((len(segmentation), s, s, 3), np.uint8)
+        for t, crop in enumerate(builtin.iter_synthesize(segmentation, style, progress)):
+            out[t] = crop
+        return out
+    from .learned import synthesize_learned
+
+    require_component(model, (GENERATOR,), slot="generator")
+    if style is None:
+        raise ValueError("a learned generator needs style codes: connect SegTalker Encode Style (with the encoder bundle)")
+    return synthesize_learned(segmentation, style, model, background=background, seed=seed, progress=progress)
+
+
+def iter_paste_back(
+    crops,  # [T, S, S, 3] uint8 array, or an iterator of [S, S, 3] crops
+    segmentation: TalkingSegmentation,
+    feather_px: float = 12.0,
+    progress: Progress = None,
+):
+    """Full-resolution frames, one at a time (feeds a video writer without holding the video)."""
+    from .builtin import paste_masks_for
+    from .face.paste import paste_face
+
+    faces = segmentation.faces
+    n = len(segmentation)
+    count = 0
+    for t, crop in enumerate(crops):
+        if t >= n:
+            raise ValueError(f"more crops than the segmentation's {n} frames")
+        i = int(segmentation.source_index[t])
+        if faces.found[i]:
+            mask = paste_masks_for(crop, segmentation, t, feather_px)
+            yield paste_face(faces.frames[i], crop, faces.transforms[i], mask)
+        else:
+            yield faces.frames[i].copy()
+        count += 1
+        if progress is not None:
+            progress(count, n)
+    if count != n:
+        raise ValueError(f"{count} crops for a segmentation of {n} frames; they must match one to one")
+
+
+def paste_back(crops: np.ndarray, segmentation: TalkingSegmentation, feather_px: float = 12.0,
+               progress: Progress = None) -> np.ndarray:
+    """``[T, H, W, 3]`` uint8 original frames with the crops blended in."""
+    if len(crops) != len(segmentation):
+        raise ValueError(
+            f"input 'crops' has {len(crops)} images but the segmentation has {len(segmentation)} frames; "
+            "connect the crops that SegTalker Synthesize made from this segmentation"
+        )
+    s = segmentation.faces.crop_size
+    if crops.shape[1:3] != (s, s):
+        raise ValueError(f"input 'crops' are {crops.shape[2]}x{crops.shape[1]}, but the faces were cropped at {s}x{s}")
+    h, w = segmentation.faces.frame_size
+    out = np.empty((len(crops), h, w, 3), np.uint8)
+    for t, frame in enumerate(iter_paste_back(crops, segmentation, feather_px, progress)):
+        out[t] = frame
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole chain (built-in)
+
+
+def iter_talk(
+    frames: np.ndarray,
+    audio,
+    fps: float,
+    strength: float = 1.0,
+    video_mode: str = "pingpong",
+    blink: bool = True,
+    seed: int = 0,
+    method: str = "auto",
+    crop_size: int = 512,
+    swaps: list[tuple[list[str], np.ndarray]] | None = None,
+    progress: Progress = None,
+):
+    """Portrait or video frames + speech -> output frames, yielded one at a time.
+
+    ``swaps``: ``[(regions, reference_image), ...]`` local style edits from reference faces.
+    Memory does not grow with the audio length (mouth parameters are a few floats per frame).
+    """
+    from . import builtin
+
+    faces = parse_faces(frames, crop_size=crop_size, input_name="image")
+    segmentation = talking_segmentation(
+        faces, audio, fps, strength=strength, method=method, video_mode=video_mode, blink=blink, seed=seed,
+    )
+    style = None
+    for regions, reference_image in swaps or []:
+        reference = parse_faces(reference_image[None], crop_size=crop_size, input_name="reference")
+        style = swap_style(style or encode_style(faces), encode_style(reference), regions, 1.0)
+    crops = builtin.iter_synthesize(segmentation, style)
+    yield from iter_paste_back(crops, segmentation, progress=progress)
+
+
+def talk_frames(frames: np.ndarray, audio, fps: float, progress: Progress = None, **options) -> np.ndarray:
+    """:func:`iter_talk` collected into ``[T, H, W, 3]`` uint8."""
+    n = audio_frame_count(audio, fps)
+    first = None
+    out = None
+    for t, frame in enumerate(iter_talk(frames, audio, fps, progress=progress, **options)):
+        if out is None:
+            first = frame
+            out = np.empty((n,) + first.shape, np.uint8)
+        out[t] = frame
+    return out

@@ -1,0 +1,145 @@
+"""The learned backends of each stage (TSG, mask-guided encoder, mask-guided StyleGAN).
+
+Models arrive as :class:`LoadedModel` already placed on their device and dtype (the caller
+decides: the ComfyUI nodes through model_management, the CLI from ``--device``).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .containers import FaceTrack, StyleCodes, TalkingSegmentation
+from .model_handle import LoadedModel
+
+Progress = Callable[[int, int], None] | None
+
+
+def _placement(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    p = next(module.parameters())
+    return p.device, p.dtype
+
+
+def tsg_segmentation(
+    faces: FaceTrack,
+    mono_audio,  # audio.io.MonoAudio, 16 kHz
+    fps: float,
+    n_frames: int,
+    source_index: np.ndarray,  # [T] frame of `faces` behind each output frame
+    model: LoadedModel,
+    reference_frame: int = 0,
+    batch_size: int = 8,
+    progress: Progress = None,
+) -> np.ndarray:
+    """``[T, S, S]`` uint8 12-region maps predicted by a TSG from the audio's mel windows.
+
+    The pose source of output frame t is the parsing of ``faces[source_index[t]]`` (its mouth
+    masked by the model); the identity reference is one fixed frame, so the mouth shape does not
+    drift. Frames without a face keep their source map.
+    """
+    from .audio.mel import mel_windows
+    from .models.tsg import predict_talking_segmentation
+
+    tsg = model.runner
+    device, dtype = _placement(tsg)
+    regions = faces.regions
+    reference = regions[reference_frame] if faces.found[reference_frame] else regions[np.argmax(faces.found)]
+    out = np.empty((n_frames, faces.crop_size, faces.crop_size), dtype=np.uint8)
+    chunk = 256  # bounds memory for long audio: mel and one-hot maps exist per chunk only
+    for start in range(0, n_frames, chunk):
+        stop = min(start + chunk, n_frames)
+        windows = mel_windows(mono_audio, fps, start, stop, n_frames=n_frames)
+        source = regions[source_index[start:stop]]
+
+        def chunk_progress(done: int, _total: int, offset: int = start) -> None:
+            if progress is not None:
+                progress(offset + done, n_frames)
+
+        out[start:stop] = predict_talking_segmentation(
+            tsg, source, reference, windows, batch_size, device, dtype, progress=chunk_progress,
+        )
+    missing = ~faces.found[source_index]
+    out[missing] = regions[source_index[missing]]
+    return out
+
+
+def encode_style_learned(faces: FaceTrack, model: LoadedModel, frame: int) -> StyleCodes:
+    """W+ codes ``[1, 12, L, w]`` of one reference frame (one code for the whole video)."""
+    from .models.bundles import check_finite
+
+    encoder = model.runner
+    device, dtype = _placement(encoder)
+    size = encoder.config.input_size
+    crop = faces.crops[frame]
+    if crop.shape[0] != size:
+        crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+    image = torch.from_numpy(crop).permute(2, 0, 1)[None].to(device=device, dtype=torch.float32)
+    image = (image / 127.5 - 1.0).to(dtype)
+    check_finite(image, "image")
+    regions = torch.from_numpy(faces.regions[frame].astype(np.int64))[None].to(device)
+    with torch.inference_mode():
+        codes, valid = encoder(image, regions)
+    return StyleCodes(
+        kind="learned",
+        valid=valid.cpu().numpy().astype(bool),
+        codes=codes.float().cpu(),
+        encoder_id=(model.config.extra or {}).get("encoder_id") if model.config is not None else None,
+        meta={"frame": frame, "source": model.source},
+    )
+
+
+def synthesize_learned(
+    segmentation: TalkingSegmentation,
+    style: StyleCodes,
+    model: LoadedModel,
+    background: str = "source",
+    seed: int = 0,
+    batch_size: int = 4,
+    progress: Progress = None,
+) -> np.ndarray:
+    """``[T, S, S, 3]`` uint8 crops from the mask-guided generator.
+
+    Noise is drawn once from ``seed`` and shared by every frame (no texture flicker). With
+    ``background="source"`` the background region is taken from each frame's source crop.
+    """
+    from .models.bundles import check_finite, check_style_codes, plan_segmentation_resize
+
+    generator = model.runner
+    device, dtype = _placement(generator)
+    size = generator.config.size
+    if style.kind != "learned":
+        raise ValueError(
+            "input 'style' holds built-in colour statistics, but a learned generator needs W+ codes: "
+            "connect SegTalker Encode Style with a learned encoder (or disconnect the generator)"
+        )
+    codes = style.codes
+    check_finite(codes, "style codes")
+    check_style_codes(codes, style.encoder_id, model.config)
+    s = segmentation.faces.crop_size
+    plan = plan_segmentation_resize(s, size)  # warns when the resolutions differ
+    noise_rng = torch.Generator(device="cpu").manual_seed(int(seed))
+    noise = [n.to(device=device, dtype=dtype) for n in generator.make_noise(1, noise_rng, device="cpu")]
+    codes = codes[:1].to(device=device, dtype=dtype)
+    valid = torch.from_numpy(style.valid[:1]).to(device)
+    t_total = len(segmentation)
+    out = np.empty((t_total, s, s, 3), dtype=np.uint8)
+    with torch.inference_mode():
+        for start in range(0, t_total, batch_size):
+            stop = min(start + batch_size, t_total)
+            maps = torch.from_numpy(segmentation.regions[start:stop].astype(np.int64)).to(device)
+            maps = plan.apply(maps)
+            b = stop - start
+            image = generator(codes.expand(b, -1, -1, -1), maps, noise=noise, valid=valid.expand(b, -1))
+            image = F.interpolate(image.float(), size=(s, s), mode="bilinear", align_corners=False, antialias=size > s)
+            rgb = ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            out[start:stop] = rgb
+            if progress is not None:
+                progress(stop, t_total)
+    if background == "source":
+        keep = segmentation.regions == 0
+        sources = segmentation.faces.crops[segmentation.source_index]
+        out[keep] = sources[keep]
+    return out

@@ -1,0 +1,112 @@
+"""Shape edits of a talking segmentation: a region takes a new shape in every frame.
+
+The mouth regions (lips, mouth interior) are driven by the audio, so their shape cannot be fixed by
+an edit; their look is changed with a style swap instead.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from . import labels as L
+from .containers import FaceTrack, TalkingSegmentation
+
+ANIMATED = ("lips", "mouth_interior")
+FILLS = ("skin", "background", "hair")
+
+
+def shape_from_faces(shape_from: FaceTrack, region: int, size: int) -> np.ndarray:
+    """``[S, S]`` bool: ``region`` in the first frame of ``shape_from`` that has a face (crop space)."""
+    if not shape_from.found.any():
+        raise ValueError("input 'shape_from' has no frame with a face")
+    frame = int(np.argmax(shape_from.found))
+    shape = shape_from.regions[frame] == region
+    if not shape.any():
+        raise ValueError(
+            f"input 'shape_from' has no {L.REGIONS_12[region]} region in frame {frame}; pick a face that has it"
+        )
+    if shape.shape[0] != size:
+        shape = cv2.resize(shape.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)
+    return shape
+
+
+def shapes_from_mask(mask: np.ndarray, segmentation: TalkingSegmentation) -> np.ndarray:
+    """``[T, S, S]`` bool per output frame from a MASK ``[B, H, W]``.
+
+    A mask at the crop size is used as is; one at the original frames' size is taken into each
+    frame's crop through its transform. ``B`` is 1 (one mask for every frame) or T.
+    """
+    mask = np.asarray(mask, dtype=np.float32)
+    if mask.ndim == 2:
+        mask = mask[None]
+    t_total = len(segmentation)
+    if mask.ndim != 3 or len(mask) not in (1, t_total):
+        raise ValueError(
+            f"input 'mask' must be [1, H, W] or one mask per frame [{t_total}, H, W]; got {mask.shape}"
+        )
+    s = segmentation.faces.crop_size
+    frame_size = segmentation.faces.frame_size
+    if mask.shape[1:] == (s, s):
+        crop_masks = mask
+        crop_space = True
+    elif mask.shape[1:] == frame_size:
+        crop_space = False
+    else:
+        raise ValueError(
+            f"input 'mask' is {mask.shape[2]}x{mask.shape[1]}; it must be the crop size ({s}x{s}) or the "
+            f"original frame size ({frame_size[1]}x{frame_size[0]})"
+        )
+    out = np.empty((t_total, s, s), bool)
+    for t in range(t_total):
+        m = mask[t if len(mask) > 1 else 0]
+        if not crop_space:
+            i = int(segmentation.source_index[t])
+            m = cv2.warpAffine(m, segmentation.faces.transforms[i], (s, s), flags=cv2.INTER_LINEAR)
+        else:
+            m = crop_masks[t if len(mask) > 1 else 0]
+        out[t] = m > 0.5
+    return out
+
+
+def edit_region(
+    segmentation: TalkingSegmentation,
+    region: str,
+    shape_from: FaceTrack | None = None,
+    mask: np.ndarray | None = None,
+    fill: str = "skin",
+) -> TalkingSegmentation:
+    """A copy of ``segmentation`` where ``region`` has the new shape in every frame.
+
+    Pixels the region leaves become ``fill``; the new shape never covers the animated mouth.
+    """
+    r = L.region_index(region)
+    if region in ANIMATED:
+        raise ValueError(
+            f"'{region}' is animated by the audio, so its shape changes every frame and cannot be "
+            "replaced; change its look with SegTalker Swap Style instead"
+        )
+    if fill not in FILLS:
+        raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
+    if (shape_from is None) == (mask is None):
+        raise ValueError("connect exactly one of 'shape_from' (a face) or 'mask' (a painted region)")
+    s = segmentation.faces.crop_size
+    if shape_from is not None:
+        shapes = np.broadcast_to(shape_from_faces(shape_from, r, s), (len(segmentation), s, s))
+    else:
+        shapes = shapes_from_mask(mask, segmentation)
+    fill_index = L.region_index(fill)
+    protected = np.isin(segmentation.regions, [L.region_index(n) for n in ANIMATED])
+    regions = segmentation.regions.copy()
+    regions[(regions == r) & ~shapes] = fill_index
+    regions[shapes & ~protected] = r
+    meta = dict(segmentation.meta)
+    meta["shape_edits"] = list(meta.get("shape_edits", [])) + [{"region": region, "fill": fill}]
+    return TalkingSegmentation(
+        regions=regions,
+        faces=segmentation.faces,
+        source_index=segmentation.source_index,
+        fps=segmentation.fps,
+        landmarks=segmentation.landmarks,
+        mouth_params=segmentation.mouth_params,
+        meta=meta,
+    )

@@ -1,1 +1,17 @@
+"""Audio: loading and resampling, Wav2Lip-compatible mel windows, and speech -> mouth articulation.
 
+Everything here works on 16 kHz mono float32 (:class:`MonoAudio`). Heavy libraries (librosa,
+soundfile, av, pocketsphinx, torch) are imported only by the functions that need them.
+"""
+from .io import MonoAudio, audio_dict_from_file, load_audio, read_audio_file
+from .timing import as_fraction, frame_count, mel_window_starts
+
+__all__ = [
+    "MonoAudio",
+    "as_fraction",
+    "audio_dict_from_file",
+    "frame_count",
+    "load_audio",
+    "mel_window_starts",
+    "read_audio_file",
+]

@@ -4,14 +4,19 @@ Everything here works on 16 kHz mono float32 (:class:`MonoAudio`). Heavy librari
 soundfile, av, pocketsphinx, torch) are imported only by the functions that need them.
 """
 from .io import MonoAudio, audio_dict_from_file, load_audio, read_audio_file
+from .mel import MelWindows, iter_mel_windows, mel_windows, melspectrogram
 from .timing import as_fraction, frame_count, mel_window_starts
 
 __all__ = [
+    "MelWindows",
     "MonoAudio",
     "as_fraction",
     "audio_dict_from_file",
     "frame_count",
+    "iter_mel_windows",
     "load_audio",
     "mel_window_starts",
+    "mel_windows",
+    "melspectrogram",
     "read_audio_file",
 ]

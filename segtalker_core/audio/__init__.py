@@ -5,11 +5,14 @@ soundfile, av, pocketsphinx, torch) are imported only by the functions that need
 """
 from .io import MonoAudio, audio_dict_from_file, load_audio, read_audio_file
 from .mel import MelWindows, iter_mel_windows, mel_windows, melspectrogram
+from .phonemes import PhonemeRecognizerUnavailable, PhoneSegment, phoneme_timeline
 from .timing import as_fraction, frame_count, mel_window_starts
 
 __all__ = [
     "MelWindows",
     "MonoAudio",
+    "PhoneSegment",
+    "PhonemeRecognizerUnavailable",
     "as_fraction",
     "audio_dict_from_file",
     "frame_count",
@@ -18,5 +21,6 @@ __all__ = [
     "mel_window_starts",
     "mel_windows",
     "melspectrogram",
+    "phoneme_timeline",
     "read_audio_file",
 ]

@@ -1,0 +1,240 @@
+"""Writes the example workflows in both ComfyUI formats from one description each.
+
+    .venv/bin/python workflows/build_workflows.py
+
+For every graph below it writes ``workflows/<name>.json`` (UI format: drag into ComfyUI),
+``workflows/<name>.api.json`` (API format: POST /prompt) and a copy of the UI file in
+``example_workflows/`` (ComfyUI's template browser). Widget order, defaults and socket types come
+from ComfyUI's own node table (built offline with the pack loaded, the same way the tests do), so
+the two formats cannot disagree with the nodes. Needs the test cache's ComfyUI (run the tests once).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+# What the frontend stores after an upload-enabled combo (as in ComfyUI's own templates).
+UPLOAD_EXTRAS = {"image_upload": ["image"], "video_upload": ["image"], "audio_upload": [None, None]}
+BUILTIN_PARSER = "builtin (MediaPipe landmarks, no weights)"
+
+
+@dataclass
+class Node:
+    id: int
+    type: str
+    values: dict[str, Any]
+    links: dict[str, tuple["Node", int]]
+    title: str | None = None
+
+
+@dataclass
+class Graph:
+    name: str
+    nodes: list[Node] = field(default_factory=list)
+
+    def add(self, type_: str, title: str | None = None, **inputs: Any) -> Node:
+        links = {k: v for k, v in inputs.items() if isinstance(v, tuple)}
+        values = {k: v for k, v in inputs.items() if not isinstance(v, tuple)}
+        node = Node(len(self.nodes) + 1, type_, values, links, title)
+        self.nodes.append(node)
+        return node
+
+
+def _inputs_in_order(info: dict) -> list[tuple[str, Any, dict]]:
+    out = []
+    for section in ("required", "optional"):
+        spec = info["input"].get(section, {})
+        for name in info.get("input_order", {}).get(section, list(spec)):
+            entry = spec[name]
+            type_ = entry[0]
+            options = entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
+            out.append((name, type_, options))
+    return out
+
+
+def _is_widget(type_: Any) -> bool:
+    return isinstance(type_, list) or type_ in WIDGET_TYPES
+
+
+def _default(name: str, type_: Any, options: dict) -> Any:
+    if "default" in options:
+        return options["default"]
+    if isinstance(type_, list):
+        return type_[0] if type_ else None
+    if type_ == "COMBO":
+        return (options.get("options") or [None])[0]
+    raise ValueError(f"input {name!r} has no default; give a value in the graph")
+
+
+def _depths(graph: Graph) -> dict[int, int]:
+    depth: dict[int, int] = {}
+    for node in graph.nodes:  # nodes are added after their inputs
+        depth[node.id] = 1 + max((depth[src.id] for src, _ in node.links.values()), default=-1)
+    return depth
+
+
+def build(graph: Graph, object_info: dict) -> tuple[dict, dict]:
+    api: dict[str, Any] = {}
+    ui_nodes, ui_links = [], []
+    outgoing: dict[tuple[int, int], list[int]] = {}
+    depth = _depths(graph)
+    row_of: dict[int, int] = {}
+    for node in graph.nodes:
+        if node.type not in object_info:
+            raise KeyError(f"{graph.name}: node type {node.type!r} is not known to ComfyUI")
+        info = object_info[node.type]
+        known = {name for name, _, _ in _inputs_in_order(info)}
+        unknown = (set(node.values) | set(node.links)) - known
+        if unknown:
+            raise KeyError(f"{graph.name}: {node.type} has no input(s) {sorted(unknown)}")
+        api_inputs: dict[str, Any] = {}
+        widgets_values: list[Any] = []
+        ui_inputs = []
+        for name, type_, options in _inputs_in_order(info):
+            if name in node.links:
+                src, slot = node.links[name]
+                link_id = len(ui_links) + 1
+                out_type = object_info[src.type]["output"][slot]
+                ui_links.append([link_id, src.id, slot, node.id, len(ui_inputs), out_type])
+                outgoing.setdefault((src.id, slot), []).append(link_id)
+                ui_inputs.append({"name": name, "type": out_type, "link": link_id})
+                api_inputs[name] = [str(src.id), slot]
+            elif _is_widget(type_):
+                value = node.values.get(name, _default(name, type_, options))
+                api_inputs[name] = value
+                widgets_values.append(value)
+                for flag, extras in UPLOAD_EXTRAS.items():
+                    if options.get(flag):
+                        widgets_values.extend(extras)
+            elif not name in info["input"].get("optional", {}):
+                raise ValueError(f"{graph.name}: required input {node.type}.{name} is not connected")
+        api[str(node.id)] = {"class_type": node.type, "inputs": api_inputs,
+                             "_meta": {"title": node.title or info.get("display_name", node.type)}}
+        column = depth[node.id]
+        row_of[node.id] = sum(1 for other in graph.nodes[: node.id - 1] if depth[other.id] == column)
+        ui_nodes.append({
+            "id": node.id,
+            "type": node.type,
+            "pos": [40 + 380 * column, 60 + 330 * row_of[node.id]],
+            "size": [340, 120 + 26 * len(widgets_values)],
+            "flags": {},
+            "order": node.id - 1,
+            "mode": 0,
+            "inputs": ui_inputs,
+            "outputs": [],
+            "properties": {"Node name for S&R": node.type},
+            "widgets_values": widgets_values,
+            **({"title": node.title} if node.title else {}),
+        })
+    for ui_node in ui_nodes:
+        info = object_info[ui_node["type"]]
+        names = info.get("output_name") or info["output"]
+        ui_node["outputs"] = [
+            {"name": names[slot], "type": type_, "links": outgoing.get((ui_node["id"], slot)) or None,
+             "slot_index": slot}
+            for slot, type_ in enumerate(info["output"])
+        ]
+    ui = {
+        "last_node_id": len(graph.nodes),
+        "last_link_id": len(ui_links),
+        "nodes": ui_nodes,
+        "links": ui_links,
+        "groups": [],
+        "config": {},
+        "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}},
+        "version": 0.4,
+    }
+    return ui, api
+
+
+# ------------------------------------------------------------------------------------------------
+# The example graphs
+
+
+def face_parsing() -> Graph:
+    g = Graph("face_parsing")
+    image = g.add("LoadImage", image="portrait.png")
+    parser = g.add("SegTalkerLoadParser", parser=BUILTIN_PARSER)
+    parse = g.add("SegTalkerFaceParse", image=(image, 0), parser=(parser, 0))
+    g.add("SaveImage", images=(parse, 1), filename_prefix="segtalker/parsing_preview")
+    mask = g.add("SegTalkerSegmentationToMask", faces=(parse, 0), space="frame", feather=4,
+                 lips=True, mouth_interior=True)
+    as_image = g.add("MaskToImage", mask=(mask, 0))
+    g.add("SaveImage", images=(as_image, 0), filename_prefix="segtalker/mouth_mask")
+    return g
+
+
+def talk_portrait() -> Graph:
+    g = Graph("talk_portrait")
+    image = g.add("LoadImage", image="portrait.png")
+    audio = g.add("SegTalkerLoadAudio", audio="speech.wav")
+    parse = g.add("SegTalkerFaceParse", image=(image, 0))
+    talking = g.add("SegTalkerAudioToSegmentation", faces=(parse, 0), audio=(audio, 0), fps=25.0)
+    style = g.add("SegTalkerEncodeStyle", faces=(parse, 0))
+    crops = g.add("SegTalkerSynthesize", segmentation=(talking, 0), style=(style, 0))
+    frames = g.add("SegTalkerPasteBack", crops=(crops, 0), segmentation=(talking, 0))
+    video = g.add("CreateVideo", images=(frames, 0), audio=(audio, 0), fps=25.0)
+    g.add("SaveVideo", video=(video, 0), filename_prefix="segtalker/talk_portrait")
+    return g
+
+
+def dub_video() -> Graph:
+    g = Graph("dub_video")
+    video = g.add("LoadVideo", file="video.mp4")
+    parts = g.add("GetVideoComponents", video=(video, 0))
+    audio = g.add("SegTalkerLoadAudio", audio="speech.wav")
+    talk = g.add("SegTalkerTalk", image=(parts, 0), audio=(audio, 0), fps=25.0, video_mode="pingpong")
+    out = g.add("CreateVideo", images=(talk, 0), audio=(talk, 1), fps=25.0)
+    g.add("SaveVideo", video=(out, 0), filename_prefix="segtalker/dub_video")
+    return g
+
+
+def lip_colour_edit() -> Graph:
+    g = Graph("lip_colour_edit")
+    image = g.add("LoadImage", image="portrait.png")
+    reference = g.add("LoadImage", title="Reference face", image="reference_face.png")
+    audio = g.add("SegTalkerLoadAudio", audio="speech.wav")
+    parse = g.add("SegTalkerFaceParse", image=(image, 0))
+    parse_ref = g.add("SegTalkerFaceParse", title="Parse reference", image=(reference, 0))
+    talking = g.add("SegTalkerAudioToSegmentation", faces=(parse, 0), audio=(audio, 0), fps=25.0)
+    style = g.add("SegTalkerEncodeStyle", faces=(parse, 0))
+    style_ref = g.add("SegTalkerEncodeStyle", title="Encode reference style", faces=(parse_ref, 0))
+    swapped = g.add("SegTalkerSwapStyle", style=(style, 0), reference=(style_ref, 0), strength=1.0, lips=True)
+    crops = g.add("SegTalkerSynthesize", segmentation=(talking, 0), style=(swapped, 0))
+    frames = g.add("SegTalkerPasteBack", crops=(crops, 0), segmentation=(talking, 0))
+    video = g.add("CreateVideo", images=(frames, 0), audio=(audio, 0), fps=25.0)
+    g.add("SaveVideo", video=(video, 0), filename_prefix="segtalker/lip_colour_edit")
+    return g
+
+
+GRAPHS = [face_parsing, talk_portrait, dub_video, lip_colour_edit]
+
+
+def main() -> None:
+    from comfyui_host import ensure_comfyui, offline_object_info
+
+    table = offline_object_info(ensure_comfyui(), REPO)
+    if table["errors"]:
+        raise SystemExit(f"ComfyUI could not describe some nodes: {sorted(table['errors'])}")
+    object_info = table["object_info"]
+    (REPO / "example_workflows").mkdir(exist_ok=True)
+    for make in GRAPHS:
+        graph = make()
+        ui, api = build(graph, object_info)
+        ui_path = REPO / "workflows" / f"{graph.name}.json"
+        ui_path.write_text(json.dumps(ui, indent=2) + "\n")
+        (REPO / "workflows" / f"{graph.name}.api.json").write_text(json.dumps(api, indent=2) + "\n")
+        shutil.copyfile(ui_path, REPO / "example_workflows" / ui_path.name)
+        print(f"wrote {graph.name}: {len(graph.nodes)} nodes")
+
+
+if __name__ == "__main__":
+    main()

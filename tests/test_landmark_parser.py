@@ -117,6 +117,13 @@ def test_faceless_slot_is_all_background(parser, aligned):
     assert (out[0] == 0).all() and (out[1] > 0).any()
 
 
+def test_collapsed_landmarks_warn_and_give_background(parser, aligned):
+    collapsed = np.full_like(aligned.landmarks, 100.0)
+    with pytest.warns(UserWarning, match="crop 0: degenerate"):
+        out = parser.parse(aligned.crops, collapsed)
+    assert (out == 0).all()
+
+
 def test_other_crop_sizes_give_the_same_map(parser, labels):
     small = align_faces(skimage.data.astronaut()[None], crop_size=256)
     out = parser.parse(small.crops, small.landmarks)[0]

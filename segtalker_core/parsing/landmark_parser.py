@@ -32,6 +32,7 @@ person's left too, so ``LEFT_EYE`` -> ``l_eye``.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import cv2
@@ -42,6 +43,10 @@ from ..face.detect import run_solution
 from ..labels import BISENET_19
 
 _ID = {name: index for index, name in enumerate(BISENET_19)}
+
+
+class DegenerateFaceError(ValueError):
+    """Landmarks that do not span a face (e.g. all points collapsed onto one)."""
 
 # Sub-pixel polygon vertices for cv2.fillPoly.
 _SHIFT = 4
@@ -54,7 +59,8 @@ class LandmarkParserSettings:
 
     ``person_threshold``: selfie-mask probability above which a pixel is the person.
     ``neck_width``: neck band width / face width. ``max_neck``: longest neck / face height.
-    ``skin_sigma``: Mahalanobis distance (Lab, per channel) within which a colour is skin.
+    ``skin_sigma``: a colour is skin-like when its z-scores against the cheeks' Lab statistics
+    have a root mean square below this (likewise hair-like against the hair's statistics).
     ``mouth_open``: lip gap / mouth width above which the mouth interior is drawn.
     ``use_selfie``: without it the person mask is unknown and only face regions are drawn.
     """
@@ -100,8 +106,12 @@ class LandmarkParser:
             )
         out = np.zeros(crops.shape[:3], dtype=np.uint8)
         for i in range(len(crops)):
-            if np.isfinite(landmarks[i, :, :2]).all():
+            if not np.isfinite(landmarks[i, :, :2]).all():
+                continue
+            try:
                 out[i] = self.parse_one(crops[i], landmarks[i])
+            except DegenerateFaceError as error:
+                warnings.warn(f"crop {i}: {error}; labelled as background", stacklevel=2)
         return out
 
     def parse_one(self, crop: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -228,7 +238,8 @@ class _LabGaussian:
     def fit(samples: np.ndarray, floor: tuple[float, float, float]) -> "_LabGaussian | None":
         if len(samples) < 32:
             return None
-        samples = samples.astype(np.float32)
+        # A few thousand pixels pin mean and spread down; more only cost time.
+        samples = samples[:: max(1, len(samples) // 4096)].astype(np.float32)
         return _LabGaussian(samples.mean(axis=0),
                             np.maximum(samples.std(axis=0), np.asarray(floor, np.float32)))
 
@@ -277,8 +288,8 @@ class _ColourScores:
             skin.distance2(lab) if skin is not None else zeros,
             hair.distance2(lab) if hair is not None else zeros,
         ])
-        prob, d_skin, d_hair = np.moveaxis(
-            cv2.resize(stacked, (size, size), interpolation=cv2.INTER_LINEAR), -1, 0)
+        prob, d_skin, d_hair = cv2.split(
+            cv2.resize(stacked, (size, size), interpolation=cv2.INTER_LINEAR))
         everywhere = np.ones((size, size), dtype=bool)
         return _ColourScores(
             person=prob > settings.person_threshold,
@@ -310,8 +321,8 @@ class _FaceGeometry:
         chin, top = xy[T.CHIN].astype(np.float64), xy[T.FOREHEAD_TOP].astype(np.float64)
         axis = chin - top
         face_h = float(np.hypot(*axis))
-        if face_h < 1e-3:
-            raise ValueError("degenerate landmarks: forehead and chin coincide")
+        if face_h < 1.0:
+            raise DegenerateFaceError("degenerate landmarks: forehead and chin coincide")
         down = axis / face_h
         left, right = xy[T.CHEEK_EXTREMES[0]], xy[T.CHEEK_EXTREMES[1]]
         face_w = float(np.hypot(*(right - left)))

@@ -22,7 +22,8 @@ Image size policy:
 Face choice when several are present: ``face_index=-1`` (default) takes the largest face (by the
 area of its landmark bounding box); ``face_index=k >= 0`` takes the k-th face counted from the
 image left (by bounding-box centre x). A missing index gives no face (with a warning), not an
-error, so one frame without the second person does not stop a video.
+error, so one frame without the second person does not stop a video. The choice is made per
+frame: with two faces of similar size "largest" may switch between them; give an index then.
 
 ``mediapipe`` is imported inside the detector, so importing this module stays light.
 """

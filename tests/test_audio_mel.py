@@ -135,3 +135,8 @@ def test_mel_of_48k_stereo_equals_mel_of_16k_mono(sentence):
     assert a.shape == b.shape
     # resampling only touches the top of the band; mean error is tiny on a -4..4 scale
     assert np.abs(a - b).mean() < 0.02
+
+
+def test_integer_pcm_is_scaled_like_float(sentence):
+    pcm = np.round(sentence * 32767).astype(np.int16)
+    np.testing.assert_allclose(mel_windows(pcm, 25), mel_windows(pcm / 32768.0, 25), atol=1e-5)

@@ -118,12 +118,22 @@ def _reflect_indices(i: np.ndarray, n: int) -> np.ndarray:
     return np.where(j >= n, period - j, j)
 
 
+def _is_float_wave16k(audio: object, sample_rate: int | None) -> bool:
+    """A bare 1-D float array taken as 16 kHz as it is (integer PCM goes through the loader)."""
+    return (
+        isinstance(audio, np.ndarray)
+        and audio.ndim == 1
+        and audio.dtype.kind == "f"
+        and sample_rate in (None, TARGET_RATE)
+    )
+
+
 def _wave16k(audio: AudioSource | np.ndarray, sample_rate: int | None) -> np.ndarray:
-    if isinstance(audio, np.ndarray) and audio.ndim == 1 and sample_rate in (None, TARGET_RATE):
+    if _is_float_wave16k(audio, sample_rate):
         if len(audio) == 0:
             raise ValueError("audio has no samples; give a non-empty recording.")
         return audio.astype(np.float32, copy=False)
-    return load_audio(audio, sample_rate=sample_rate).samples
+    return load_audio(audio, sample_rate=sample_rate or TARGET_RATE).samples
 
 
 @dataclass(frozen=True)
@@ -213,7 +223,7 @@ def iter_mel_windows(
 def _as_mono(audio: AudioSource | np.ndarray, sample_rate: int | None) -> MonoAudio:
     if isinstance(audio, MonoAudio):
         return load_audio(audio)
-    if isinstance(audio, np.ndarray) and audio.ndim == 1 and sample_rate in (None, TARGET_RATE):
+    if _is_float_wave16k(audio, sample_rate):
         wave = _wave16k(audio, None)
         return MonoAudio(wave, TARGET_RATE, Fraction(len(wave), TARGET_RATE))
-    return load_audio(audio, sample_rate=sample_rate)
+    return load_audio(audio, sample_rate=sample_rate or TARGET_RATE)

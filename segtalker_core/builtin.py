@@ -155,25 +155,55 @@ def iter_synthesize(
             progress(t + 1, n)
 
 
-def paste_masks_for(
-    crop: np.ndarray,  # [S, S, 3] rendered crop of output frame t
-    segmentation: TalkingSegmentation,
-    t: int,
+def paste_mask(
+    crop: np.ndarray,  # [S, S, 3] rendered crop
+    regions: np.ndarray,  # [S, S] its 12-region map
+    source_crop: np.ndarray,  # [S, S, 3] the input frame's crop
+    source_regions: np.ndarray,  # [S, S] its 12-region map
     feather_px: float,
 ) -> np.ndarray:
-    """Paste mask ``[S, S]`` of output frame t: the face regions (plus any region the crop changed),
-    limited to a band around the pixels that differ from the source crop, so the rest of the
-    original frame stays untouched."""
+    """Paste mask ``[S, S]``: the face regions (plus any region the crop changed), limited to a
+    band around the pixels that differ from the source crop, so the rest of the original frame
+    stays untouched."""
     from .face.paste import FACE_REGIONS, face_blend_mask
 
-    faces = segmentation.faces
-    i = int(segmentation.source_index[t])
-    changed = np.any(crop != faces.crops[i], axis=-1)
+    changed = np.any(crop != source_crop, axis=-1)
     if not changed.any():
         return np.zeros(changed.shape, np.float32)
-    touched = set(np.unique(segmentation.regions[t][changed]).tolist()) | set(
-        np.unique(faces.regions[i][changed]).tolist()
-    )
-    regions = sorted(set(FACE_REGIONS) | touched)
-    maps = np.stack([segmentation.regions[t], faces.regions[i]])
-    return face_blend_mask(maps, feather_px, regions=regions, changed=changed)
+    touched = set(np.unique(regions[changed]).tolist()) | set(np.unique(source_regions[changed]).tolist())
+    selected = sorted(set(FACE_REGIONS) | touched)
+    return face_blend_mask(np.stack([regions, source_regions]), feather_px, regions=selected, changed=changed)
+
+
+def iter_talk(
+    faces: FaceTrack,
+    articulation,  # audio.articulation.ArticulationTrack with T frames
+    source_index: np.ndarray,  # [T]
+    style: StyleCodes | None = None,
+    blink: bool = True,
+    seed: int = 0,
+    feather_px: float = 12.0,
+    progress: Progress = None,
+) -> Iterator[np.ndarray]:
+    """The fused built-in chain: full-resolution output frames, one at a time.
+
+    Renders each frame once (crop and regions together) and pastes it at once, so nothing per
+    frame is kept: memory does not grow with the audio length.
+    """
+    from .face.paste import paste_face
+    from .procedural.region_style import apply_style_edit
+
+    n = len(articulation)
+    driver = FrameDriver(faces, blink, seed)
+    closure = driver.eye_closure(n, articulation.fps)
+    for t in range(n):
+        i = int(source_index[t])
+        rendered = driver.frame(i, articulation.params[t], float(closure[t]), image=True)
+        if rendered is None:
+            yield faces.frames[i].copy()
+        else:
+            crop = rendered.crop if style is None else apply_style_edit(rendered.crop, rendered.regions, style)
+            mask = paste_mask(crop, rendered.regions, faces.crops[i], faces.regions[i], feather_px)
+            yield paste_face(faces.frames[i], crop, faces.transforms[i], mask)
+        if progress is not None:
+            progress(t + 1, n)

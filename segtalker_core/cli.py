@@ -63,6 +63,59 @@ def cmd_parse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_swaps(items: list[str]) -> list[tuple[list[str], np.ndarray]]:
+    """``["lips=ref.png", "hair,brows=other.png"]`` -> [(regions, image), ...]."""
+    from .face.image import to_rgb_uint8
+    from .labels import parse_region_list, REGIONS_12
+
+    swaps = []
+    for item in items:
+        regions, sep, path = item.partition("=")
+        if not sep or not path:
+            raise SystemExit(f"error: --swap takes REGIONS=IMAGE (e.g. lips=ref.png), got {item!r}")
+        try:
+            names = [REGIONS_12[i] for i in parse_region_list(regions)]
+        except ValueError as error:
+            raise SystemExit(f"error: --swap {item!r}: {error}") from None
+        swaps.append((names, to_rgb_uint8(_read_image(path), path)))
+    return swaps
+
+
+def cmd_talk(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from . import pipeline
+    from .audio.io import read_audio_file
+    from .face.image import to_rgb_uint8
+    from .video_io import Mp4Writer, read_video
+
+    n_frames = pipeline.audio_frame_count(args.audio, args.fps, input_name=args.audio)
+    if args.image:
+        frames = to_rgb_uint8(_read_image(args.image), args.image)[None]
+    else:
+        # A video longer than the audio is cut, so only the frames the audio needs are decoded.
+        frames, _video_fps = read_video(args.video, max_frames=n_frames)
+    wave, rate = read_audio_file(args.audio)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=n_frames, unit="frame", desc="talk", disable=args.quiet)
+
+    def progress(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+
+    stream = pipeline.iter_talk(
+        frames, args.audio, args.fps, strength=args.strength, video_mode=args.video_mode,
+        blink=not args.no_blink, seed=args.seed, method=args.phonemes, crop_size=args.size,
+        swaps=_parse_swaps(args.swap), progress=progress,
+    )
+    with Mp4Writer(out, args.fps, audio=wave, sample_rate=rate) as writer:
+        for frame in stream:
+            writer.write(frame)
+    bar.close()
+    print(f"wrote {out} ({n_frames} frames at {args.fps:g} fps)")
+    return 0
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from . import checkpoints
 
@@ -95,6 +148,26 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("talk", help="portrait or video + speech -> lip-synced mp4")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--image", help="portrait image")
+    source.add_argument("--video", help="video to dub (its own audio is replaced)")
+    p.add_argument("--audio", required=True, help="speech: wav, mp3, flac, m4a, or a video file")
+    p.add_argument("-o", "--output", required=True, help="output .mp4")
+    p.add_argument("--fps", type=float, default=25.0)
+    p.add_argument("--strength", type=float, default=1.0, help="mouth motion scale, 0..2")
+    p.add_argument("--phonemes", choices=["auto", "phonemes", "acoustic"], default="auto",
+                   help="auto: English phonemes, acoustic fallback; acoustic: any language")
+    p.add_argument("--video-mode", choices=["loop", "pingpong"], default="pingpong",
+                   help="how a video shorter than the audio is extended")
+    p.add_argument("--no-blink", action="store_true", help="no added blinks (portraits)")
+    p.add_argument("--seed", type=int, default=0, help="blink timing")
+    p.add_argument("--size", type=int, default=512, help="face crop size")
+    p.add_argument("--swap", action="append", default=[], metavar="REGIONS=IMAGE",
+                   help="local style edit, e.g. lips=ref.png (repeatable)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=cmd_talk)
 
     p = commands.add_parser("parse", help="face parsing colour preview of an image")
     p.add_argument("--image", required=True)

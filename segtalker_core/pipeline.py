@@ -367,7 +367,7 @@ def iter_paste_back(
     progress: Progress = None,
 ):
     """Full-resolution frames, one at a time (feeds a video writer without holding the video)."""
-    from .builtin import paste_masks_for
+    from .builtin import paste_mask
     from .face.paste import paste_face
 
     faces = segmentation.faces
@@ -378,7 +378,7 @@ def iter_paste_back(
             raise ValueError(f"more crops than the segmentation's {n} frames")
         i = int(segmentation.source_index[t])
         if faces.found[i]:
-            mask = paste_masks_for(crop, segmentation, t, feather_px)
+            mask = paste_mask(crop, segmentation.regions[t], faces.crops[i], faces.regions[i], feather_px)
             yield paste_face(faces.frames[i], crop, faces.transforms[i], mask)
         else:
             yield faces.frames[i].copy()
@@ -424,23 +424,26 @@ def iter_talk(
     swaps: list[tuple[list[str], np.ndarray]] | None = None,
     progress: Progress = None,
 ):
-    """Portrait or video frames + speech -> output frames, yielded one at a time.
+    """Portrait or video frames + speech -> output frames, yielded one at a time (built-in chain).
 
     ``swaps``: ``[(regions, reference_image), ...]`` local style edits from reference faces.
-    Memory does not grow with the audio length (mouth parameters are a few floats per frame).
+    Memory does not grow with the audio length: per frame only a few mouth parameters are kept.
     """
     from . import builtin
+    from .audio.articulation import articulation_from_audio
+    from .audio.timing import frame_count
+    from .frame_schedule import source_indices
 
     faces = parse_faces(frames, crop_size=crop_size, input_name="image")
-    segmentation = talking_segmentation(
-        faces, audio, fps, strength=strength, method=method, video_mode=video_mode, blink=blink, seed=seed,
-    )
+    mono = _mono(audio, "audio")
+    n_frames = frame_count(mono.duration, fps)
+    articulation = articulation_from_audio(mono, fps, n_frames=n_frames, method=method, strength=strength)
     style = None
     for regions, reference_image in swaps or []:
         reference = parse_faces(reference_image[None], crop_size=crop_size, input_name="reference")
         style = swap_style(style or encode_style(faces), encode_style(reference), regions, 1.0)
-    crops = builtin.iter_synthesize(segmentation, style)
-    yield from iter_paste_back(crops, segmentation, progress=progress)
+    index = source_indices(len(faces), n_frames, video_mode)
+    yield from builtin.iter_talk(faces, articulation, index, style, blink=blink, seed=seed, progress=progress)
 
 
 def talk_frames(frames: np.ndarray, audio, fps: float, progress: Progress = None, **options) -> np.ndarray:

@@ -1,0 +1,444 @@
+"""Landmark rig: articulation parameters -> driven face-mesh landmarks.
+
+The built-in talking-segmentation backend moves the reference face's 478 face-mesh points with five
+articulation parameters per frame (the ``ArticulationTrack`` columns of ``segtalker_core.audio``):
+
+====  ===============  =========  ==========================================================
+col   name             range      what moves
+====  ===============  =========  ==========================================================
+0     jaw_open         0..1       lower lip, chin and jaw line drop (cheeks stretch)
+1     lip_width        -1..1      mouth corners in (narrow) / out (wide)
+2     lip_round        0..1       corners in, lips everted and pushed forward (z)
+3     lip_closure      0..1       inner lip contours brought together (p/b/m seal)
+4     teeth_visible    0..1       lips retracted from the teeth (parts them a little)
+====  ===============  =========  ==========================================================
+
+Geometry lives in a *face frame*: origin at the mouth centre, ``u`` along the eye line (image left
+eye -> image right eye), ``v`` down the face, unit = inter-ocular distance (IOD, between the lid
+centres of the two eyes). Every amplitude below is in IOD units, so the rig behaves the same at any
+crop size.
+
+Every parameter except closure moves each point by a fixed vector times the parameter value
+(a *basis*), so driving ``T`` frames is one ``[T, 4] @ [4, 478*3]`` product. Closure is applied
+afterwards because it depends on the gap the other parameters left.
+
+Membership functions have compact support: points above the nose base (nose, eyes, brows,
+forehead) get exactly zero displacement for any parameters, which the warp relies on to leave the
+upper face pixel-identical.
+
+The reference need not have a closed mouth. :meth:`MouthRig.fit` estimates how far the reference
+is open (jaw and lip retraction, see :func:`estimate_reference_params`), takes those off to get a
+*closed rest* and drives relative to that, so all-zero parameters (silence) close the mouth.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..face import mesh_topology as T
+
+PARAM_NAMES: tuple[str, ...] = ("jaw_open", "lip_width", "lip_round", "lip_closure", "teeth_visible")
+NUM_PARAMS = 5
+JAW, WIDTH, ROUND, CLOSURE, TEETH = range(NUM_PARAMS)
+PARAM_RANGES: tuple[tuple[float, float], ...] = ((0, 1), (-1, 1), (0, 1), (0, 1), (0, 1))
+# Parameters that act through a fixed basis (closure is applied separately).
+LINEAR_PARAMS: tuple[int, ...] = (JAW, WIDTH, ROUND, TEETH)
+
+# Inner/outer lip paths without the mouth corners: the i-th upper and i-th lower point face each
+# other across the mouth (both paths run image left -> image right).
+_INNER_UPPER = np.array(T.LIPS_INNER_UPPER[1:-1])
+_INNER_LOWER = np.array(T.LIPS_INNER_LOWER[1:-1])
+_OUTER_UPPER = np.array(T.LIPS_OUTER_UPPER[1:-1])
+_OUTER_LOWER = np.array(T.LIPS_OUTER_LOWER[1:-1])
+_CORNERS = np.array(T.MOUTH_CORNERS + T.INNER_MOUTH_CORNERS)
+_LIP_POINTS = np.array(T.MOUTH_POINTS)
+
+
+@dataclass(frozen=True)
+class RigConfig:
+    """Amplitudes of the rig, in IOD units at parameter value 1 (closure: fractions)."""
+
+    jaw_drop: float = 0.30  # lower-lip / chin drop at jaw_open = 1 (a wide "aa")
+    corner_jaw_share: float = 0.45  # how much of the jaw drop the mouth corners follow
+    upper_lip_lift: float = 0.06  # upper lip rises by this fraction of the jaw drop
+    jaw_edge_share: float = 0.3  # jaw-line points at the face edge follow this much of the drop
+    width_shift: float = 0.07  # each mouth corner moves out (wide) / in (narrow) by this
+    round_narrow: float = 0.11  # each corner moves in at lip_round = 1
+    round_evert: float = 0.03  # outer lip contours move away from the mouth line
+    round_protrude: float = 0.12  # lips come forward (z) at lip_round = 1
+    teeth_upper: float = 0.035  # inner upper lip retracts up at teeth_visible = 1
+    teeth_lower: float = 0.030  # inner lower lip retracts down
+    closure_upper_share: float = 0.4  # in a seal the upper lip covers this part of the gap
+    closure_outer_follow: float = 0.5  # outer contour follows the inner one by this fraction
+    closed_gap: float = 0.02  # reference lip gap (IOD) below which the jaw counts as closed
+
+    @property
+    def jaw_gap(self) -> float:
+        """Lip gap at the mouth centre per unit of jaw_open."""
+        return self.jaw_drop * (1.0 + self.upper_lip_lift)
+
+    @property
+    def teeth_gap(self) -> float:
+        """Lip gap at the mouth centre per unit of teeth_visible."""
+        return self.teeth_upper + self.teeth_lower
+
+
+@dataclass(frozen=True)
+class FaceFrame:
+    """Orthonormal face frame in crop pixels; face units are IOD lengths.
+
+    ``origin`` [2]: mouth centre; ``u_axis`` [2]: unit vector image-left eye -> image-right eye;
+    ``v_axis`` [2]: ``u_axis`` turned 90 degrees, pointing down the face; ``iod``: px.
+    """
+
+    origin: np.ndarray
+    u_axis: np.ndarray
+    v_axis: np.ndarray
+    iod: float
+
+    @staticmethod
+    def from_landmarks(landmarks: np.ndarray) -> "FaceFrame":
+        """Frame of one face ``[478, 2+]`` (crop px), origin midway between the inner lip centres."""
+        xy = np.asarray(landmarks, dtype=np.float64)[:, :2]
+        eye_left = xy[list(T.RIGHT_EYE)].mean(axis=0)  # person's right eye = image left
+        eye_right = xy[list(T.LEFT_EYE)].mean(axis=0)
+        axis = eye_right - eye_left
+        iod = float(np.hypot(*axis))
+        if not np.isfinite(iod) or iod < 2.0:
+            raise ValueError(
+                f"landmarks give an inter-ocular distance of {iod:.2f} px; need a detected face "
+                f"(finite landmarks, eyes at least 2 px apart)"
+            )
+        u = axis / iod
+        v = np.array([-u[1], u[0]])  # y-down image: turning +90 degrees points down the face
+        origin = 0.5 * (xy[T.UPPER_LIP_BOTTOM] + xy[T.LOWER_LIP_TOP])
+        return FaceFrame(origin, u, v, iod)
+
+    def to_face(self, xy: np.ndarray) -> np.ndarray:
+        """Crop px ``[..., 2]`` -> face units ``[..., 2]`` (u, v)."""
+        d = np.asarray(xy, dtype=np.float64)[..., :2] - self.origin
+        return np.stack([d @ self.u_axis, d @ self.v_axis], axis=-1) / self.iod
+
+    def to_crop(self, uv: np.ndarray) -> np.ndarray:
+        """Face units ``[..., 2]`` -> crop px ``[..., 2]``."""
+        return self.origin + self.vectors_to_crop(uv)
+
+    def vectors_to_crop(self, duv: np.ndarray) -> np.ndarray:
+        """Displacements in face units ``[..., 2]`` -> crop px ``[..., 2]``."""
+        duv = np.asarray(duv, dtype=np.float64)
+        return (duv[..., :1] * self.u_axis + duv[..., 1:2] * self.v_axis) * self.iod
+
+
+@dataclass
+class MouthRig:
+    """A reference face ready to be driven. Build with :meth:`fit`.
+
+    ``reference`` [478, 3]: landmarks of the source image; ``rest`` [478, 3]: the same face with the
+    mouth closed (equal to ``reference`` up to a sub-pixel seal when it was closed already);
+    ``basis`` [4, 478, 3]: crop-px displacement per unit of jaw, width, round, teeth
+    (:data:`LINEAR_PARAMS` order); ``jaw_weight`` [478]: share of the jaw drop each point follows;
+    ``reference_params`` [5]: estimated articulation of the reference (driving with it roughly
+    reproduces ``reference``); ``moving`` [478] bool: points any parameter can move.
+    """
+
+    reference: np.ndarray
+    rest: np.ndarray
+    frame: FaceFrame
+    basis: np.ndarray
+    jaw_weight: np.ndarray
+    reference_params: np.ndarray
+    moving: np.ndarray
+    config: RigConfig = field(default_factory=RigConfig)
+
+    @staticmethod
+    def fit(
+        landmarks: np.ndarray, config: RigConfig | None = None, source_teeth: float = 0.0
+    ) -> "MouthRig":
+        """Rig one face. ``landmarks`` [478, 3] crop px; ``source_teeth`` 0..1: how clearly the
+        reference shows teeth (decides whether its lip gap is lip retraction or an open jaw)."""
+        config = config or RigConfig()
+        reference = check_landmarks(landmarks, "landmarks").astype(np.float64)
+        frame = FaceFrame.from_landmarks(reference)
+        uv = frame.to_face(reference)
+        ref_params = estimate_reference_params(uv, config, source_teeth)
+        rest_uv = _remove_opening(uv, ref_params, config)
+        rest = reference.copy()
+        rest[:, :2] = frame.to_crop(rest_uv)
+        rest = _apply_closure(rest, np.ones(1), config)[0]
+        # Frame of the rest: origin where its lips meet (teeth and cavity are placed from it).
+        frame = FaceFrame(
+            0.5 * (rest[T.UPPER_LIP_BOTTOM, :2] + rest[T.LOWER_LIP_TOP, :2]),
+            frame.u_axis, frame.v_axis, frame.iod,
+        )
+        rest_uv = frame.to_face(rest)
+        shape = _MouthShape.of(rest_uv)
+        jaw_weight = _jaw_weight(rest_uv, shape, config)
+        basis = _basis(rest_uv, shape, frame, jaw_weight, config)
+        moving = np.abs(basis).max(axis=(0, 2)) > 1e-6
+        moving[_LIP_POINTS] = True
+        return MouthRig(
+            reference=reference, rest=rest.astype(np.float32), frame=frame,
+            basis=basis.astype(np.float32), jaw_weight=jaw_weight.astype(np.float32),
+            reference_params=ref_params.astype(np.float32), moving=moving, config=config,
+        )
+
+    def drive(self, params: np.ndarray) -> np.ndarray:
+        """``params`` [T, 5] (or [5]) -> driven landmarks float32 [T, 478, 3] (or [478, 3])."""
+        single = np.ndim(params) == 1
+        p = check_params(np.atleast_2d(params), "params")
+        linear = p[:, list(LINEAR_PARAMS)] @ self.basis.reshape(len(LINEAR_PARAMS), -1)
+        driven = self.rest[None].astype(np.float64) + linear.reshape(len(p), -1, 3)
+        driven = _apply_closure(driven, p[:, CLOSURE], self.config)
+        driven = driven.astype(np.float32)
+        return driven[0] if single else driven
+
+    def jaw_offset(self, params: np.ndarray) -> np.ndarray:
+        """Crop-px displacement of the lower jaw (lower teeth) from the closed rest: [T, 2]."""
+        p = check_params(np.atleast_2d(params), "params")
+        drop = p[:, JAW] * self.config.jaw_drop * self.frame.iod
+        return drop[:, None] * self.frame.v_axis[None]
+
+
+def estimate_reference_params(
+    uv: np.ndarray, config: RigConfig, source_teeth: float = 0.0
+) -> np.ndarray:
+    """How open the reference mouth is, as parameters ``[5]`` (jaw_open, teeth_visible set).
+
+    The lip gap at the mouth centre is split into lip retraction (up to the full teeth_visible gap,
+    only if the source shows teeth: a smile) and jaw opening (the rest, beyond
+    ``config.closed_gap``). Landmarks alone cannot tell a retracted smile from a dropped jaw; this
+    split keeps smiles from being read as a wide-open jaw.
+    """
+    gap = float(uv[T.LOWER_LIP_TOP, 1] - uv[T.UPPER_LIP_BOTTOM, 1])
+    teeth = float(np.clip(source_teeth, 0.0, 1.0))
+    teeth = min(teeth, max(gap, 0.0) / config.teeth_gap)
+    # Gaps up to closed_gap are landmark noise on closed lips; beyond twice that, the whole gap
+    # is opening. Smooth in between, so frames of a video near the threshold do not jump.
+    excess = max(gap - teeth * config.teeth_gap - config.closed_gap, 0.0)
+    jaw_gap = excess + config.closed_gap * float(_smoothstep(excess / config.closed_gap))
+    jaw = jaw_gap / config.jaw_gap
+    params = np.zeros(NUM_PARAMS)
+    params[JAW] = float(np.clip(jaw, 0.0, 1.0))
+    params[TEETH] = teeth
+    return params
+
+
+def check_landmarks(landmarks: np.ndarray, name: str) -> np.ndarray:
+    """``[478, 3]`` finite float landmarks (float32 copy) or a clear error."""
+    lm = np.asarray(landmarks)
+    if lm.shape != (T.NUM_POINTS, 3):
+        raise ValueError(
+            f"{name} must be face-mesh landmarks of shape (478, 3) in crop pixels, got {lm.shape}"
+        )
+    if not np.isfinite(lm).all():
+        raise ValueError(f"{name} contain NaN/inf: no face was found in that frame")
+    return lm.astype(np.float32, copy=True)
+
+
+def check_params(params: np.ndarray, name: str) -> np.ndarray:
+    """``[T, 5]`` articulation parameters as float64, clipped to their ranges (with a warning)."""
+    p = np.asarray(params, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] != NUM_PARAMS:
+        raise ValueError(
+            f"{name} must have shape (T, {NUM_PARAMS}) with columns {', '.join(PARAM_NAMES)}; "
+            f"got {p.shape}"
+        )
+    if not np.isfinite(p).all():
+        raise ValueError(f"{name} contain NaN/inf; check the articulation track")
+    low = np.array([r[0] for r in PARAM_RANGES])
+    high = np.array([r[1] for r in PARAM_RANGES])
+    clipped = np.clip(p, low, high)
+    if np.abs(clipped - p).max(initial=0.0) > 1e-3:
+        bad = [PARAM_NAMES[i] for i in range(NUM_PARAMS) if np.abs(clipped[:, i] - p[:, i]).max() > 1e-3]
+        warnings.warn(f"{name}: values outside their range were clipped ({', '.join(bad)})", stacklevel=3)
+    return clipped
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def _bump(x: np.ndarray) -> np.ndarray:
+    """1 at 0, 0 for |x| >= 1, smooth (C1) in between."""
+    return np.clip(1.0 - x * x, 0.0, None) ** 2
+
+
+@dataclass(frozen=True)
+class _MouthShape:
+    """What the weights are measured against, in face units of one frame: the mouth centre
+    (midway between the corners, and where the lips meet), corner height, half width, and the
+    lowest point of the nose base (nothing at or above it ever moves)."""
+
+    centre_u: float
+    centre_v: float
+    corner_v: float
+    half_width: float
+    nose_v: float
+
+    @staticmethod
+    def of(uv: np.ndarray) -> "_MouthShape":
+        corners = uv[list(T.MOUTH_CORNERS)]
+        return _MouthShape(
+            centre_u=float(corners[:, 0].mean()),
+            centre_v=float(0.5 * (uv[T.UPPER_LIP_BOTTOM, 1] + uv[T.LOWER_LIP_TOP, 1])),
+            corner_v=float(corners[:, 1].mean()),
+            half_width=float(abs(corners[1, 0] - corners[0, 0]) / 2),
+            nose_v=float(uv[list(T.NOSE_BASE), 1].max()),
+        )
+
+    def lateral(self, u: np.ndarray) -> np.ndarray:
+        """|u| from the mouth centre, in half mouth widths, capped at 1."""
+        return np.minimum(np.abs(u - self.centre_u) / self.half_width, 1.0)
+
+    def lip_line(self, u: np.ndarray) -> np.ndarray:
+        """v where the lips meet: the centre curving up (or down) to the corners' level."""
+        s = self.lateral(u)
+        return self.centre_v + (self.corner_v - self.centre_v) * s * s
+
+    def below_nose(self, v: np.ndarray) -> np.ndarray:
+        """0 at and above the nose base, 1 from a little below it."""
+        return _smoothstep((v - self.nose_v - 0.02) / 0.08)
+
+
+def _skin_jaw_weight(u: np.ndarray, v: np.ndarray, shape: _MouthShape, config: RigConfig) -> np.ndarray:
+    """Share of the jaw drop a skin point at (u, v) follows; non-decreasing in v."""
+    beyond = np.maximum(np.abs(u - shape.centre_u) - shape.half_width, 0.0)
+    # A soft hinge around the lip line, wider towards the cheeks so they stretch smoothly.
+    band = 0.16 + 0.6 * beyond
+    member = _smoothstep((v - shape.lip_line(u)) / band + 0.5)
+    # The mandible pivots near the ears: the face edge drops less than the chin.
+    edge = _smoothstep((np.abs(u - shape.centre_u) - 0.45) / 0.55)
+    return member * (1.0 - (1.0 - config.jaw_edge_share) * edge) * shape.below_nose(v)
+
+
+def _lip_jaw_weight(u: np.ndarray, shape: _MouthShape, config: RigConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(lower lip, upper lip) share of the jaw drop; depends on u only. The lower lip drops
+    fully at the centre and like the corners at its ends (an elliptic opening); the upper lip
+    lifts a little at the centre."""
+    s = shape.lateral(u)
+    corner = config.corner_jaw_share
+    return 1.0 - (1.0 - corner) * s**3, corner * s**3 - config.upper_lip_lift * (1 - s**2)
+
+
+def _jaw_weight(uv: np.ndarray, shape: _MouthShape, config: RigConfig) -> np.ndarray:
+    """Share of the jaw drop each point follows [478]: 1 on the lower lip and chin, 0 upper face."""
+    u, v = uv[:, 0], uv[:, 1]
+    weight = _skin_jaw_weight(u, v, shape, config)
+    lower_lip, upper_lip = _lip_jaw_weight(u, shape, config)
+    lower = np.concatenate([_INNER_LOWER, _OUTER_LOWER])
+    upper = np.concatenate([_INNER_UPPER, _OUTER_UPPER])
+    weight[lower] = lower_lip[lower]
+    weight[upper] = upper_lip[upper]
+    weight[_CORNERS] = config.corner_jaw_share
+    return weight
+
+
+def _remove_opening(uv: np.ndarray, params: np.ndarray, config: RigConfig) -> np.ndarray:
+    """Face coordinates ``uv`` [478, 2] of the pose that ``params`` (jaw, teeth) would open into
+    ``uv``: the inverse of the rig, with weights evaluated at the *result*.
+
+    So the same face seen open or closed gets the same rest (and then the same basis), and dubbing
+    a video does not make the skin round the mouth jitter with each frame's own opening. Lip points
+    have weights that depend on u only (the jaw moves along v), so they are solved directly; skin
+    points solve ``v_open = v + drop * w(u, v)`` by bisection (w is non-decreasing in v).
+    """
+    rest = np.array(uv, dtype=np.float64, copy=True)
+    drop = params[JAW] * config.jaw_drop
+    if drop <= 0 and params[TEETH] <= 0:
+        return rest
+    shape = _MouthShape.of(uv)
+    lips = _LIP_POINTS
+    lower_lip, upper_lip = _lip_jaw_weight(uv[:, 0], shape, config)
+    s = shape.lateral(uv[:, 0])
+    middle = 1.0 - s**4
+    move = np.zeros(len(uv))
+    for points, jaw_share, retract in (
+        (_INNER_LOWER, lower_lip, config.teeth_lower),
+        (_OUTER_LOWER, lower_lip, 0.4 * config.teeth_lower),
+        (_INNER_UPPER, upper_lip, -config.teeth_upper),
+        (_OUTER_UPPER, upper_lip, -0.4 * config.teeth_upper),
+    ):
+        move[points] = drop * jaw_share[points] + params[TEETH] * retract * middle[points]
+    move[_CORNERS] = drop * config.corner_jaw_share
+    rest[lips, 1] -= move[lips]
+    if drop > 0:
+        # The skin weights are measured against the *rest* mouth.
+        rest_shape = _MouthShape.of(rest)
+        skin = np.setdiff1d(np.arange(len(uv)), lips)
+        u, target = uv[skin, 0], uv[skin, 1]
+        low, high = target - drop, target.copy()
+        for _ in range(30):
+            mid = 0.5 * (low + high)
+            too_low = mid + drop * _skin_jaw_weight(u, mid, rest_shape, config) < target
+            low = np.where(too_low, mid, low)
+            high = np.where(too_low, high, mid)
+        rest[skin, 1] = 0.5 * (low + high)
+    return rest
+
+
+def _spread_weight(uv: np.ndarray, shape: _MouthShape) -> np.ndarray:
+    """How much a point follows the mouth corners sideways [478] (signed by side)."""
+    u, v = uv[:, 0], uv[:, 1]
+    s = shape.lateral(u)
+    dv = v - shape.lip_line(u)
+    beyond = np.maximum(np.abs(u - shape.centre_u) - shape.half_width, 0.0)
+    reach_v = np.where(dv < 0, 0.3, 0.45)  # less room up to the nose than down to the chin
+    weight = s * _bump(beyond / 0.45) * _bump(dv / reach_v) * shape.below_nose(v)
+    weight[_LIP_POINTS] = s[_LIP_POINTS]
+    return np.sign(u - shape.centre_u) * weight
+
+
+def _basis(
+    uv: np.ndarray, shape: _MouthShape, frame: FaceFrame, jaw_weight: np.ndarray,
+    config: RigConfig,
+) -> np.ndarray:
+    """Crop-px displacement per unit parameter, [4, 478, 3] in :data:`LINEAR_PARAMS` order."""
+    n = len(uv)
+    s = shape.lateral(uv[:, 0])
+    centre = 1.0 - s * s
+    spread = _spread_weight(uv, shape)
+    duv = np.zeros((len(LINEAR_PARAMS), n, 2))
+    dz = np.zeros((len(LINEAR_PARAMS), n))
+
+    duv[0, :, 1] = config.jaw_drop * jaw_weight
+
+    duv[1, :, 0] = config.width_shift * spread
+
+    duv[2, :, 0] = -config.round_narrow * spread
+    duv[2, _OUTER_UPPER, 1] = -config.round_evert * centre[_OUTER_UPPER]
+    duv[2, _OUTER_LOWER, 1] = config.round_evert * centre[_OUTER_LOWER]
+    dz[2, _LIP_POINTS] = -config.round_protrude * centre[_LIP_POINTS]
+
+    # Retraction is strongest mid-lip (s^4 keeps the corners still).
+    middle = 1.0 - s**4
+    duv[3, _INNER_UPPER, 1] = -config.teeth_upper * middle[_INNER_UPPER]
+    duv[3, _OUTER_UPPER, 1] = -0.4 * config.teeth_upper * middle[_OUTER_UPPER]
+    duv[3, _INNER_LOWER, 1] = config.teeth_lower * middle[_INNER_LOWER]
+    duv[3, _OUTER_LOWER, 1] = 0.4 * config.teeth_lower * middle[_OUTER_LOWER]
+
+    basis = np.zeros((len(LINEAR_PARAMS), n, 3))
+    basis[..., :2] = frame.vectors_to_crop(duv)
+    basis[..., 2] = dz * frame.iod
+    return basis
+
+
+def _apply_closure(landmarks: np.ndarray, closure: np.ndarray, config: RigConfig) -> np.ndarray:
+    """Bring the inner lip contours together by ``closure`` [T] (1: they meet): [T, 478, 3]."""
+    out = np.array(landmarks, dtype=np.float64, copy=True)
+    if out.ndim == 2:
+        out = out[None]
+    c = np.asarray(closure, dtype=np.float64).reshape(-1, 1, 1)
+    gap = out[:, _INNER_LOWER, :2] - out[:, _INNER_UPPER, :2]
+    share = config.closure_upper_share
+    move_upper = c * share * gap
+    move_lower = -c * (1.0 - share) * gap
+    out[:, _INNER_UPPER, :2] += move_upper
+    out[:, _INNER_LOWER, :2] += move_lower
+    # Lip tissue stretches: the outer contour follows part of the way, so the lips do not
+    # thin to nothing in a seal with the jaw open.
+    out[:, _OUTER_UPPER, :2] += config.closure_outer_follow * move_upper
+    out[:, _OUTER_LOWER, :2] += config.closure_outer_follow * move_lower
+    return out

@@ -46,14 +46,33 @@ PARAM_RANGES: tuple[tuple[float, float], ...] = ((0, 1), (-1, 1), (0, 1), (0, 1)
 # Parameters that act through a fixed basis (closure is applied separately).
 LINEAR_PARAMS: tuple[int, ...] = (JAW, WIDTH, ROUND, TEETH)
 
-# Inner/outer lip paths without the mouth corners: the i-th upper and i-th lower point face each
-# other across the mouth (both paths run image left -> image right).
-_INNER_UPPER = np.array(T.LIPS_INNER_UPPER[1:-1])
-_INNER_LOWER = np.array(T.LIPS_INNER_LOWER[1:-1])
-_OUTER_UPPER = np.array(T.LIPS_OUTER_UPPER[1:-1])
-_OUTER_LOWER = np.array(T.LIPS_OUTER_LOWER[1:-1])
-_CORNERS = np.array(T.MOUTH_CORNERS + T.INNER_MOUTH_CORNERS)
-_LIP_POINTS = np.array(T.MOUTH_POINTS)
+# Besides its inner and outer contours, each lip has two rings of mesh points inside it (checked on
+# a photo: each lies within its lip's polygon). Like the contours they run image left -> image
+# right between two corner points; the rig must move them with their lip, or triangles would
+# join a lower-lip point to an upper-lip one across the mouth.
+LIPS_UPPER_SEMI_INNER = (62, 183, 42, 41, 38, 12, 268, 271, 272, 407, 292)
+LIPS_UPPER_SEMI_OUTER = (76, 184, 74, 73, 72, 11, 302, 303, 304, 408, 306)
+LIPS_LOWER_SEMI_INNER = (62, 96, 89, 179, 86, 15, 316, 403, 319, 325, 292)
+LIPS_LOWER_SEMI_OUTER = (76, 77, 90, 180, 85, 16, 315, 404, 320, 307, 306)
+
+# Rings of each lip from the opening outwards, without their corner points: the i-th point of
+# every ring sits at about the same place along the mouth, and the i-th upper and i-th lower
+# inner points face each other across it.
+_UPPER_RINGS = tuple(np.array(ring[1:-1]) for ring in (
+    T.LIPS_INNER_UPPER, LIPS_UPPER_SEMI_INNER, LIPS_UPPER_SEMI_OUTER, T.LIPS_OUTER_UPPER))
+_LOWER_RINGS = tuple(np.array(ring[1:-1]) for ring in (
+    T.LIPS_INNER_LOWER, LIPS_LOWER_SEMI_INNER, LIPS_LOWER_SEMI_OUTER, T.LIPS_OUTER_LOWER))
+_RING_DEPTH = (0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0)  # 0 at the opening, 1 at the outer contour
+_INNER_UPPER, _INNER_LOWER = _UPPER_RINGS[0], _LOWER_RINGS[0]
+_OUTER_UPPER, _OUTER_LOWER = _UPPER_RINGS[-1], _LOWER_RINGS[-1]
+_UPPER_LIP = np.concatenate(_UPPER_RINGS)
+_LOWER_LIP = np.concatenate(_LOWER_RINGS)
+_CORNERS = np.array(
+    T.MOUTH_CORNERS + T.INNER_MOUTH_CORNERS
+    + (LIPS_UPPER_SEMI_INNER[0], LIPS_UPPER_SEMI_INNER[-1])
+    + (LIPS_UPPER_SEMI_OUTER[0], LIPS_UPPER_SEMI_OUTER[-1])
+)
+_LIP_POINTS = np.unique(np.concatenate([_UPPER_LIP, _LOWER_LIP, _CORNERS]))
 
 
 @dataclass(frozen=True)
@@ -328,10 +347,8 @@ def _jaw_weight(uv: np.ndarray, shape: _MouthShape, config: RigConfig) -> np.nda
     u, v = uv[:, 0], uv[:, 1]
     weight = _skin_jaw_weight(u, v, shape, config)
     lower_lip, upper_lip = _lip_jaw_weight(u, shape, config)
-    lower = np.concatenate([_INNER_LOWER, _OUTER_LOWER])
-    upper = np.concatenate([_INNER_UPPER, _OUTER_UPPER])
-    weight[lower] = lower_lip[lower]
-    weight[upper] = upper_lip[upper]
+    weight[_LOWER_LIP] = lower_lip[_LOWER_LIP]
+    weight[_UPPER_LIP] = upper_lip[_UPPER_LIP]
     weight[_CORNERS] = config.corner_jaw_share
     return weight
 
@@ -355,13 +372,12 @@ def _remove_opening(uv: np.ndarray, params: np.ndarray, config: RigConfig) -> np
     s = shape.lateral(uv[:, 0])
     middle = 1.0 - s**4
     move = np.zeros(len(uv))
-    for points, jaw_share, retract in (
-        (_INNER_LOWER, lower_lip, config.teeth_lower),
-        (_OUTER_LOWER, lower_lip, 0.4 * config.teeth_lower),
-        (_INNER_UPPER, upper_lip, -config.teeth_upper),
-        (_OUTER_UPPER, upper_lip, -0.4 * config.teeth_upper),
+    for rings, jaw_share, retract in (
+        (_LOWER_RINGS, lower_lip, config.teeth_lower), (_UPPER_RINGS, upper_lip, -config.teeth_upper),
     ):
-        move[points] = drop * jaw_share[points] + params[TEETH] * retract * middle[points]
+        for ring, depth in zip(rings, _RING_DEPTH):
+            share = _retraction_share(depth)
+            move[ring] = drop * jaw_share[ring] + params[TEETH] * retract * share * middle[ring]
     move[_CORNERS] = drop * config.corner_jaw_share
     rest[lips, 1] -= move[lips]
     if drop > 0:
@@ -408,16 +424,16 @@ def _basis(
     duv[1, :, 0] = config.width_shift * spread
 
     duv[2, :, 0] = -config.round_narrow * spread
-    duv[2, _OUTER_UPPER, 1] = -config.round_evert * centre[_OUTER_UPPER]
-    duv[2, _OUTER_LOWER, 1] = config.round_evert * centre[_OUTER_LOWER]
     dz[2, _LIP_POINTS] = -config.round_protrude * centre[_LIP_POINTS]
-
-    # Retraction is strongest mid-lip (s^4 keeps the corners still).
+    # Retraction is strongest mid-lip (s^4 keeps the corners still) and at the opening.
     middle = 1.0 - s**4
-    duv[3, _INNER_UPPER, 1] = -config.teeth_upper * middle[_INNER_UPPER]
-    duv[3, _OUTER_UPPER, 1] = -0.4 * config.teeth_upper * middle[_OUTER_UPPER]
-    duv[3, _INNER_LOWER, 1] = config.teeth_lower * middle[_INNER_LOWER]
-    duv[3, _OUTER_LOWER, 1] = 0.4 * config.teeth_lower * middle[_OUTER_LOWER]
+    for upper, lower, depth in zip(_UPPER_RINGS, _LOWER_RINGS, _RING_DEPTH):
+        # Rounding everts the lips: their outer parts move away from the mouth line.
+        duv[2, upper, 1] = -config.round_evert * depth * centre[upper]
+        duv[2, lower, 1] = config.round_evert * depth * centre[lower]
+        share = _retraction_share(depth)
+        duv[3, upper, 1] = -config.teeth_upper * share * middle[upper]
+        duv[3, lower, 1] = config.teeth_lower * share * middle[lower]
 
     basis = np.zeros((len(LINEAR_PARAMS), n, 3))
     basis[..., :2] = frame.vectors_to_crop(duv)
@@ -435,10 +451,15 @@ def _apply_closure(landmarks: np.ndarray, closure: np.ndarray, config: RigConfig
     share = config.closure_upper_share
     move_upper = c * share * gap
     move_lower = -c * (1.0 - share) * gap
-    out[:, _INNER_UPPER, :2] += move_upper
-    out[:, _INNER_LOWER, :2] += move_lower
-    # Lip tissue stretches: the outer contour follows part of the way, so the lips do not
-    # thin to nothing in a seal with the jaw open.
-    out[:, _OUTER_UPPER, :2] += config.closure_outer_follow * move_upper
-    out[:, _OUTER_LOWER, :2] += config.closure_outer_follow * move_lower
+    # Lip tissue stretches: the rings further out follow less (the outer contour by
+    # closure_outer_follow), so the lips do not thin to nothing in a seal with the jaw open.
+    for upper, lower, depth in zip(_UPPER_RINGS, _LOWER_RINGS, _RING_DEPTH):
+        follow = 1.0 - (1.0 - config.closure_outer_follow) * depth
+        out[:, upper, :2] += follow * move_upper
+        out[:, lower, :2] += follow * move_lower
     return out
+
+
+def _retraction_share(depth: float) -> float:
+    """Share of the inner contour's retraction that a lip ring at ``depth`` (0..1) follows."""
+    return 1.0 - 0.6 * depth

@@ -1,0 +1,90 @@
+"""Audio benchmark: time and peak memory of the audio stages on N minutes of espeak-ng speech.
+
+    .venv/bin/python benchmarks/audio.py --minutes 10
+
+Prints one table row per stage. Needs espeak-ng (the speech is synthesised here, with pauses).
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Papa made a map of the bay by the mill.",
+    "We will meet you by the river when the rain stops.",
+    "Please bring me the blue box from the kitchen.",
+    "Every morning she walks along the beach with her dog.",
+]
+
+
+def long_speech(minutes: float, sr: int = 16000) -> np.ndarray:
+    from speech import speak_wave
+
+    rng = np.random.default_rng(0)
+    parts, n = [], 0
+    while n < minutes * 60 * sr:
+        w, _ = speak_wave(SENTENCES[rng.integers(len(SENTENCES))], rate=int(rng.integers(130, 190)))
+        gap = np.zeros(int(rng.uniform(0.1, 1.2) * sr), np.float32)
+        parts += [w, gap]
+        n += len(w) + len(gap)
+    return np.concatenate(parts)[: int(minutes * 60 * sr)]
+
+
+def measure(name: str, fn) -> None:
+    tracemalloc.start()
+    t = time.perf_counter()
+    out = fn()
+    dt = time.perf_counter() - t
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"| {name:24s} | {dt:7.2f} s | {peak / 2**20:7.1f} MiB | {rss:7.0f} MiB | {out} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--fps", type=float, default=25.0)
+    args = ap.parse_args()
+
+    from segtalker_core.audio import articulation_from_audio, iter_mel_windows
+    from segtalker_core.audio.features import acoustic_features
+
+    wave = long_speech(args.minutes)
+    # Imports (librosa pulls in numba) and filter banks are one-off costs, not per-audio ones.
+    articulation_from_audio(wave[:16000], args.fps)
+    list(iter_mel_windows(wave[:16000], args.fps))
+    print(f"{args.minutes} min of speech, {len(wave)} samples ({wave.nbytes / 2**20:.0f} MiB), fps {args.fps}")
+    print("| stage | time | peak Python-traced memory | process peak RSS so far | result |")
+    print("|---|---|---|---|---|")
+
+    def mel_all():
+        n = 0
+        for chunk in iter_mel_windows(wave, args.fps, chunk_frames=256):
+            n += len(chunk)
+        return f"{n} windows"
+
+    measure("mel windows (chunked)", mel_all)
+    measure("acoustic features", lambda: f"{len(acoustic_features(wave))} frames")
+    measure("articulation acoustic", lambda: f"{len(articulation_from_audio(wave, args.fps, method='acoustic'))} frames")
+
+    def auto():
+        track = articulation_from_audio(wave, args.fps)
+        return f"{len(track)} frames, {len(track.phones)} phones, method {track.method}"
+
+    measure("articulation auto", auto)
+
+
+if __name__ == "__main__":
+    main()

@@ -73,9 +73,11 @@ def load_model(path: str, device="cpu", dtype=None) -> LoadedModel:
             config=config,
             description=f"BiSeNet face parser (19 classes, 512 input) from {path}",
         )
+    import torch
+
     from .models import bundles
 
-    module, config = bundles.load_component(path, expected_component=None, device=device, dtype=dtype)
+    module, config = bundles.load_component(path, config.component, device=device, dtype=dtype or torch.float32)
     return LoadedModel(
         component=config.component,
         runner=module,

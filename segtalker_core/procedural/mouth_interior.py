@@ -1,0 +1,421 @@
+"""Mouth interior of the built-in renderer: cavity, tongue, upper and lower teeth.
+
+Where the driven inner-lip polygon is open, a layer is composited over the warped crop:
+
+* a dark cavity, brighter near the lips (light reaching in) and darker deep inside;
+* a tongue whose top follows the lower jaw;
+* lower teeth moving with the jaw, upper teeth fixed to the skull; their opacity is the
+  ``teeth_visible`` parameter, and at low visibility they also slide behind the lips;
+* when the *source* shows teeth, its own teeth pixels are reused: the row above the gap between
+  the rows stays in place (upper jaw), the row below moves by the jaw difference between the frame
+  and the source. Upper teeth the source hides behind its lower lip are continued column by column
+  from the lowest ones it shows; synthetic teeth (coloured like the source's) fill the rest.
+
+Synthetic teeth are drawn in the face frame of the closed rest (IOD units): a dental arch seen from
+the front (a tooth's width shrinks with the cosine of its angle round the arch, far teeth are
+darker), thin dark gaps between teeth, rounded incisal corners and a slight "smile arc" of the
+upper incisal edge.
+
+The layer's edge is feathered (Gaussian, ``feather`` IOD) across the polygon boundary. Everything
+is a pure function of (source, driven landmarks, jaw offset, visibility): no randomness, no state,
+so equal parameters give equal pixels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .. import labels as L
+from ..face import mesh_topology as T
+from .mouth_segmentation import opening_polygon, polygon_area, polygon_mask
+from .rig import FaceFrame
+from .warp import Box
+
+# Tooth widths along the arch, centre outwards (central incisor, lateral, canine, 2 premolars),
+# in IOD units for a typical adult (8.5/6.6/7.6/7/7 mm upper over a 63 mm IOD).
+_UPPER_WIDTHS = np.array([0.135, 0.105, 0.12, 0.11, 0.11])
+_LOWER_WIDTHS = np.array([0.085, 0.095, 0.11, 0.11, 0.11])
+_NOMINAL_ARCH = 0.40  # front-view half width of the upper arch the widths above belong to
+_IVORY = np.array([0.93, 0.90, 0.83], np.float32)
+_TONGUE_RED = np.array([0.70, 0.32, 0.32], np.float32)
+
+SKIN = L.region_index("skin")
+LIPS = L.region_index("lips")
+
+
+@dataclass(frozen=True)
+class MouthPalette:
+    """Float32 RGB (0..1) colours of the synthesised interior."""
+
+    teeth: np.ndarray
+    cavity: np.ndarray
+    tongue: np.ndarray
+
+    @staticmethod
+    def from_source(
+        crop: np.ndarray, landmarks: np.ndarray, regions12: np.ndarray | None = None,
+        teeth_rgb: np.ndarray | None = None,
+    ) -> "MouthPalette":
+        """Colours matched to a source crop: lips and skin from ``regions12`` (or the landmark
+        polygons when a region is empty), teeth from ``teeth_rgb`` (source teeth) when given."""
+        lips = _region_colour(crop, regions12, LIPS, landmarks, "lips")
+        skin = _region_colour(crop, regions12, SKIN, landmarks, "skin")
+        brightness = float(np.clip(_luma(skin) / 0.62, 0.45, 1.05))
+        if teeth_rgb is None:
+            teeth = (0.92 * _IVORY + 0.08 * lips) * brightness
+        else:
+            teeth = np.asarray(teeth_rgb, np.float32)
+        cavity = 0.33 * lips + 0.03 * brightness
+        tongue = (0.6 * lips + 0.4 * _TONGUE_RED * brightness) * 0.8
+        return MouthPalette(
+            np.clip(teeth, 0, 1).astype(np.float32),
+            np.clip(cavity, 0, 1).astype(np.float32),
+            np.clip(tongue, 0, 1).astype(np.float32),
+        )
+
+
+@dataclass(frozen=True)
+class SourceTeeth:
+    """The source's own mouth interior, split into what moves with the jaw and what does not.
+
+    All arrays cover ``box`` (the mouth with a margin of skin, where the masks are 0): ``image``
+    [h, w, 3] float32 0..1; ``upper``/``lower`` [h, w] float32 soft masks of upper-jaw and
+    lower-jaw teeth; ``jaw_offset`` [2] px: the source's jaw drop relative to the closed rest;
+    ``rgb`` [3]: mean colour of its teeth.
+    """
+
+    box: Box
+    image: np.ndarray
+    upper: np.ndarray
+    lower: np.ndarray
+    jaw_offset: np.ndarray
+    rgb: np.ndarray
+    edge_rgb: np.ndarray  # [w, 3]: per column, colour of the lowest upper teeth the source shows
+    edge_row: np.ndarray  # [w] int: that row in the box (-1: no upper teeth in the column)
+
+    def extension(self, box: Box) -> tuple[np.ndarray, np.ndarray]:
+        """Upper teeth continued below what the source shows, seen through output ``box``:
+        ``(rgb [h, w, 3], where [h, w] bool)``. Teeth are nearly uniform vertically, so each
+        column's lowest visible colour carries on down (tooth gaps included)."""
+        cols = np.arange(box.x0, box.x1) - self.box.x0
+        inside = (cols >= 0) & (cols < self.box.shape[1])
+        cols = np.clip(cols, 0, self.box.shape[1] - 1)
+        row = np.where(inside, self.edge_row[cols], -1)
+        rows = np.arange(box.y0, box.y1)[:, None] - self.box.y0
+        where = (row[None] >= 0) & (rows > row[None])
+        rgb = np.broadcast_to(self.edge_rgb[cols][None], (box.shape[0], box.shape[1], 3))
+        return rgb, where
+
+    def sample(self, box: Box, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(image, upper, lower) seen through output ``box`` with content moved by ``shift`` px."""
+        size = (box.x1 - box.x0, box.y1 - box.y0)
+        centre = (
+            box.x0 - self.box.x0 + (size[0] - 1) / 2.0 - float(shift[0]),
+            box.y0 - self.box.y0 + (size[1] - 1) / 2.0 - float(shift[1]),
+        )
+        # Outside the patch the masks replicate their zero margin, so nothing leaks in.
+        return tuple(cv2.getRectSubPix(a, size, centre) for a in (self.image, self.upper, self.lower))
+
+
+def _mouth_box(landmarks: np.ndarray, iod: float, size: int) -> Box:
+    """The mouth and some skin around it (where teeth statistics are taken)."""
+    return Box.around(np.asarray(landmarks)[list(T.LIPS_OUTER), :2], 0.15 * iod, size)
+
+
+@dataclass(frozen=True)
+class MouthPixels:
+    """What a source crop shows between its lips, over ``box`` (the mouth and skin around it):
+    ``opening`` bool [h, w] (inner-lip polygon eroded by ~1 px, so no lip pixels), ``teeth`` bool
+    [h, w] and ``score`` 0..1 (how clearly teeth show; 0 for a closed mouth)."""
+
+    box: Box
+    opening: np.ndarray
+    teeth: np.ndarray
+    score: float
+
+
+def analyse_mouth(crop: np.ndarray, landmarks: np.ndarray, iod: float) -> MouthPixels:
+    """Find the teeth in a source crop [S, S, 3] uint8 with landmarks [478, 2+].
+
+    Teeth are bright, unsaturated pixels relative to the surrounding lips and skin, which are
+    saturated or darker. The score is the teeth share of the opening, saturating at 35 %.
+    """
+    box = _mouth_box(landmarks, iod, crop.shape[0])
+    empty = np.zeros(box.shape, bool)
+    if polygon_area(opening_polygon(landmarks)) < 0.0015 * iod * iod:
+        return MouthPixels(box, empty, empty, 0.0)
+    mask = polygon_mask(opening_polygon(landmarks), box)
+    erode = max(1, int(round(0.008 * iod)))
+    opening = cv2.erode(mask, np.ones((2 * erode + 1, 2 * erode + 1), np.uint8)) > 0
+    area = int(opening.sum())
+    if area < 0.0015 * iod * iod:
+        return MouthPixels(box, opening, empty, 0.0)
+    rgb = crop[box.slices]
+    value = rgb.max(axis=-1).astype(np.float32)
+    saturation = (value - rgb.min(axis=-1)) / np.maximum(value, 1.0)
+    reference_value = float(np.median(value[~opening]))
+    teeth = opening & (saturation < 0.3) & (value > 0.7 * reference_value)
+    score = float(np.clip(teeth.sum() / area / 0.35, 0.0, 1.0))
+    return MouthPixels(box, opening, teeth, score)
+
+
+def extract_source_teeth(
+    crop: np.ndarray, mouth: MouthPixels, iod: float, jaw_offset: np.ndarray
+) -> SourceTeeth | None:
+    """Split the source's visible teeth into upper-jaw / lower-jaw layers, or ``None`` when it
+    shows (almost) none. ``mouth``: :func:`analyse_mouth` of the crop.
+
+    Column by column: two runs of teeth pixels separated by a gap are the two rows of teeth (split
+    in the gap); a single run is the upper row (it hangs from the upper lip and hides the lower
+    one) unless it starts in the lower half of the opening; columns without teeth split mid-way.
+    """
+    box, opening, teeth = mouth.box, mouth.opening, mouth.teeth
+    if teeth.sum() < 0.0005 * iod * iod:
+        return None
+    rgb = crop[box.slices].astype(np.float32) / 255.0
+    split = _teeth_split(opening, teeth)
+    rows = np.arange(box.shape[0])[:, None]
+    # Only teeth (and a pixel around them) are reused: the dark rest of the source's opening is
+    # shadow of *its* pose, and the synthetic cavity is shaded for the frame's pose.
+    near_teeth = opening & (cv2.dilate(teeth.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
+    upper = cv2.GaussianBlur((near_teeth & (rows < split[None])).astype(np.float32), (0, 0), 0.8)
+    lower = cv2.GaussianBlur((near_teeth & (rows >= split[None])).astype(np.float32), (0, 0), 0.8)
+    pixels = rgb[teeth]
+    bright = pixels[_luma(pixels) >= np.quantile(_luma(pixels), 0.4)]
+    edge_rgb, edge_row = _lowest_teeth(rgb, teeth & (rows < split[None]))
+    return SourceTeeth(
+        box=box, image=rgb, upper=upper, lower=lower,
+        jaw_offset=np.asarray(jaw_offset, np.float64).reshape(2), rgb=bright.mean(axis=0),
+        edge_rgb=edge_rgb, edge_row=edge_row,
+    )
+
+
+def _lowest_teeth(rgb: np.ndarray, upper_teeth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column: mean colour of the 3 rows above the lowest upper-teeth pixel (the very last
+    row is blended with whatever is below it), and that row (-1 where there is none)."""
+    height = rgb.shape[0]
+    rows = np.arange(height)[:, None]
+    last = np.where(upper_teeth, rows, -1).max(axis=0)
+    picks = np.clip(last[None] - np.arange(1, 4)[:, None], 0, height - 1)
+    cols = np.arange(rgb.shape[1])[None]
+    colour = rgb[picks, np.broadcast_to(cols, picks.shape)].mean(axis=0)
+    last = np.where(last >= 3, last, -1)  # too few rows to trust
+    return colour.astype(np.float32), last
+
+
+def _teeth_split(opening: np.ndarray, teeth: np.ndarray) -> np.ndarray:
+    """Per column of the opening [h, w] bool, the first row of lower-jaw content: float32 [w]."""
+    height = opening.shape[0]
+    rows = np.arange(height)[:, None]
+    big = height + 1
+    # Drop 1-px specks so noise does not split a run of teeth.
+    teeth = cv2.morphologyEx(teeth.astype(np.uint8), cv2.MORPH_OPEN, np.ones((2, 1), np.uint8)) > 0
+    has_open = opening.any(axis=0)
+    top = np.where(has_open, opening.argmax(axis=0), 0)
+    bottom = np.where(has_open, height - 1 - opening[::-1].argmax(axis=0), 0)
+    has_teeth = teeth.any(axis=0)
+    first = np.where(teeth, rows, big).min(axis=0)
+    last = np.where(teeth, rows, -1).max(axis=0)
+    run_end = np.where((rows > first) & ~teeth, rows, big).min(axis=0)
+    second = np.where((rows >= run_end) & teeth, rows, big).min(axis=0)
+    two_runs = has_teeth & (second <= last) & (second - run_end >= 2) & (last - second >= 1)
+    starts_low = first > top + 0.5 * (bottom - top)
+    split = np.where(starts_low, top, bottom + 1).astype(np.float32)
+    split = np.where(two_runs, (run_end + second) / 2.0, split)
+    split = np.where(has_teeth, split, (top + bottom + 1) / 2.0)
+    return cv2.medianBlur(split.astype(np.float32)[None], 5)[0] if split.size >= 5 else split
+
+
+@dataclass(frozen=True)
+class TeethGeometry:
+    """Where the teeth sit in the closed-rest face frame (IOD units)."""
+
+    upper_arch: float  # front-view half width of the upper dental arch
+    lower_arch: float
+    upper_edge: float  # v of the upper incisal edge at the centre (lips meet at v = 0)
+    lower_edge: float  # v of the lower incisal edge at the centre, jaw closed
+    smile_arc: float  # upper edge rises by this at the arch ends
+
+    @staticmethod
+    def for_mouth(inner_half_width: float) -> "TeethGeometry":
+        arch = float(np.clip(0.85 * inner_half_width, 0.2, _NOMINAL_ARCH))
+        return TeethGeometry(arch, 0.86 * arch, 0.035, -0.005, 0.05)
+
+
+class MouthInterior:
+    """Renders the interior of one source's mouth for any driven pose.
+
+    ``frame``: the closed-rest face frame (origin where the lips meet); ``palette``: colours;
+    ``geometry``: teeth placement; ``source``: the source's own interior layers (or ``None``);
+    ``feather``: edge softness in IOD units.
+    """
+
+    def __init__(
+        self, frame: FaceFrame, palette: MouthPalette, geometry: TeethGeometry,
+        source: SourceTeeth | None = None, feather: float = 0.015,
+    ) -> None:
+        self.frame = frame
+        self.palette = palette
+        self.geometry = geometry
+        self.source = source
+        self.sigma = max(0.8, feather * frame.iod)
+
+    def composite(
+        self, image: np.ndarray, driven: np.ndarray, jaw_offset: np.ndarray,
+        teeth_visible: float, seal: float = 0.0,
+    ) -> np.ndarray:
+        """Composite the interior into ``image`` [S, S, 3] uint8 (in place) and return it.
+
+        ``driven`` [478, 3]: the frame's landmarks; ``jaw_offset`` [2] px: lower-jaw drop from the
+        closed rest; ``teeth_visible`` 0..1; ``seal`` 0..1: strength of the dark line drawn where
+        the lips meet (for sources whose own lips were apart, so no such line exists to warp).
+        """
+        if seal > 0:
+            self._seal_line(image, driven, seal)
+        polygon = opening_polygon(driven)
+        if polygon_area(polygon) < 0.5:
+            return image
+        box = Box.around(polygon, 3.0 * self.sigma + 1.0, image.shape[0])
+        mask = polygon_mask(polygon, box)
+        if not mask.any():
+            return image
+        soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), self.sigma)
+        alpha = np.clip((soft - 0.25) / 0.5, 0.0, 1.0)
+        depth = cv2.distanceTransform(mask, cv2.DIST_L2, 3) / self.frame.iod
+        interior = self._synthesise(box, depth, jaw_offset, float(teeth_visible))
+        if self.source is not None:
+            interior = self._source_layers(interior, box, jaw_offset, float(teeth_visible))
+        window = image[box.slices].astype(np.float32) / 255.0
+        blended = window + alpha[..., None] * (interior - window)
+        image[box.slices] = np.clip(blended * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return image
+
+    def _seal_line(self, image: np.ndarray, driven: np.ndarray, strength: float) -> None:
+        """Darken a soft line along the middle of the inner lip contours."""
+        mid = 0.5 * (
+            np.asarray(driven)[list(T.LIPS_INNER_UPPER), :2]
+            + np.asarray(driven)[list(T.LIPS_INNER_LOWER), :2]
+        )
+        sigma = max(0.7, 0.007 * self.frame.iod)
+        box = Box.around(mid, 3.0 * sigma + 2.0, image.shape[0])
+        line = np.zeros(box.shape, np.float32)
+        pts = np.round((mid - (box.x0, box.y0)) * 16).astype(np.int32)
+        cv2.polylines(line, [pts], False, 1.0, 1, cv2.LINE_AA, 4)
+        line = np.clip(cv2.GaussianBlur(line, (0, 0), sigma) * 2.0, 0.0, 1.0)
+        window = image[box.slices].astype(np.float32)
+        window *= (1.0 - 0.2 * strength * line)[..., None]
+        image[box.slices] = np.clip(window + 0.5, 0, 255).astype(np.uint8)
+
+    def _synthesise(
+        self, box: Box, depth: np.ndarray, jaw_offset: np.ndarray, visible: float
+    ) -> np.ndarray:
+        frame, geo, pal = self.frame, self.geometry, self.palette
+        xs = np.arange(box.x0, box.x1, dtype=np.float64)[None, :, None]
+        ys = np.arange(box.y0, box.y1, dtype=np.float64)[:, None, None]
+        uv = frame.to_face(np.concatenate(np.broadcast_arrays(xs, ys), axis=-1))
+        u, v = uv[..., 0], uv[..., 1]
+        jaw = float(np.dot(jaw_offset, frame.v_axis)) / frame.iod
+
+        glow = np.exp(-depth / 0.035)
+        rgb = pal.cavity * (0.55 + 0.9 * glow)[..., None]
+        tongue_top = 0.55 * jaw + 0.03 + 0.5 * u * u
+        tongue = _smoothstep((v - tongue_top) / 0.03)[..., None]
+        rgb = rgb + tongue * (pal.tongue * (0.65 + 0.35 * glow)[..., None] - rgb)
+
+        hidden = (1.0 - visible) * 0.04  # barely visible teeth sit further behind the lips
+        lower_edge = jaw + geo.lower_edge + 0.04 * (u / geo.lower_arch) ** 2 + hidden
+        colour, cover = self._teeth(u, v, geo.lower_arch, _LOWER_WIDTHS, lower_edge, below=True)
+        rgb = rgb + (visible * cover)[..., None] * (colour - rgb)
+        upper_edge = geo.upper_edge - geo.smile_arc * (u / geo.upper_arch) ** 2 - hidden
+        base = None
+        if self.source is not None:
+            base = self.source.extension(box)
+        colour, cover = self._teeth(
+            u, v, geo.upper_arch, _UPPER_WIDTHS, upper_edge, below=False, base=base
+        )
+        rgb = rgb + (visible * cover)[..., None] * (colour - rgb)
+        return rgb.astype(np.float32)
+
+    def _teeth(
+        self, u: np.ndarray, v: np.ndarray, arch: float, widths: np.ndarray, edge: np.ndarray,
+        below: bool, base: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Colour [h, w, 3] and coverage [h, w] of one row of teeth (``below``: lower row).
+
+        ``base``: ``(rgb, where)`` colours to use instead of the synthetic shading (source teeth
+        carried on), translucent edge still applied."""
+        iod = self.frame.iod
+        widths = widths * (arch / _NOMINAL_ARCH)
+        ends = np.cumsum(widths)
+        lateral = np.clip(np.abs(u) / arch, 0.0, 0.999)
+        angle = np.arcsin(lateral)
+        along = angle * arch  # arc length from the midline
+        tooth = np.minimum(np.searchsorted(ends, along), len(widths) - 1)
+        width = widths[tooth]
+        frac = (along - (ends[tooth] - width)) / width
+        to_gap = np.minimum(frac, 1.0 - frac).clip(0.0) * width  # arc length to nearest gap
+        # Rounded incisal corners: the edge recedes near each gap.
+        corner = 0.022 * (arch / _NOMINAL_ARCH) * np.clip(1.0 - to_gap / (0.3 * width), 0, 1) ** 2
+        inside = (v - edge - corner) if below else (edge - corner - v)  # IOD, > 0 on the tooth
+        cover = np.clip(inside * iod + 0.5, 0.0, 1.0)
+        cover *= _smoothstep((1.0 - np.abs(u) / arch) / 0.1)
+        gap_px = to_gap * np.cos(angle) * iod
+        gap = 1.0 - 0.3 * np.exp(-((gap_px / 0.6) ** 2))
+        towards_gum = 1.0 - 0.3 * np.clip(inside / 0.18, 0.0, 1.0)
+        shade = (0.45 + 0.55 * np.cos(angle)) * gap * towards_gum * (0.85 if below else 1.0)
+        colour = self.palette.teeth * shade[..., None]
+        if base is not None:
+            colour = np.where(base[1][..., None], base[0], colour)
+        # The incisal edge is translucent: it takes some of the cavity's darkness.
+        edge_mix = 0.2 * np.clip(1.0 - inside / 0.012, 0.0, 1.0)[..., None]
+        colour = colour + edge_mix * (self.palette.cavity - colour)
+        return colour, cover
+
+    def _source_layers(
+        self, rgb: np.ndarray, box: Box, jaw_offset: np.ndarray, visible: float
+    ) -> np.ndarray:
+        src = self.source
+        shift = np.asarray(jaw_offset, np.float64) - src.jaw_offset
+        lower_rgb, _, lower = src.sample(box, shift)
+        rgb = rgb + (visible * lower)[..., None] * (lower_rgb - rgb)
+        upper_rgb, upper, _ = src.sample(box, np.zeros(2))
+        return rgb + (visible * upper)[..., None] * (upper_rgb - rgb)
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
+
+def _region_colour(
+    crop: np.ndarray, regions12: np.ndarray | None, region: int, landmarks: np.ndarray, name: str
+) -> np.ndarray:
+    """Median colour (float32 RGB 0..1) of a region, or of its landmark polygon if it is empty."""
+    mask = None
+    if regions12 is not None:
+        mask = regions12 == region
+        if mask.sum() < 20:
+            mask = None
+    if mask is None:
+        size = crop.shape[0]
+        if name == "lips":
+            polygons = [T.UPPER_LIP, T.LOWER_LIP]
+        else:
+            polygons = [T.FACE_OVAL]
+        mask = np.zeros(crop.shape[:2], bool)
+        full = Box(0, 0, size, size)
+        for poly in polygons:
+            mask |= polygon_mask(np.asarray(landmarks)[list(poly), :2], full) > 0
+        if name == "skin":
+            for poly in (T.LIPS_OUTER, T.LEFT_EYE, T.RIGHT_EYE, T.LEFT_BROW, T.RIGHT_BROW):
+                mask &= polygon_mask(np.asarray(landmarks)[list(poly), :2], full) == 0
+    pixels = crop[mask]
+    if len(pixels) == 0:
+        return np.array([0.8, 0.6, 0.5] if name == "skin" else [0.7, 0.4, 0.4], np.float32)
+    return (np.median(pixels[:: max(1, len(pixels) // 4000)], axis=0) / 255.0).astype(np.float32)

@@ -37,6 +37,7 @@ from .warp import Box
 # in IOD units for a typical adult (8.5/6.6/7.6/7/7 mm upper over a 63 mm IOD).
 _UPPER_WIDTHS = np.array([0.135, 0.105, 0.12, 0.11, 0.11])
 _LOWER_WIDTHS = np.array([0.085, 0.095, 0.11, 0.11, 0.11])
+_TOOTH_SHADE = np.array([1.0, 0.96, 0.92, 0.88, 0.85])
 _NOMINAL_ARCH = 0.40  # front-view half width of the upper arch the widths above belong to
 _IVORY = np.array([0.93, 0.90, 0.83], np.float32)
 _TONGUE_RED = np.array([0.70, 0.32, 0.32], np.float32)
@@ -286,7 +287,7 @@ class MouthInterior:
         depth = cv2.distanceTransform(mask, cv2.DIST_L2, 3) / self.frame.iod
         interior = self._synthesise(box, depth, jaw_offset, float(teeth_visible))
         if self.source is not None:
-            interior = self._source_layers(interior, box, jaw_offset, float(teeth_visible))
+            interior = self._source_layers(interior, box, jaw_offset, _opacity(teeth_visible))
         window = image[box.slices].astype(np.float32) / 255.0
         blended = window + alpha[..., None] * (interior - window)
         image[box.slices] = np.clip(blended * 255.0 + 0.5, 0, 255).astype(np.uint8)
@@ -325,9 +326,10 @@ class MouthInterior:
         rgb = rgb + tongue * (pal.tongue * (0.65 + 0.35 * glow)[..., None] - rgb)
 
         hidden = (1.0 - visible) * 0.04  # barely visible teeth sit further behind the lips
+        opacity = _opacity(visible)
         lower_edge = jaw + geo.lower_edge + 0.04 * (u / geo.lower_arch) ** 2 + hidden
         colour, cover = self._teeth(u, v, geo.lower_arch, _LOWER_WIDTHS, lower_edge, below=True)
-        rgb = rgb + (visible * cover)[..., None] * (colour - rgb)
+        rgb = rgb + (opacity * cover)[..., None] * (colour - rgb)
         upper_edge = geo.upper_edge - geo.smile_arc * (u / geo.upper_arch) ** 2 - hidden
         base = None
         if self.source is not None:
@@ -335,7 +337,7 @@ class MouthInterior:
         colour, cover = self._teeth(
             u, v, geo.upper_arch, _UPPER_WIDTHS, upper_edge, below=False, base=base
         )
-        rgb = rgb + (visible * cover)[..., None] * (colour - rgb)
+        rgb = rgb + (opacity * cover)[..., None] * (colour - rgb)
         return rgb.astype(np.float32)
 
     def _teeth(
@@ -362,9 +364,11 @@ class MouthInterior:
         cover = np.clip(inside * iod + 0.5, 0.0, 1.0)
         cover *= _smoothstep((1.0 - np.abs(u) / arch) / 0.1)
         gap_px = to_gap * np.cos(angle) * iod
-        gap = 1.0 - 0.3 * np.exp(-((gap_px / 0.6) ** 2))
+        gap = 1.0 - 0.22 * np.exp(-((gap_px / 0.6) ** 2))
         towards_gum = 1.0 - 0.3 * np.clip(inside / 0.18, 0.0, 1.0)
-        shade = (0.45 + 0.55 * np.cos(angle)) * gap * towards_gum * (0.85 if below else 1.0)
+        # Incisors are the brightest; canines and premolars are a little darker and sit deeper.
+        kind = _TOOTH_SHADE[tooth]
+        shade = (0.45 + 0.55 * np.cos(angle)) * kind * gap * towards_gum * (0.85 if below else 1.0)
         colour = self.palette.teeth * shade[..., None]
         if base is not None:
             colour = np.where(base[1][..., None], base[0], colour)
@@ -374,14 +378,20 @@ class MouthInterior:
         return colour, cover
 
     def _source_layers(
-        self, rgb: np.ndarray, box: Box, jaw_offset: np.ndarray, visible: float
+        self, rgb: np.ndarray, box: Box, jaw_offset: np.ndarray, opacity: float
     ) -> np.ndarray:
         src = self.source
         shift = np.asarray(jaw_offset, np.float64) - src.jaw_offset
         lower_rgb, _, lower = src.sample(box, shift)
-        rgb = rgb + (visible * lower)[..., None] * (lower_rgb - rgb)
+        rgb = rgb + (opacity * lower)[..., None] * (lower_rgb - rgb)
         upper_rgb, upper, _ = src.sample(box, np.zeros(2))
-        return rgb + (visible * upper)[..., None] * (upper_rgb - rgb)
+        return rgb + (opacity * upper)[..., None] * (upper_rgb - rgb)
+
+
+def _opacity(visible: float) -> float:
+    """Teeth opacity from teeth_visible: mostly the teeth slide behind the lips (see ``hidden``);
+    only low values fade them, so half-visible teeth are not grey ghosts."""
+    return float(_smoothstep(np.float64(visible) / 0.5))
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:

@@ -32,13 +32,14 @@ from .mouth_interior import (
 )
 from .mouth_segmentation import drive_regions
 from .rig import (
-    JAW, NUM_PARAMS, TEETH, FaceFrame, MouthRig, RigConfig, check_landmarks, check_params,
+    JAW, LIPS_LOWER_SEMI_INNER, LIPS_UPPER_SEMI_INNER, NUM_PARAMS, TEETH, FaceFrame, MouthRig,
+    RigConfig, check_landmarks, check_params,
 )
 from .warp import Box, MeshWarp
 
 TEETH_SOURCES = ("auto", "synthetic")
-_INSET = 0.45  # of the lip thickness, for an open reference mouth
-_INSET_MAX = 0.04  # IOD
+_INSET = 0.5  # of the way to the next lip ring, for an open reference mouth
+_INSET_MAX = 0.03  # IOD
 _SMOOTH = 0.012  # IOD: sigma of the warp's displacement smoothing
 _SEAMS = (T.LIPS_INNER_UPPER, T.LIPS_INNER_LOWER)  # the warp may jump where the lips meet
 
@@ -96,7 +97,14 @@ class RenderedFrame:
 
 
 class SourceFace:
-    """One source crop prepared for driving (rig, warp mesh, mouth interior)."""
+    """One source crop prepared for driving; :meth:`frame` renders any parameters on it.
+
+    ``crop`` [S, S, 3] uint8, ``landmarks`` [478, 3] crop px, ``regions12`` [S, S] uint8 12-region
+    map; ``palette``: teeth/cavity colours to use instead of the crop's own (keeps a video's
+    synthesised teeth steady). Attributes: ``rig`` (:class:`~.rig.MouthRig`), ``mesh``
+    (:class:`~.warp.MeshWarp`), ``interior`` (:class:`~.mouth_interior.MouthInterior`),
+    ``palette``, ``iod`` (px).
+    """
 
     def __init__(
         self, crop: np.ndarray, landmarks: np.ndarray, regions12: np.ndarray,
@@ -127,11 +135,6 @@ class SourceFace:
             self.rig.frame, palette, TeethGeometry.for_mouth(inner_half_width), source_teeth,
             options.feather,
         )
-
-    def landmarks_for(self, params: np.ndarray, eye_closure: np.ndarray) -> np.ndarray:
-        """Driven landmarks [T, 478, 3] (lids closed by ``eye_closure`` [T])."""
-        driven = self.rig.drive(params)
-        return close_eyelids(driven, eye_closure) if np.any(eye_closure > 0) else driven
 
     def frame(self, params: np.ndarray, eye_closure: float = 0.0, image: bool = True) -> RenderedFrame:
         """Render one frame from ``params`` [5]; ``image=False`` skips the pixels (crop ``None``)."""
@@ -252,16 +255,16 @@ def _lip_texture_points(rig: MouthRig) -> np.ndarray:
     mouth pulled into the lips.
 
     Face-mesh inner contours of an open mouth often sit a pixel or two over the teeth; a closing
-    mouth stretches that edge across the lips as white streaks. Sampling from slightly inside the
-    lips avoids it. A closed reference is left exact (rest renders equal the source).
+    mouth stretches that edge across the lips as white streaks. Sampling from half way to the next
+    ring of lip points avoids it. A closed reference is left exact (rest renders equal the source).
     """
     texture = rig.reference.copy()
     share = _INSET * _openness(rig)
     if share == 0.0:
         return texture
     inner = np.array(T.LIPS_INNER_UPPER + T.LIPS_INNER_LOWER)
-    outer = np.array(T.LIPS_OUTER_UPPER + T.LIPS_OUTER_LOWER)
-    step = share * (rig.reference[outer, :2] - rig.reference[inner, :2])
+    ring = np.array(LIPS_UPPER_SEMI_INNER + LIPS_LOWER_SEMI_INNER)
+    step = share * (rig.reference[ring, :2] - rig.reference[inner, :2])
     length = np.linalg.norm(step, axis=1, keepdims=True)
     limit = _INSET_MAX * rig.frame.iod
     step *= np.minimum(1.0, limit / np.maximum(length, 1e-9))

@@ -215,7 +215,27 @@ def lip_colour_edit() -> Graph:
     return g
 
 
-GRAPHS = [face_parsing, talk_portrait, dub_video, lip_colour_edit]
+def learned_random() -> Graph:
+    """The paper's learned chain, with the tiny random-init bundles of
+    ``python -m segtalker_core random-bundle ComfyUI/models/segtalker`` (frames of the right count
+    and size, not a face: swap in trained bundles)."""
+    g = Graph("learned_random")
+    image = g.add("LoadImage", image="portrait.png")
+    audio = g.add("SegTalkerLoadAudio", audio="speech.wav")
+    tsg = g.add("SegTalkerLoadModel", title="TSG", model="segtalker/tsg_random_64.safetensors")
+    encoder = g.add("SegTalkerLoadModel", title="Encoder", model="segtalker/encoder_random_64.safetensors")
+    generator = g.add("SegTalkerLoadModel", title="Generator", model="segtalker/generator_random_64.safetensors")
+    parse = g.add("SegTalkerFaceParse", image=(image, 0), crop_size=256)
+    talking = g.add("SegTalkerAudioToSegmentation", faces=(parse, 0), audio=(audio, 0), tsg=(tsg, 0), fps=25.0)
+    style = g.add("SegTalkerEncodeStyle", faces=(parse, 0), encoder=(encoder, 0))
+    crops = g.add("SegTalkerSynthesize", segmentation=(talking, 0), style=(style, 0), generator=(generator, 0))
+    frames = g.add("SegTalkerPasteBack", crops=(crops, 0), segmentation=(talking, 0))
+    video = g.add("CreateVideo", images=(frames, 0), audio=(audio, 0), fps=25.0)
+    g.add("SaveVideo", video=(video, 0), filename_prefix="segtalker/learned_random")
+    return g
+
+
+GRAPHS = [face_parsing, talk_portrait, dub_video, lip_colour_edit, learned_random]
 
 
 def main() -> None:

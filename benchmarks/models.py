@@ -8,16 +8,17 @@ generator size's variants; the TSGs; the encoder) whose runs are interleaved, so
 with each other share whatever else loads the machine:
 
 * ``params``: parameter count;
-* ``cpu ms``: median CPU time of the calling thread per batch-1 forward (``--repeat`` runs after a
-  warm-up, no grad) with ``--threads 1`` (the default): the work a frame costs, which stays put
-  when other jobs share the machine; the ratios below use it;
+* ``cpu ms``: the least CPU time of the calling thread per batch-1 forward (``--repeat`` runs
+  after a warm-up, no grad) with ``--threads 1`` (the default): the work a frame costs, which
+  moves much less than wall time when other jobs share the machine; the ratios below use it;
 * ``wall ms``: the best wall time of those runs (with other load around, only indicative);
 * ``peak MB``: the process's peak resident set (``ru_maxrss``) -- interpreter, torch, weights and
   two forwards together;
 * ``fwd MB``: how much that peak grew during the forwards (activations and scratch; allocator
   reuse makes it a lower bound on the true working set).
 
-Generator rows use default widths (StyleGAN2 config-f) and a segmentation in which all 12 regions
+``layer64-*``: one 512 -> 512 3x3 mask-guided conv at 64x64 with 12 regions (``plain``: the same
+layer with one global style). Generator rows use default widths (StyleGAN2 config-f) and a segmentation in which all 12 regions
 are present (vertical bands + a grid of blobs). The reference mask-guided implementation skips a
 region only where it is absent at a layer's resolution (which can only favour it). ``uncond`` is
 the same generator with no mask-guided layer: an unconditional StyleGAN2 of the same size.
@@ -31,7 +32,6 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -41,6 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 ROWS = (
+    "layer64-fast",
+    "layer64-reference",
+    "layer64-plain",
     "encoder256",
     "g256-fast",
     "g256-reference",
@@ -74,6 +77,21 @@ def build(row: str, device: str):
     """(model, call) for a row; ``call()`` runs one batch-1 forward."""
     import torch
 
+    if row.startswith("layer"):
+        from segtalker_core.models.mask_guided import MaskGuidedModulatedConv, RegionMasks
+
+        res, kind = row.removeprefix("layer").split("-")
+        res = int(res)
+        torch.manual_seed(0)
+        impl = "reference" if kind == "reference" else "fast"
+        model = MaskGuidedModulatedConv(512, 512, 3, 512, impl=impl)
+        model = model.eval().to(device)
+        x = torch.randn(1, 512, res, res, device=device)
+        w = torch.randn(1, 12, 512, device=device)
+        masks = RegionMasks(all_region_labels(res).to(device), 12)
+        if kind == "plain":
+            return model, lambda: model(x, w[:, 0])
+        return model, lambda: model(x, w, masks)
     if row.startswith("encoder"):
         from segtalker_core.models.encoder import EncoderConfig, MaskGuidedEncoder
         from segtalker_core.models.stylegan import GeneratorConfig
@@ -162,7 +180,7 @@ def measure_time(rows: list[str], repeat: int, device: str) -> dict:
                 cpu[row].append(time.thread_time() - start_cpu)
                 wall[row].append(time.perf_counter() - start_wall)
     return {
-        row: {"cpu_ms": 1000 * statistics.median(cpu[row]), "wall_ms": 1000 * min(wall[row])}
+        row: {"cpu_ms": 1000 * min(cpu[row]), "wall_ms": 1000 * min(wall[row])}
         for row in calls
     }
 
@@ -213,7 +231,7 @@ def groups(rows: list[str]) -> list[list[str]]:
     """Rows timed together: each generator size's variants, the TSGs, the encoder."""
     keyed: dict[str, list[str]] = {}
     for row in rows:
-        key = row.split("-")[0] if row.startswith("g") else row.rstrip("0123456789")
+        key = row.split("-")[0] if "-" in row else row.rstrip("0123456789")
         keyed.setdefault(key, []).append(row)
     return list(keyed.values())
 
@@ -223,7 +241,8 @@ def run_rows(rows: list[str], repeat: int, device: str, threads: int) -> list[di
     for group in groups(rows):
         error = ""
         try:
-            timed = child(["--child-time", *group, "--repeat", str(repeat), "--device", device], threads)
+            args = ["--child-time", *group, "--repeat", str(repeat), "--device", device]
+            timed = child(args, threads)
         except RuntimeError as exc:
             timed, error = {}, str(exc)
         for row in group:
@@ -241,14 +260,14 @@ def run_rows(rows: list[str], repeat: int, device: str, threads: int) -> list[di
     return results
 
 
-HEADER = f"{'row':<16}{'params':>10}{'cpu ms':>10}{'wall ms':>10}{'peak MB':>9}{'fwd MB':>8}"
+HEADER = f"{'row':<18}{'params':>10}{'cpu ms':>10}{'wall ms':>10}{'peak MB':>9}{'fwd MB':>8}"
 
 
 def format_row(r: dict) -> str:
     if "error" in r:
-        return f"{r['row']:<16}  {r['error']}"
+        return f"{r['row']:<18}  {r['error']}"
     return (
-        f"{r['row']:<16}{r['params'] / 1e6:>9.2f}M{r['cpu_ms']:>10.0f}{r['wall_ms']:>10.0f}"
+        f"{r['row']:<18}{r['params'] / 1e6:>9.2f}M{r['cpu_ms']:>10.0f}{r['wall_ms']:>10.0f}"
         f"{r['peak_mb']:>9.0f}{r['fwd_mb']:>8.0f}"
     )
 
@@ -256,6 +275,12 @@ def format_row(r: dict) -> str:
 def ratios(results: list[dict]) -> list[str]:
     ms = {r["row"]: r["cpu_ms"] for r in results if "cpu_ms" in r}
     lines = []
+    fast, ref, plain = (ms.get(f"layer64-{k}") for k in ("fast", "reference", "plain"))
+    if fast and ref and plain:
+        lines.append(
+            f"one 512-channel 3x3 layer at 64x64: reference / fast = {ref / fast:.2f}x, "
+            f"fast / plain modulated conv = {fast / plain:.2f}x"
+        )
     for size in (256, 512):
         ref, unc = ms.get(f"g{size}-reference"), ms.get(f"g{size}-uncond")
         for kind in ("fast", "hybrid8", "hybrid16"):

@@ -198,7 +198,7 @@ class MouthRig:
         moving = np.abs(basis).max(axis=(0, 2)) > 1e-6
         moving[_LIP_POINTS] = True
         return MouthRig(
-            reference=reference, rest=rest.astype(np.float32), frame=frame,
+            reference=reference.astype(np.float32), rest=rest.astype(np.float32), frame=frame,
             basis=basis.astype(np.float32), jaw_weight=jaw_weight.astype(np.float32),
             reference_params=ref_params.astype(np.float32), moving=moving, config=config,
         )

@@ -23,7 +23,6 @@ from .warp import Box, WarpField
 
 LIPS = L.region_index("lips")
 MOUTH_INTERIOR = L.region_index("mouth_interior")
-SKIN = L.region_index("skin")
 _SHIFT = 4  # 1/16 px vertex precision when filling polygons
 
 
@@ -49,7 +48,9 @@ def opening_polygon(landmarks: np.ndarray) -> np.ndarray:
 def mouth_opening_mask(landmarks: np.ndarray, size: int, min_area: float = 0.5) -> tuple[Box, np.ndarray] | None:
     """Mask of the open mouth in a ``size`` crop: ``(box, uint8 mask)``, or ``None`` when closed."""
     polygon = opening_polygon(landmarks)
-    if polygon_area(polygon) < min_area:
+    # fillPoly draws a sliver's outline, so a mouth open by a fraction of a pixel would label a
+    # whole mouth-wide line; under half a pixel of mean width (2 * area / perimeter) it is closed.
+    if polygon_area(polygon) < max(min_area, 0.25 * float(np.linalg.norm(polygon - np.roll(polygon, 1, axis=0), axis=1).sum())):
         return None
     try:
         box = Box.around(polygon, 1.0, size)

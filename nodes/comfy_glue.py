@@ -25,6 +25,10 @@ def image_to_uint8(image: torch.Tensor, name: str) -> np.ndarray:
         )
     if image.shape[0] == 0:
         raise ValueError(f"input '{name}' is an empty image batch; connect at least one image")
+    if not torch.isfinite(image).all():
+        raise ValueError(
+            f"input '{name}' contains NaN or infinite values; check the node that produced it"
+        )
     channels = image.shape[-1]
     if channels == 1:
         image = image.expand(-1, -1, -1, 3)

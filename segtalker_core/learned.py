@@ -105,7 +105,7 @@ def synthesize_learned(
     Noise is drawn once from ``seed`` and shared by every frame (no texture flicker). With
     ``background="source"`` the background region is taken from each frame's source crop.
     """
-    from .models.bundles import check_finite, check_style_codes, plan_segmentation_resize
+    from .models.bundles import ResizePlan, check_finite, check_style_codes, plan_segmentation_resize
 
     generator = model.runner
     device, dtype = _placement(generator)
@@ -119,7 +119,10 @@ def synthesize_learned(
     check_finite(codes, "style codes")
     check_style_codes(codes, style.encoder_id, model.config)
     s = segmentation.faces.crop_size
-    plan = plan_segmentation_resize(s, size)  # warns when the resolutions differ
+    tsg_resolution = segmentation.meta.get("tsg_resolution")
+    if tsg_resolution is not None:
+        plan_segmentation_resize(int(tsg_resolution), size)  # warns when TSG and generator differ
+    to_generator = ResizePlan(s, size)  # crop-size maps -> generator size (nearest: labels never blend)
     noise_rng = torch.Generator(device="cpu").manual_seed(int(seed))
     noise = [n.to(device=device, dtype=dtype) for n in generator.make_noise(1, noise_rng, device="cpu")]
     codes = codes[:1].to(device=device, dtype=dtype)
@@ -130,7 +133,7 @@ def synthesize_learned(
         for start in range(0, t_total, batch_size):
             stop = min(start + batch_size, t_total)
             maps = torch.from_numpy(segmentation.regions[start:stop].astype(np.int64)).to(device)
-            maps = plan.apply(maps)
+            maps = to_generator.apply(maps)
             b = stop - start
             image = generator(codes.expand(b, -1, -1, -1), maps, noise=noise, valid=valid.expand(b, -1))
             image = F.interpolate(image.float(), size=(s, s), mode="bilinear", align_corners=False, antialias=size > s)

@@ -279,7 +279,13 @@ def talking_segmentation(
         source_index=index,
         fps=float(fps),
         mouth_params=articulation.params,
-        meta={"backend": "tsg", "model": model.source, "blink": False, "seed": int(seed)},
+        meta={
+            "backend": "tsg",
+            "model": model.source,
+            "tsg_resolution": int(model.runner.resolution),
+            "blink": False,
+            "seed": int(seed),
+        },
     )
 
 

@@ -50,7 +50,8 @@ def mouth_opening_mask(landmarks: np.ndarray, size: int, min_area: float = 0.5) 
     polygon = opening_polygon(landmarks)
     # fillPoly draws a sliver's outline, so a mouth open by a fraction of a pixel would label a
     # whole mouth-wide line; under half a pixel of mean width (2 * area / perimeter) it is closed.
-    if polygon_area(polygon) < max(min_area, 0.25 * float(np.linalg.norm(polygon - np.roll(polygon, 1, axis=0), axis=1).sum())):
+    perimeter = float(np.linalg.norm(polygon - np.roll(polygon, 1, axis=0), axis=1).sum())
+    if polygon_area(polygon) < max(min_area, 0.25 * perimeter):
         return None
     try:
         box = Box.around(polygon, 1.0, size)

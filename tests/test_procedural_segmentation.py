@@ -87,3 +87,10 @@ def test_drive_returns_one_map_per_frame(renderer):
     assert driven.regions.shape == (5, 512, 512) and driven.regions.dtype == np.uint8
     assert driven.landmarks.shape == (5, 478, 3)
     assert np.array_equal(driven.regions[2], regions(renderer, jaw=0.5))
+
+
+def test_a_hair_thin_opening_is_not_a_mouth_wide_line(renderer):
+    # jaw_open 0.002 parts the lips by ~0.1 px: closed for the map, not a 1-px line of interior.
+    assert (regions(renderer, jaw=0.002) == INTERIOR).sum() == 0
+    # A real (if small) opening does show.
+    assert (regions(renderer, jaw=0.05) == INTERIOR).sum() > 0

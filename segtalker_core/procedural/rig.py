@@ -446,7 +446,9 @@ def _apply_closure(landmarks: np.ndarray, closure: np.ndarray, config: RigConfig
     out = np.array(landmarks, dtype=np.float64, copy=True)
     if out.ndim == 2:
         out = out[None]
-    c = np.asarray(closure, dtype=np.float64).reshape(-1, 1, 1)
+    # ArticulationTrack closure is not a gap fraction: >= 0.6 (its "closed" threshold) means the lips
+    # touch and <= 0.3 leaves them free, so coarticulated p/b/m peaks of 0.7-0.95 seal the lips.
+    c = np.clip((np.asarray(closure, dtype=np.float64) - 0.3) / 0.3, 0.0, 1.0).reshape(-1, 1, 1)
     gap = out[:, _INNER_LOWER, :2] - out[:, _INNER_UPPER, :2]
     share = config.closure_upper_share
     move_upper = c * share * gap

@@ -65,7 +65,8 @@ def test_output_layout_and_average_latent_rows():
     assert valid.dtype == torch.bool
     avg = encoder.latent_avg
     # Rows beyond K are the average latent for every region; rows < K carry the image.
-    torch.testing.assert_close(codes[:, :, cfg.n_styles :], avg.expand_as(codes[:, :, cfg.n_styles :]))
+    tail = codes[:, :, cfg.n_styles :]
+    torch.testing.assert_close(tail, avg.expand_as(tail))
     assert (codes[:, :11, : cfg.n_styles] - avg).abs().amax(dim=-1).min() > 1e-4
 
 
@@ -90,7 +91,8 @@ def test_one_pixel_region_is_valid_at_every_scale():
     labels[0, 30, 30] = 10  # vanishes under nearest resizing to 8x8; area resizing keeps it
     with torch.no_grad():
         codes, valid = encoder(torch.rand(1, 3, 64, 64), labels)
-        features = encoder.region_features(torch.rand(1, 3, 64, 64), RegionMasks(labels, R, hard=False))
+        masks = RegionMasks(labels, R, hard=False)
+        features = encoder.region_features(torch.rand(1, 3, 64, 64), masks)
     assert valid[0, 10] and not valid[0, 5]
     scales = encoder.config.stage_channels[-encoder.config.num_scales :]
     for chunk in features[0, 10].split(list(scales)):

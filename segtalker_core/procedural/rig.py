@@ -45,6 +45,7 @@ JAW, WIDTH, ROUND, CLOSURE, TEETH = range(NUM_PARAMS)
 PARAM_RANGES: tuple[tuple[float, float], ...] = ((0, 1), (-1, 1), (0, 1), (0, 1), (0, 1))
 # Parameters that act through a fixed basis (closure is applied separately).
 LINEAR_PARAMS: tuple[int, ...] = (JAW, WIDTH, ROUND, TEETH)
+_BISECTIONS = 18  # halvings of a <= 0.3 IOD bracket: ~1e-6 IOD, far below a pixel
 
 # Besides its inner and outer contours, each lip has two rings of mesh points inside it (checked on
 # a photo: each lies within its lip's polygon). Like the contours they run image left -> image
@@ -383,10 +384,11 @@ def _remove_opening(uv: np.ndarray, params: np.ndarray, config: RigConfig) -> np
     if drop > 0:
         # The skin weights are measured against the *rest* mouth.
         rest_shape = _MouthShape.of(rest)
-        skin = np.setdiff1d(np.arange(len(uv)), lips)
+        # Skin at or above the nose base never moves: nothing to solve there.
+        skin = np.setdiff1d(np.nonzero(uv[:, 1] > rest_shape.nose_v)[0], lips)
         u, target = uv[skin, 0], uv[skin, 1]
         low, high = target - drop, target.copy()
-        for _ in range(30):
+        for _ in range(_BISECTIONS):
             mid = 0.5 * (low + high)
             too_low = mid + drop * _skin_jaw_weight(u, mid, rest_shape, config) < target
             low = np.where(too_low, mid, low)

@@ -327,17 +327,23 @@ class MouthInterior:
 
         hidden = (1.0 - visible) * 0.04  # barely visible teeth sit further behind the lips
         opacity = _opacity(visible)
-        lower_edge = jaw + geo.lower_edge + 0.04 * (u / geo.lower_arch) ** 2 + hidden
-        colour, cover = self._teeth(u, v, geo.lower_arch, _LOWER_WIDTHS, lower_edge, below=True)
-        rgb = rgb + (opacity * cover)[..., None] * (colour - rgb)
-        upper_edge = geo.upper_edge - geo.smile_arc * (u / geo.upper_arch) ** 2 - hidden
-        base = None
-        if self.source is not None:
-            base = self.source.extension(box)
-        colour, cover = self._teeth(
-            u, v, geo.upper_arch, _UPPER_WIDTHS, upper_edge, below=False, base=base
-        )
-        rgb = rgb + (opacity * cover)[..., None] * (colour - rgb)
+        if opacity <= 0:
+            return rgb.astype(np.float32)
+        # Each row of teeth is skipped when it lies wholly outside the box (edges are highest /
+        # lowest at the midline, the incisal corners only recede from there).
+        lowest_lower = jaw + geo.lower_edge + hidden
+        if lowest_lower < v.max():
+            lower_edge = lowest_lower + 0.04 * (u / geo.lower_arch) ** 2
+            colour, cover = self._teeth(u, v, geo.lower_arch, _LOWER_WIDTHS, lower_edge, below=True)
+            rgb = rgb + (opacity * cover)[..., None] * (colour - rgb)
+        highest_upper = geo.upper_edge - hidden
+        if highest_upper > v.min():
+            upper_edge = highest_upper - geo.smile_arc * (u / geo.upper_arch) ** 2
+            base = self.source.extension(box) if self.source is not None else None
+            colour, cover = self._teeth(
+                u, v, geo.upper_arch, _UPPER_WIDTHS, upper_edge, below=False, base=base
+            )
+            rgb = rgb + (opacity * cover)[..., None] * (colour - rgb)
         return rgb.astype(np.float32)
 
     def _teeth(

@@ -45,7 +45,7 @@ JAW, WIDTH, ROUND, CLOSURE, TEETH = range(NUM_PARAMS)
 PARAM_RANGES: tuple[tuple[float, float], ...] = ((0, 1), (-1, 1), (0, 1), (0, 1), (0, 1))
 # Parameters that act through a fixed basis (closure is applied separately).
 LINEAR_PARAMS: tuple[int, ...] = (JAW, WIDTH, ROUND, TEETH)
-_BISECTIONS = 18  # halvings of a <= 0.3 IOD bracket: ~1e-6 IOD, far below a pixel
+_BISECTIONS = 14  # halvings of a <= 0.3 IOD bracket: < 2e-5 IOD, far below a pixel
 
 # Besides its inner and outer contours, each lip has two rings of mesh points inside it (checked on
 # a photo: each lies within its lip's polygon). Like the contours they run image left -> image
@@ -325,13 +325,18 @@ class _MouthShape:
 
 def _skin_jaw_weight(u: np.ndarray, v: np.ndarray, shape: _MouthShape, config: RigConfig) -> np.ndarray:
     """Share of the jaw drop a skin point at (u, v) follows; non-decreasing in v."""
+    return _skin_jaw_weight_along(u, shape, config)(v)
+
+
+def _skin_jaw_weight_along(u: np.ndarray, shape: _MouthShape, config: RigConfig):
+    """The skin weight as a function of v for fixed ``u`` (the u-only parts computed once)."""
     beyond = np.maximum(np.abs(u - shape.centre_u) - shape.half_width, 0.0)
     # A soft hinge around the lip line, wider towards the cheeks so they stretch smoothly.
     band = 0.16 + 0.6 * beyond
-    member = _smoothstep((v - shape.lip_line(u)) / band + 0.5)
+    line = shape.lip_line(u)
     # The mandible pivots near the ears: the face edge drops less than the chin.
-    edge = _smoothstep((np.abs(u - shape.centre_u) - 0.45) / 0.55)
-    return member * (1.0 - (1.0 - config.jaw_edge_share) * edge) * shape.below_nose(v)
+    edge = 1.0 - (1.0 - config.jaw_edge_share) * _smoothstep((np.abs(u - shape.centre_u) - 0.45) / 0.55)
+    return lambda v: _smoothstep((v - line) / band + 0.5) * edge * shape.below_nose(v)
 
 
 def _lip_jaw_weight(u: np.ndarray, shape: _MouthShape, config: RigConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -386,11 +391,12 @@ def _remove_opening(uv: np.ndarray, params: np.ndarray, config: RigConfig) -> np
         rest_shape = _MouthShape.of(rest)
         # Skin at or above the nose base never moves: nothing to solve there.
         skin = np.setdiff1d(np.nonzero(uv[:, 1] > rest_shape.nose_v)[0], lips)
-        u, target = uv[skin, 0], uv[skin, 1]
+        weight = _skin_jaw_weight_along(uv[skin, 0], rest_shape, config)
+        target = uv[skin, 1]
         low, high = target - drop, target.copy()
         for _ in range(_BISECTIONS):
             mid = 0.5 * (low + high)
-            too_low = mid + drop * _skin_jaw_weight(u, mid, rest_shape, config) < target
+            too_low = mid + drop * weight(mid) < target
             low = np.where(too_low, mid, low)
             high = np.where(too_low, high, mid)
         rest[skin, 1] = 0.5 * (low + high)

@@ -74,8 +74,11 @@ def test_closure_seals_the_lips_even_with_the_jaw_open(closed_rig):
     upper = sealed[list(T.LIPS_INNER_UPPER), :2]
     lower = sealed[list(T.LIPS_INNER_LOWER), :2]
     np.testing.assert_allclose(upper, lower, atol=1e-3)
-    half = closed_rig.drive(params(jaw=0.3, closure=0.5))
-    assert 0.3 * lip_gap(closed_rig.drive(params(jaw=0.3))) < lip_gap(half)
+    # ArticulationTrack's convention: lips free up to 0.3, touching from 0.6.
+    open_gap = lip_gap(closed_rig.drive(params(jaw=0.3)))
+    assert lip_gap(closed_rig.drive(params(jaw=0.3, closure=0.3))) == pytest.approx(open_gap)
+    assert lip_gap(closed_rig.drive(params(jaw=0.3, closure=0.45))) == pytest.approx(0.5 * open_gap)
+    assert lip_gap(closed_rig.drive(params(jaw=0.3, closure=0.6))) == pytest.approx(0.0, abs=1e-3)
     # The jaw itself stays open: the chin is where jaw_open = 0.3 puts it.
     open_ = closed_rig.drive(params(jaw=0.3))
     assert sealed[T.CHIN] == pytest.approx(open_[T.CHIN])

@@ -9,7 +9,7 @@ col   name             range      what moves
 0     jaw_open         0..1       lower lip, chin and jaw line drop (cheeks stretch)
 1     lip_width        -1..1      mouth corners in (narrow) / out (wide)
 2     lip_round        0..1       corners in, lips everted and pushed forward (z)
-3     lip_closure      0..1       inner lip contours brought together (p/b/m seal)
+3     lip_closure      0..1       inner lips brought together: free <= 0.3, sealed >= 0.6 (p/b/m)
 4     teeth_visible    0..1       lips retracted from the teeth (parts them a little)
 ====  ===============  =========  ==========================================================
 

@@ -267,3 +267,27 @@ def test_builtin_renderer_refuses_learned_style(faces, bundles):
     style = pipeline.encode_style(faces, model=bundles["encoder"])
     with pytest.raises(ValueError, match="built-in"):
         pipeline.synthesize(seg, style)
+
+
+def test_tsg_generator_resolution_mismatch_resamples_with_a_warning(faces, bundles, tmp_path):
+    from segtalker_core.models.bundles import ResolutionMismatchWarning
+    from segtalker_core.models.random_bundle import write_random_bundles
+
+    paths = write_random_bundles(tmp_path, resolution=128, seed=1)
+    generator = pipeline.load_model(str(paths["generator"]))
+    encoder = pipeline.load_model(str(paths["encoder"]))
+    seg = pipeline.talking_segmentation(faces, _tone_audio(0.2), FPS, model=bundles["tsg"])  # TSG at 64
+    style = pipeline.encode_style(faces, model=encoder)
+    with pytest.warns(ResolutionMismatchWarning, match="64 px.*128 px"):
+        crops = pipeline.synthesize(seg, style, model=generator)
+    assert crops.shape == (len(seg), 256, 256, 3)
+
+
+def test_style_codes_of_another_encoder_are_refused(faces, bundles, tmp_path):
+    from segtalker_core.models.random_bundle import write_random_bundles
+
+    other = write_random_bundles(tmp_path, resolution=64, seed=7)
+    foreign_style = pipeline.encode_style(faces, model=pipeline.load_model(str(other["encoder"])))
+    seg = pipeline.talking_segmentation(faces, _tone_audio(0.2), FPS, method="acoustic")
+    with pytest.raises(ValueError, match="another encoder|trained for generator"):
+        pipeline.synthesize(seg, foreign_style, model=bundles["generator"])

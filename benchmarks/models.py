@@ -18,8 +18,8 @@ with each other share whatever else loads the machine:
   reuse makes it a lower bound on the true working set).
 
 ``layer64-*``: one 512 -> 512 3x3 mask-guided conv at 64x64 with 12 regions (``plain``: the same
-layer with one global style). Generator rows use default widths (StyleGAN2 config-f) and a segmentation in which all 12 regions
-are present (vertical bands + a grid of blobs). The reference mask-guided implementation skips a
+layer with one global style). Generator rows use default widths (StyleGAN2 config-f) and a
+segmentation in which all 12 regions are present (vertical bands + a grid of blobs). The reference mask-guided implementation skips a
 region only where it is absent at a layer's resolution (which can only favour it). ``uncond`` is
 the same generator with no mask-guided layer: an unconditional StyleGAN2 of the same size.
 ``hybridN`` uses the reference implementation up to NxN and the fast one above

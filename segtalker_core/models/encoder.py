@@ -49,7 +49,9 @@ class EncoderConfig:
         if not 1 <= self.num_scales <= len(self.stage_channels):
             raise ValueError(f"num_scales must be in 1..{len(self.stage_channels)}")
         if not 1 <= self.n_styles <= self.n_latent:
-            raise ValueError(f"n_styles must be in 1..n_latent ({self.n_latent}), got {self.n_styles}")
+            raise ValueError(
+                f"n_styles must be in 1..n_latent ({self.n_latent}), got {self.n_styles}"
+            )
         if self.input_size % 2 ** len(self.stage_channels):
             raise ValueError("input_size must be divisible by 2 ** len(stage_channels)")
 
@@ -110,7 +112,7 @@ class IRBlock(nn.Module):
 
 
 class Backbone(nn.Module):
-    """Stem + stages of IR blocks; returns the last ``num_scales`` stage outputs (fine to coarse)."""
+    """Stem + stages of IR blocks; returns the last ``num_scales`` stage outputs, fine first."""
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
@@ -124,9 +126,10 @@ class Backbone(nn.Module):
         self.stages = nn.ModuleList()
         cin = c.stem_channels
         for cout, blocks in zip(c.stage_channels, c.stage_blocks):
-            self.stages.append(
-                nn.Sequential(*[IRBlock(cin if i == 0 else cout, cout, 2 if i == 0 else 1) for i in range(blocks)])
-            )
+            # The first block of a stage halves the resolution and changes the width.
+            first = IRBlock(cin, cout, stride=2)
+            rest = [IRBlock(cout, cout, stride=1) for _ in range(blocks - 1)]
+            self.stages.append(nn.Sequential(first, *rest))
             cin = cout
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -48,7 +48,7 @@ class GeneratorConfig:
     n_mlp: int = 8  # mapping layers
     lr_mlp: float = 0.01  # mapping learning-rate multiplier
     channel_base: int = 16384  # channels(res) = min(channel_base * multiplier // res, channel_max)
-    channel_multiplier: int = 2  # rosinality's channel_multiplier (2: the StyleGAN2 config-f widths)
+    channel_multiplier: int = 2  # rosinality's channel_multiplier (2: StyleGAN2 config-f widths)
     channel_max: int = 512  # widest layer
     blur_kernel: tuple[int, ...] = (1, 3, 3, 1)  # FIR taps for up/down-sampling
     num_regions: int = 12  # R (labels.REGIONS_12)
@@ -176,7 +176,9 @@ class ToRGB(nn.Module):
         impl: str,  # mask-guided implementation
     ):
         super().__init__()
-        self.conv = MaskGuidedModulatedConv(in_channels, 3, 1, w_dim, False, False, blur_kernel, impl)
+        self.conv = MaskGuidedModulatedConv(
+            in_channels, 3, 1, w_dim, False, False, blur_kernel, impl
+        )
         self.bias = nn.Parameter(torch.zeros(3))
         self.upsample = Upsample(blur_kernel) if upsample_skip else None
 
@@ -265,7 +267,8 @@ class Generator(nn.Module):
     ) -> list[torch.Tensor]:
         """Noise inputs ``[batch, 1, res, res]`` for every styled conv, in forward order."""
         device = self.input.device if device is None else device
-        return [random_noise((batch, 1, s, s), generator, device, dtype) for s in self.noise_sizes()]
+        sizes = self.noise_sizes()
+        return [random_noise((batch, 1, s, s), generator, device, dtype) for s in sizes]
 
     @torch.no_grad()
     def mean_latent(
@@ -316,7 +319,7 @@ class Generator(nn.Module):
         self,
         codes: torch.Tensor,  # [B, R, L, w_dim] per-region W+ codes
         segmentation: torch.Tensor | None = None,  # [B, H, W] labels or [B, R, H, W] masks
-        noise: Sequence[torch.Tensor | None] | None = None,  # make_noise() list; None entries: fresh
+        noise: Sequence[torch.Tensor | None] | None = None,  # make_noise() list; None: fresh
         noise_generator: torch.Generator | None = None,  # RNG for noise not given in `noise`
         valid: torch.Tensor | None = None,  # [B, R] bool: which region codes are real
     ) -> torch.Tensor:

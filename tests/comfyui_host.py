@@ -389,6 +389,7 @@ class ComfyUIServer:
         self.input_dir = self.base_dir / "input"
         self.output_dir = self.base_dir / "output"
         self.temp_dir = self.base_dir / "temp"
+        self.models_dir = self.base_dir / "models"  # ComfyUI's models/ (segtalker/, face_parsing/ ...)
         self.link_path = self.base_dir / "custom_nodes" / PACK_LINK_NAME
         self.log_path = self.work_dir / "comfyui.log"
         self.port: int | None = None

@@ -77,6 +77,8 @@ def test_workflow_runs_and_produces_expected_output(name, request):
     api = json.loads((WORKFLOWS_DIR / f"{name}.api.json").read_text())
     comfyui_server = request.getfixturevalue("comfyui_server")
     request.getfixturevalue("staged_inputs")
+    if checker.prepare is not None:
+        checker.prepare(comfyui_server)
     history = comfyui_server.run_workflow(api, timeout=checker.timeout)
     run = workflow_checks.WorkflowRun(
         name=name, api=api, history=history, outputs=comfyui_server.output_files(history),

@@ -16,13 +16,15 @@ Register one with::
 """
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from comfyui_host import OutputFile
+from comfyui_host import REPO_DIR, ComfyUIServer, OutputFile
 
 
 @dataclass
@@ -60,18 +62,22 @@ class Checker:
     name: str
     check: Callable[[WorkflowRun], None]
     timeout: float = 300.0
+    prepare: Callable[["ComfyUIServer"], None] | None = None
 
 
 CHECKERS: dict[str, Checker] = {}
 
 
-def register(name: str, *, timeout: float = 300.0):
+def register(name: str, *, timeout: float = 300.0,
+             prepare: Callable[["ComfyUIServer"], None] | None = None):
     """Decorator: ``check(run)`` asserts what workflow ``name`` must have produced.
-    ``timeout`` bounds the run on the CI machine (2 CPU cores, no GPU)."""
+    ``timeout`` bounds the run on the CI machine (2 CPU cores, no GPU). ``prepare(server)``, if
+    given, runs before the workflow is queued (e.g. to put model files into ``server.models_dir``);
+    the examples/ files are always staged in the input dir."""
     def deco(fn: Callable[[WorkflowRun], None]):
         if name in CHECKERS:
             raise ValueError(f"two checkers registered for workflow {name!r}")
-        CHECKERS[name] = Checker(name, fn, timeout)
+        CHECKERS[name] = Checker(name, fn, timeout, prepare)
         return fn
     return deco
 
@@ -377,3 +383,30 @@ def _check_dub_video(run: WorkflowRun) -> None:
     assert len(set(matched)) >= 10, f"the output follows too few source frames: {sorted(set(matched))}"
     assert np.mean(mouth_changes) > 4.0, (f"the mouth is not re-animated (mean abs difference to the "
                                           f"source frame {np.mean(mouth_changes):.1f} levels)")
+
+
+def write_random_bundles(server: ComfyUIServer, resolution: int = 64) -> None:
+    """The tiny random-init learned bundles in the server's models/segtalker/, written by the CLI
+    (``python -m segtalker_core random-bundle``), as a user following the README would."""
+    out = server.models_dir / "segtalker"
+    proc = subprocess.run(
+        [sys.executable, "-m", "segtalker_core", "random-bundle", str(out), "--resolution", str(resolution)],
+        cwd=REPO_DIR, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, f"random-bundle failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}"
+
+
+@register("learned_random", timeout=600, prepare=write_random_bundles)
+def _check_learned_random(run: WorkflowRun) -> None:
+    # Random weights draw no face: check the plumbing of the learned chain (frame count and size,
+    # the speech as audio, frames pasted into the portrait) but not what the face looks like.
+    (video,) = run.files(class_type="SaveVideo", suffix=".mp4", folder_type="output")
+    portrait = load_rgb(run.input_dir / "portrait.png").astype(np.int16)
+    seconds = audio_seconds(run.input_dir / "speech.wav")
+    assert_video(video.path, frames=expected_frame_count(run.input_dir / "speech.wav", 25.0),
+                 size=(portrait.shape[1], portrait.shape[0]), fps=25.0, audio=True,
+                 min_audio_seconds=0.95 * seconds)
+    frames = read_video_frames(video.path).astype(np.int16)
+    below = np.abs(frames[(slice(None), *BELOW_FACE)] - portrait[BELOW_FACE]).mean(axis=(1, 2, 3))
+    assert below.max() < 4.0, (f"{video.path}: the picture below the face is not the portrait's "
+                               f"(mean abs difference up to {below.max():.1f} levels)")

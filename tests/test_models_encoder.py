@@ -48,7 +48,7 @@ def labels_without(region: int, batch: int = 2, size: int = 64, seed: int = 0) -
 def test_default_config_matches_e4s_layout():
     cfg = EncoderConfig.for_generator(GeneratorConfig(size=1024))
     assert cfg.feature_dim == 1280  # 256 + 512 + 512 pooled channels, as E4S
-    assert (cfg.n_latent, cfg.n_styles, cfg.w_dim, cfg.num_regions) == (18, 9, 512, 12)
+    assert (cfg.n_latent, cfg.n_styles, cfg.w_dim, cfg.num_regions) == (18, 13, 512, 12)  # E4S: K = 13
     assert EncoderConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError):
         EncoderConfig(n_styles=15, n_latent=14)

@@ -39,7 +39,7 @@ class EncoderConfig:
     num_regions: int = 12  # R
     w_dim: int = 512  # generator w size
     n_latent: int = 14  # generator W+ rows L
-    n_styles: int = 9  # rows K predicted per region (the generator's mask-guided rows)
+    n_styles: int = 13  # rows K predicted per region (the generator's mask-guided rows; E4S: 13)
 
     def __post_init__(self) -> None:
         self.stage_channels = tuple(self.stage_channels)

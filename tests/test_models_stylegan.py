@@ -247,8 +247,8 @@ def test_swapping_a_region_style_changes_layer_output_only_near_it(up):
 def test_config_conventions():
     for size, n_latent in [(64, 10), (128, 12), (256, 14), (512, 16), (1024, 18)]:
         assert GeneratorConfig(size=size).n_latent == n_latent
-        # E4S: 13 per-region rows (layers up to 128x128); the last ToRGB always stays global.
-        assert GeneratorConfig(size=size).num_mask_guided == min(13, n_latent - 1)
+        # E4S: 13 per-region rows; the output resolution's layers always stay global.
+        assert GeneratorConfig(size=size).num_mask_guided == min(13, n_latent - 3)
     cfg = GeneratorConfig(size=1024)
     assert [cfg.channels(2**i) for i in range(2, 11)] == [512] * 5 + [256, 128, 64, 32]
     assert GeneratorConfig.from_dict(cfg.to_dict()) == cfg

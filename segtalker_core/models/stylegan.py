@@ -52,7 +52,7 @@ class GeneratorConfig:
     channel_max: int = 512  # widest layer
     blur_kernel: tuple[int, ...] = (1, 3, 3, 1)  # FIR taps for up/down-sampling
     num_regions: int = 12  # R (labels.REGIONS_12)
-    mask_guided_layers: int | None = None  # K W+ rows that are per-region; None: E4S's 13
+    mask_guided_layers: int | None = None  # K W+ rows that are per-region; None: see num_mask_guided
     mask_guided_impl: str = "fast"  # "fast" (one conv) | "reference" (one conv per region, E4S)
     reference_max_res: int = 0  # mask-guided layers at <= this resolution use "reference" anyway
     global_style: str = "area"  # style of layers >= K: "area" | "mean" (module docstring)
@@ -86,11 +86,12 @@ class GeneratorConfig:
 
     @property
     def num_mask_guided(self) -> int:
-        """Resolved K: by default E4S's 13 rows (every layer up to 128x128), capped at n_latent - 1
-        so the last ToRGB keeps a global style."""
+        """Resolved K: by default E4S's 13 rows (at 1024: every layer up to 256x256), and at smaller
+        sizes every row but the last three (the two convs and the ToRGB of the output resolution
+        keep a global style: per-pixel styles there cost more than they add)."""
         if self.mask_guided_layers is not None:
             return self.mask_guided_layers
-        return min(13, self.n_latent - 1)
+        return min(13, self.n_latent - 3)
 
     def channels(self, res: int) -> int:
         return min(self.channel_base * self.channel_multiplier // res, self.channel_max)

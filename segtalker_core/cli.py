@@ -87,7 +87,7 @@ def cmd_talk(args: argparse.Namespace) -> int:
     from . import pipeline
     from .audio.io import read_audio_file
     from .face.image import to_rgb_uint8
-    from .video_io import Mp4Writer, read_video
+    from .video_io import BackgroundWriter, Mp4Writer, read_video
 
     n_frames = pipeline.audio_frame_count(args.audio, args.fps, input_name=args.audio)
     if args.image:
@@ -109,8 +109,10 @@ def cmd_talk(args: argparse.Namespace) -> int:
         swaps=_parse_swaps(args.swap), progress=progress,
     )
     with Mp4Writer(out, args.fps, audio=wave, sample_rate=rate) as writer:
-        for frame in stream:
-            writer.write(frame)
+        del wave  # the writer keeps its own copy
+        with BackgroundWriter(writer) as background:
+            for frame in stream:
+                background.write(frame)
     bar.close()
     print(f"wrote {out} ({n_frames} frames at {args.fps:g} fps)")
     return 0

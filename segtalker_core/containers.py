@@ -15,6 +15,7 @@ NaN, transform identity-scaled; later stages pass those frames through unchanged
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,9 +78,9 @@ class FaceTrack:
         """``[N, 2, 3]``: crop pixels -> frame pixels."""
         return invert_affine(self.transforms)
 
-    @property
+    @functools.cached_property
     def regions(self) -> np.ndarray:
-        """``[N, S, S]`` 12-region maps of the crops."""
+        """``[N, S, S]`` 12-region maps of the crops (computed once: stages read it per frame)."""
         return L.merge_to_regions(self.labels)
 
     def select(self, indices: np.ndarray | list[int]) -> "FaceTrack":

@@ -131,6 +131,7 @@ def parse_faces(
             f"no face was found in any of the {n} frame(s) of input '{input_name}'; use a "
             "photo or video where one face is clearly visible (frontal or three-quarter view)"
         )
+    _warn_if_turned(aligned.landmarks, aligned.found, input_name)
     missing = int((~aligned.found).sum())
     if missing:
         log.warning("no face in %d of %d frames of '%s'; those frames pass through unchanged", missing, n, input_name)
@@ -152,6 +153,21 @@ def parse_faces(
         found=aligned.found,
         parser=getattr(parser.runner, "name", parser.component),
     )
+
+
+def _warn_if_turned(landmarks: np.ndarray, found: np.ndarray, input_name: str) -> None:
+    import warnings
+
+    from .face.pose import MAX_FRONTAL_YAW_DEG, turned_frames
+
+    turned, worst = turned_frames(landmarks, found)
+    if len(turned):
+        warnings.warn(
+            f"the face in {len(turned)} frame(s) of '{input_name}' is turned up to {worst:.0f} degrees "
+            f"(profile-ish; the built-in backends are made for faces within about "
+            f"{MAX_FRONTAL_YAW_DEG:.0f} degrees of frontal): the result is best effort",
+            stacklevel=3,
+        )
 
 
 def faces_preview(faces: FaceTrack, opacity: float = 0.6) -> np.ndarray:
@@ -446,6 +462,7 @@ def iter_talk(
     mono = _mono(audio, "audio")
     n_frames = frame_count(mono.duration, fps)
     articulation = articulation_from_audio(mono, fps, n_frames=n_frames, method=method, strength=strength)
+    del mono  # the generator lives as long as the video is written: drop the audio it no longer needs
     style = None
     for regions, reference_image in swaps or []:
         reference = parse_faces(reference_image[None], crop_size=crop_size, input_name="reference")

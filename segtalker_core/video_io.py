@@ -334,6 +334,55 @@ class Mp4Writer:
         self._container = None
 
 
+class BackgroundWriter:
+    """Runs a writer's ``write`` on a worker thread, so encoding overlaps rendering.
+
+    FFmpeg releases the GIL while it converts and encodes, so on two cores the render loop and the
+    encoder run side by side. A bounded queue keeps memory flat; an error in the worker is raised
+    in the caller at the next ``write`` or at exit.
+    """
+
+    def __init__(self, writer: "Mp4Writer", max_pending: int = 4) -> None:
+        import queue
+        import threading
+
+        self._writer = writer
+        self._queue: "queue.Queue[np.ndarray | None]" = queue.Queue(maxsize=max_pending)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="mp4-encoder", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            frame = self._queue.get()
+            if frame is None:
+                return
+            if self._error is None:
+                try:
+                    self._writer.write(frame)
+                except BaseException as error:  # re-raised in the caller's thread
+                    self._error = error
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def write(self, frame: np.ndarray) -> None:
+        self._raise_pending()
+        self._queue.put(np.asarray(frame))
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._raise_pending()
+
+    def __enter__(self) -> "BackgroundWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()
+
+
 def write_mp4(
     path: str | os.PathLike,
     frames: Any,

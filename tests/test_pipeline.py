@@ -291,3 +291,12 @@ def test_style_codes_of_another_encoder_are_refused(faces, bundles, tmp_path):
     seg = pipeline.talking_segmentation(faces, _tone_audio(0.2), FPS, method="acoustic")
     with pytest.raises(ValueError, match="another encoder|trained for generator"):
         pipeline.synthesize(seg, foreign_style, model=bundles["generator"])
+
+
+def test_frontal_portrait_is_not_flagged_as_turned(faces, portrait):
+    from segtalker_core.face.pose import yaw_degrees
+
+    assert abs(float(yaw_degrees(faces.landmarks[0]))) < 10.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a turned-face warning would fail here
+        pipeline.parse_faces(portrait[None], crop_size=128)

@@ -10,7 +10,8 @@ Rows:
   in the process (MediaPipe and pocketsphinx model loading in it) and again warm, and the
   per-frame part alone (``builtin.iter_talk`` on a track parsed and articulated beforehand);
 * dubbing 1080p: ``examples/video.mp4`` upscaled into a 1920x1080 canvas, then
-  ``pipeline.iter_talk`` (ping-pong over the 50 input frames) into ``video_io.Mp4Writer``
+  ``pipeline.iter_talk`` (ping-pong over the 50 input frames) into ``video_io.Mp4Writer`` (on a
+  ``BackgroundWriter`` thread, as the CLI)
   (H.264 + AAC): end to end, and from the first frame on;
 * talk CLI peak RSS: ``python -m segtalker_core talk --image examples/portrait.png`` on speech of
   two lengths, each in its own process (peak RSS from ``/usr/bin/time -v``), and their ratio.
@@ -112,7 +113,7 @@ def portrait_rows(seconds: float) -> list[tuple]:
 
 def dubbing_rows(seconds: float) -> list[tuple]:
     from segtalker_core import pipeline
-    from segtalker_core.video_io import Mp4Writer, read_video
+    from segtalker_core.video_io import BackgroundWriter, Mp4Writer, read_video
 
     small, _ = read_video(ROOT / "examples" / "video.mp4")
     canvas = np.empty((len(small), 1080, 1920, 3), np.uint8)
@@ -125,7 +126,9 @@ def dubbing_rows(seconds: float) -> list[tuple]:
         start = time.perf_counter()
         first = None
         n = 0
-        with Mp4Writer(Path(tmp) / "dub1080.mp4", FPS, audio=wave, sample_rate=SR) as writer:
+        # As the talk CLI does: encoding on a worker thread overlaps the render loop.
+        with Mp4Writer(Path(tmp) / "dub1080.mp4", FPS, audio=wave, sample_rate=SR) as mp4, \
+                BackgroundWriter(mp4) as writer:
             for frame in pipeline.iter_talk(canvas, audio_dict(wave), FPS):
                 writer.write(frame)
                 n += 1

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..closing import Closing
 from .image import to_rgb_uint8
 
 NUM_LANDMARKS = 478
@@ -92,7 +93,7 @@ def select_face(faces: list[DetectedFace], face_index: int = LARGEST_FACE) -> De
     return ordered[face_index]
 
 
-class FaceMeshDetector:
+class FaceMeshDetector(Closing):
     """Reusable MediaPipe face-mesh detector. Use as a context manager or call :meth:`close`.
 
     ``video``: track across consecutive frames (feed frames in order); ``max_faces``: how many
@@ -267,17 +268,6 @@ class FaceMeshDetector:
         self._mesh = self._window_mesh = None
         self._previous = None
 
-    def __enter__(self) -> "FaceMeshDetector":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown: MediaPipe may already be gone
-            pass
 
 
 # A window around a face: this many face sizes wide (MediaPipe finds faces filling ~1/3 to 1/2).

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..closing import Closing
 from ..face import mesh_topology as T
 from ..face.detect import run_solution
 from ..labels import BISENET_19
@@ -73,7 +74,7 @@ class LandmarkParserSettings:
     use_selfie: bool = True
 
 
-class LandmarkParser:
+class LandmarkParser(Closing):
     """The built-in :class:`~segtalker_core.parsing.base.FaceParser` (``name = "builtin"``).
 
     The selfie-segmentation model is created on first use and kept for the parser's life; call
@@ -211,17 +212,6 @@ class LandmarkParser:
             self._selfie.close()
             self._selfie = None
 
-    def __enter__(self) -> "LandmarkParser":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown
-            pass
 
 
 _WORK = 256  # side of the copy used for selfie segmentation and colour statistics

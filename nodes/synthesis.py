@@ -100,10 +100,11 @@ class SegTalkerTalk(io.ComfyNode):
     @classmethod
     def execute(cls, image, audio, fps: float, strength: float, video_mode: str, blink: bool) -> io.NodeOutput:
         frames_in = image_to_uint8(image, "image")
-        n_frames = pipeline.audio_frame_count(audio, fps, input_name="audio")
+        mono = pipeline.load_mono(audio, "audio")
+        n_frames = pipeline.audio_frame_count(mono, fps)
         frames = pipeline.talk_frames(
             frames_in,
-            audio,
+            mono,
             fps,
             strength=strength,
             video_mode=video_mode,

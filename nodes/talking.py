@@ -48,11 +48,12 @@ class SegTalkerAudioToSegmentation(io.ComfyNode):
     @classmethod
     def execute(cls, faces, audio, fps: float, strength: float, phonemes: str, video_mode: str,
                 blink: bool, seed: int, tsg=None) -> io.NodeOutput:
-        n_frames = pipeline.audio_frame_count(audio, fps, input_name="audio")
+        mono = pipeline.load_mono(audio, "audio")
+        n_frames = pipeline.audio_frame_count(mono, fps)
         with model_on_device(tsg):
             segmentation = pipeline.talking_segmentation(
                 faces,
-                audio,
+                mono,
                 fps,
                 model=tsg,
                 strength=strength,

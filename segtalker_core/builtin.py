@@ -24,9 +24,11 @@ class FrameDriver:
     that frame's own crop (cached while consecutive output frames reuse the same input frame).
     """
 
-    def __init__(self, faces: FaceTrack, blink: bool, seed: int) -> None:
+    def __init__(self, faces: FaceTrack, blink: bool, seed: int, portrait: bool | None = None) -> None:
         self.faces = faces
-        self.portrait = len(faces) == 1
+        # One input frame is a portrait, unless the caller knows it is a chunk of a video.
+        self.portrait = (len(faces) == 1) if portrait is None else portrait
+        self.portrait = self.portrait and bool(faces.found[0])
         # Blinks are added to portraits only: a video already blinks on its own.
         self.options = RenderOptions(blink=blink and self.portrait, blink_seed=int(seed))
         self._renderer = (
@@ -177,12 +179,14 @@ def paste_mask(
 
 def iter_talk(
     faces: FaceTrack,
-    articulation,  # audio.articulation.ArticulationTrack with T frames
-    source_index: np.ndarray,  # [T]
+    params: np.ndarray,  # [T, 5] articulation of the output frames
+    fps: float,
+    source_index: np.ndarray,  # [T] frame of `faces` behind each output frame
     style: StyleCodes | None = None,
     blink: bool = True,
     seed: int = 0,
     feather_px: float = 12.0,
+    portrait: bool | None = None,
     progress: Progress = None,
 ) -> Iterator[np.ndarray]:
     """The fused built-in chain: full-resolution output frames, one at a time.
@@ -193,12 +197,12 @@ def iter_talk(
     from .face.paste import paste_face
     from .procedural.region_style import apply_style_edit
 
-    n = len(articulation)
-    driver = FrameDriver(faces, blink, seed)
-    closure = driver.eye_closure(n, articulation.fps)
+    n = len(params)
+    driver = FrameDriver(faces, blink, seed, portrait)
+    closure = driver.eye_closure(n, fps)
     for t in range(n):
         i = int(source_index[t])
-        rendered = driver.frame(i, articulation.params[t], float(closure[t]), image=True)
+        rendered = driver.frame(i, params[t], float(closure[t]), image=True)
         if rendered is None:
             yield faces.frames[i].copy()
         else:

@@ -87,14 +87,39 @@ def cmd_talk(args: argparse.Namespace) -> int:
     from . import pipeline
     from .audio.io import read_audio_file
     from .face.image import to_rgb_uint8
-    from .video_io import BackgroundWriter, Mp4Writer, read_video
+    from .video_io import BackgroundWriter, Mp4Writer, VideoReader, probe_video
 
-    n_frames = pipeline.audio_frame_count(args.audio, args.fps, input_name=args.audio)
+    swaps = _parse_swaps(args.swap)
+    options = dict(strength=args.strength, method=args.phonemes, crop_size=args.size, swaps=swaps)
+    mono = pipeline.load_mono(args.audio, args.audio)
     if args.image:
+        fps = args.fps or 25.0
+        n_frames = pipeline.audio_frame_count(mono, fps)
         frames = to_rgb_uint8(_read_image(args.image), args.image)[None]
+        stream_factory = lambda progress: pipeline.iter_talk(  # noqa: E731
+            frames, mono, fps, video_mode=args.video_mode, blink=not args.no_blink, seed=args.seed,
+            input_name=args.image, progress=progress, **options,
+        )
     else:
-        # A video longer than the audio is cut, so only the frames the audio needs are decoded.
-        frames, _video_fps = read_video(args.video, max_frames=n_frames)
+        info = probe_video(args.video)
+        # Dubbing keeps the video's timing unless --fps says otherwise.
+        fps = args.fps or float(info.fps)
+        n_frames = pipeline.audio_frame_count(mono, fps)
+        if info.frame_count >= n_frames:
+            # Long enough to cut: read chunk by chunk, so memory does not grow with the length.
+            def stream_factory(progress):
+                with VideoReader(args.video, chunk_size=64, max_frames=n_frames) as reader:
+                    yield from pipeline.iter_talk_chunks(
+                        reader, mono, fps, input_name=args.video, progress=progress, **options,
+                    )
+        else:
+            # Shorter than the audio: loop / ping-pong needs its frames (memory ~ the video's length).
+            with VideoReader(args.video, chunk_size=64) as reader:
+                frames = np.concatenate(list(reader))
+            stream_factory = lambda progress: pipeline.iter_talk(  # noqa: E731
+                frames, mono, fps, video_mode=args.video_mode, blink=False, input_name=args.video,
+                progress=progress, **options,
+            )
     wave, rate = read_audio_file(args.audio)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -103,18 +128,13 @@ def cmd_talk(args: argparse.Namespace) -> int:
     def progress(done: int, total: int) -> None:
         bar.update(done - bar.n)
 
-    stream = pipeline.iter_talk(
-        frames, args.audio, args.fps, strength=args.strength, video_mode=args.video_mode,
-        blink=not args.no_blink, seed=args.seed, method=args.phonemes, crop_size=args.size,
-        swaps=_parse_swaps(args.swap), progress=progress,
-    )
-    with Mp4Writer(out, args.fps, audio=wave, sample_rate=rate) as writer:
+    with Mp4Writer(out, fps, audio=wave, sample_rate=rate) as writer:
         del wave  # the writer keeps its own copy
         with BackgroundWriter(writer) as background:
-            for frame in stream:
+            for frame in stream_factory(progress):
                 background.write(frame)
     bar.close()
-    print(f"wrote {out} ({n_frames} frames at {args.fps:g} fps)")
+    print(f"wrote {out} ({n_frames} frames at {fps:g} fps)")
     return 0
 
 
@@ -157,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--video", help="video to dub (its own audio is replaced)")
     p.add_argument("--audio", required=True, help="speech: wav, mp3, flac, m4a, or a video file")
     p.add_argument("-o", "--output", required=True, help="output .mp4")
-    p.add_argument("--fps", type=float, default=25.0)
+    p.add_argument("--fps", type=float, default=None, help="default: the video's own, or 25 for an image")
     p.add_argument("--strength", type=float, default=1.0, help="mouth motion scale, 0..2")
     p.add_argument("--phonemes", choices=["auto", "phonemes", "acoustic"], default="auto",
                    help="auto: English phonemes, acoustic fallback; acoustic: any language")
@@ -201,7 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    return args.run(args)
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError) as error:  # bad input: say what, no traceback
+        if args.verbose:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -100,12 +100,16 @@ def parse_faces(
     video: bool | None = None,
     input_name: str = "image",
     progress: Progress = None,
+    detector=None,
+    require_face: bool = True,
 ) -> FaceTrack:
     """Frames ``[N, H, W, 3]`` (any dtype/channels ``to_rgb_uint8_batch`` takes) -> FaceTrack.
 
     A batch of more than one frame is treated as consecutive video frames (MediaPipe tracking,
     transforms smoothed with a Gaussian of ``4 * smoothing`` frames). Frames without a face keep
-    their slot; when no frame has a face, :class:`NoFaceError` names ``input_name``.
+    their slot; when no frame has a face, :class:`NoFaceError` names ``input_name`` (unless
+    ``require_face`` is False: a chunk of a longer video). ``detector``: a FaceMeshDetector to reuse
+    (its tracking carries over between calls).
     """
     from .face.aligned import align_faces
     from .face.image import to_rgb_uint8_batch
@@ -124,9 +128,9 @@ def parse_faces(
 
     aligned = align_faces(
         rgb, crop_size=crop_size, face_index=face_index, video=video, smoothing=settings,
-        progress=detection_progress,
+        detector=detector, progress=detection_progress,
     )
-    if not aligned.found.any():
+    if require_face and not aligned.found.any():
         raise NoFaceError(
             f"no face was found in any of the {n} frame(s) of input '{input_name}'; use a "
             "photo or video where one face is clearly visible (frontal or three-quarter view)"
@@ -138,10 +142,12 @@ def parse_faces(
 
     labels = np.zeros((n, crop_size, crop_size), dtype=np.uint8)
     found = np.flatnonzero(aligned.found)
-    for done, i in enumerate(found):
-        labels[i] = parser.runner.parse(aligned.crops[i : i + 1], aligned.landmarks[i : i + 1])[0]
+    batch = max(1, int(getattr(parser.runner, "batch_size", 1)))
+    for start in range(0, len(found), batch):
+        index = found[start : start + batch]
+        labels[index] = parser.runner.parse(aligned.crops[index], aligned.landmarks[index])
         if progress is not None:
-            progress(n // 2 + (done + 1) * (n - n // 2) // len(found), n)
+            progress(n // 2 + (start + len(index)) * (n - n // 2) // len(found), n)
     if progress is not None:
         progress(n, n)
     return FaceTrack(
@@ -235,10 +241,11 @@ def audio_frame_count(audio, fps: float, input_name: str = "audio") -> int:
     """Video frames the audio needs: ``ceil(duration * fps)`` (at least 1)."""
     from .audio.timing import frame_count
 
-    return frame_count(_mono(audio, input_name).duration, fps)
+    return frame_count(load_mono(audio, input_name).duration, fps)
 
 
-def _mono(audio, input_name: str):
+def load_mono(audio, input_name: str = "audio"):
+    """Any audio input -> 16 kHz mono ``MonoAudio``; decode once and pass it on to the stages."""
     from .audio.io import MonoAudio, load_audio
 
     if isinstance(audio, MonoAudio):
@@ -279,7 +286,7 @@ def talking_segmentation(
 
     if not isinstance(faces, FaceTrack):
         raise TypeError(f"input 'faces' must be SEGTALKER_FACES from SegTalker Face Parse, got {type(faces).__name__}")
-    mono = _mono(audio, "audio")
+    mono = load_mono(audio, "audio")
     n_frames = frame_count(mono.duration, fps)
     index = source_indices(len(faces), n_frames, video_mode)
     articulation = articulation_from_audio(mono, fps, n_frames=n_frames, method=method, strength=strength)
@@ -346,9 +353,10 @@ def swap_style(style: StyleCodes, reference: StyleCodes, regions, strength: floa
     """``style`` whose chosen regions take ``reference``'s look (``strength`` 0..1 interpolates)."""
     from .procedural.region_style import swap_regions
 
-    if not list(regions):
+    regions = list(regions)
+    if not regions:
         raise ValueError(f"no region selected; choose at least one of: {', '.join(L.REGIONS_12)}")
-    return swap_regions(style, reference, list(regions), strength)
+    return swap_regions(style, reference, regions, strength)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,6 +379,8 @@ def synthesize(
     if model is None or model.is_builtin:
         from . import builtin
 
+        if background != "source":
+            log.warning("the built-in renderer keeps the source background; background=%r needs a learned generator", background)
         s = segmentation.faces.crop_size
         out = np.empty((len(segmentation), s, s, 3), np.uint8)
         for t, crop in enumerate(builtin.iter_synthesize(segmentation, style, progress)):
@@ -435,6 +445,15 @@ def paste_back(crops: np.ndarray, segmentation: TalkingSegmentation, feather_px:
 # The whole chain (built-in)
 
 
+def _swapped_style(faces: FaceTrack, swaps, crop_size: int) -> StyleCodes | None:
+    """Built-in style of ``faces`` with ``swaps`` ``[(regions, reference_image), ...]`` applied."""
+    style = None
+    for k, (regions, reference_image) in enumerate(swaps or []):
+        reference = parse_faces(reference_image[None], crop_size=crop_size, input_name=f"swap reference {k + 1}")
+        style = swap_style(style or encode_style(faces), encode_style(reference), regions, 1.0)
+    return style
+
+
 def iter_talk(
     frames: np.ndarray,
     audio,
@@ -446,39 +465,104 @@ def iter_talk(
     method: str = "auto",
     crop_size: int = 512,
     swaps: list[tuple[list[str], np.ndarray]] | None = None,
+    input_name: str = "image",
     progress: Progress = None,
 ):
     """Portrait or video frames + speech -> output frames, yielded one at a time (built-in chain).
 
     ``swaps``: ``[(regions, reference_image), ...]`` local style edits from reference faces.
-    Memory does not grow with the audio length: per frame only a few mouth parameters are kept.
+    Memory does not grow with the audio length: per frame only a few mouth parameters are kept
+    (the input frames are held; for a long video use :func:`iter_talk_chunks`).
     """
     from . import builtin
-    from .audio.articulation import articulation_from_audio
-    from .audio.timing import frame_count
     from .frame_schedule import source_indices
 
-    faces = parse_faces(frames, crop_size=crop_size, input_name="image")
-    mono = _mono(audio, "audio")
-    n_frames = frame_count(mono.duration, fps)
-    articulation = articulation_from_audio(mono, fps, n_frames=n_frames, method=method, strength=strength)
-    del mono  # the generator lives as long as the video is written: drop the audio it no longer needs
+    faces = parse_faces(frames, crop_size=crop_size, input_name=input_name)
+    articulation = _articulation(audio, fps, method, strength)
+    style = _swapped_style(faces, swaps, crop_size)
+    index = source_indices(len(faces), len(articulation), video_mode)
+    yield from builtin.iter_talk(
+        faces, articulation.params, articulation.fps, index, style, blink=blink, seed=seed, progress=progress,
+    )
+
+
+def iter_talk_chunks(
+    frame_chunks,  # iterable of [n, H, W, 3] uint8 consecutive video frames
+    audio,
+    fps: float,
+    strength: float = 1.0,
+    method: str = "auto",
+    crop_size: int = 512,
+    swaps: list[tuple[list[str], np.ndarray]] | None = None,
+    input_name: str = "video",
+    progress: Progress = None,
+):
+    """Dub a video at least as long as the audio, reading it chunk by chunk.
+
+    Only one chunk of input frames is held at a time, so memory does not grow with the length.
+    The face tracker carries over between chunks; the crop smoothing works within each chunk.
+    Extra input frames beyond the audio are not read. If no chunk has a face, :class:`NoFaceError`
+    is raised at the end (a video writer then discards its partial file).
+    """
+    from . import builtin
+    from .face.detect import FaceMeshDetector
+
+    articulation = _articulation(audio, fps, method, strength)
+    n_frames = len(articulation)
+    parser = builtin_parser_model()
     style = None
-    for regions, reference_image in swaps or []:
-        reference = parse_faces(reference_image[None], crop_size=crop_size, input_name="reference")
-        style = swap_style(style or encode_style(faces), encode_style(reference), regions, 1.0)
-    index = source_indices(len(faces), n_frames, video_mode)
-    yield from builtin.iter_talk(faces, articulation, index, style, blink=blink, seed=seed, progress=progress)
+    done = 0
+    any_face = False
+    with FaceMeshDetector(video=True) as detector:
+        for chunk in frame_chunks:
+            chunk = chunk[: n_frames - done]
+            if not len(chunk):
+                break
+            faces = parse_faces(
+                chunk, parser, crop_size=crop_size, video=True, input_name=input_name,
+                detector=detector, require_face=False,
+            )
+            if faces.found.any():
+                any_face = True
+                if swaps and style is None:
+                    style = _swapped_style(faces, swaps, crop_size)
+
+            def chunk_progress(d: int, _n: int, offset: int = done) -> None:
+                if progress is not None:
+                    progress(offset + d, n_frames)
+
+            yield from builtin.iter_talk(
+                faces, articulation.params[done : done + len(chunk)], articulation.fps,
+                np.arange(len(chunk)), style, blink=False, portrait=False, progress=chunk_progress,
+            )
+            done += len(chunk)
+            if done >= n_frames:
+                break  # do not decode frames the audio does not need
+    if not any_face:
+        raise NoFaceError(f"no face was found in any frame of input '{input_name}'")
+    if done < n_frames:
+        raise ValueError(
+            f"input '{input_name}' ended after {done} frames but the audio needs {n_frames}; "
+            "use iter_talk (loop / ping-pong) for a video shorter than the audio"
+        )
+
+
+def _articulation(audio, fps: float, method: str, strength: float):
+    from .audio.articulation import articulation_from_audio
+    from .audio.timing import frame_count
+
+    mono = load_mono(audio, "audio")
+    n_frames = frame_count(mono.duration, fps)
+    return articulation_from_audio(mono, fps, n_frames=n_frames, method=method, strength=strength)
 
 
 def talk_frames(frames: np.ndarray, audio, fps: float, progress: Progress = None, **options) -> np.ndarray:
     """:func:`iter_talk` collected into ``[T, H, W, 3]`` uint8."""
-    n = audio_frame_count(audio, fps)
-    first = None
+    mono = load_mono(audio)
+    n = audio_frame_count(mono, fps)
     out = None
-    for t, frame in enumerate(iter_talk(frames, audio, fps, progress=progress, **options)):
+    for t, frame in enumerate(iter_talk(frames, mono, fps, progress=progress, **options)):
         if out is None:
-            first = frame
-            out = np.empty((n,) + first.shape, np.uint8)
+            out = np.empty((n,) + frame.shape, np.uint8)
         out[t] = frame
     return out

@@ -300,3 +300,33 @@ def test_frontal_portrait_is_not_flagged_as_turned(faces, portrait):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a turned-face warning would fail here
         pipeline.parse_faces(portrait[None], crop_size=128)
+
+
+def test_dubbing_in_chunks_reads_only_what_the_audio_needs():
+    from segtalker_core.video_io import VideoReader
+
+    audio = _tone_audio(1.0)  # 25 frames of the 50-frame example video
+    with VideoReader(REPO / "examples" / "video.mp4", chunk_size=8) as reader:
+        chunks = list(reader)
+    seen = []
+
+    def chunk_source():
+        for chunk in chunks:
+            seen.append(len(chunk))
+            yield chunk
+
+    frames = list(pipeline.iter_talk_chunks(chunk_source(), audio, FPS, crop_size=128, method="acoustic"))
+    assert len(frames) == 25
+    assert frames[0].shape == chunks[0].shape[1:]
+    assert sum(seen) <= 32  # the reader stopped after the chunk that covered frame 25
+    # Away from the face the dubbed frames are the video's own frames, in order.
+    video = np.concatenate(chunks)
+    for t in (0, 12, 24):
+        np.testing.assert_array_equal(frames[t][:30, :30], video[t][:30, :30])
+
+
+def test_dubbing_in_chunks_without_any_face_is_an_error():
+    grey = [np.full((8, 96, 96, 3), 120, np.uint8) for _ in range(4)]
+    with pytest.raises(pipeline.NoFaceError, match="'clip.mp4'"):
+        list(pipeline.iter_talk_chunks(iter(grey), _tone_audio(1.0), FPS, crop_size=64,
+                                       method="acoustic", input_name="clip.mp4"))

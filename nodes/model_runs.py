@@ -16,7 +16,15 @@ def model_on_device(model: LoadedModel | None, working_bytes: int = 0) -> Iterat
     if module is None:
         yield
         return
+    first = next(module.parameters())
+    home_dtype = first.dtype
     with on_compute_device(module, working_bytes) as device:
         params = sum(p.numel() for p in module.parameters())
         model.place(device, compute_dtype(device, params))
-        yield
+        try:
+            yield
+        finally:
+            # Back to the offload device in the loaded precision, constants included (place()).
+            import comfy.model_management as mm
+
+            model.place(mm.unet_offload_device(), home_dtype)

@@ -81,7 +81,9 @@ class SegTalkerEditSegmentation(io.ComfyNode):
                 Segmentation.Input("segmentation"),
                 io.Combo.Input("region", options=list(REGIONS_12), default="hair"),
                 Faces.Input("shape_from", optional=True, tooltip="take the region's shape from this face (frame 0)"),
-                io.Mask.Input("mask", optional=True, tooltip="paint: pixels > 0.5 become the region (crop space)"),
+                io.Mask.Input("mask", optional=True, tooltip="paint: pixels > 0.5 become the region"),
+                io.Combo.Input("mask_space", options=["frame", "crop"], default="frame",
+                               tooltip="frame: painted on the original image; crop: on the aligned face crop"),
                 io.Combo.Input("fill", options=["skin", "background", "hair"], default="skin",
                                tooltip="what replaces the region's old pixels that the new shape leaves"),
             ],
@@ -92,9 +94,9 @@ class SegTalkerEditSegmentation(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, segmentation, region: str, fill: str, shape_from=None, mask=None) -> io.NodeOutput:
+    def execute(cls, segmentation, region: str, fill: str, mask_space: str, shape_from=None, mask=None) -> io.NodeOutput:
         mask_array = None if mask is None else mask.detach().float().cpu().numpy()
         edited = pipeline.edit_segmentation(
-            segmentation, region, shape_from=shape_from, mask=mask_array, fill=fill,
+            segmentation, region, shape_from=shape_from, mask=mask_array, fill=fill, mask_space=mask_space,
         )
         return io.NodeOutput(edited, uint8_to_image(pipeline.segmentation_preview(edited)))

@@ -126,9 +126,9 @@ def iter_synthesize(
 
     if segmentation.mouth_params is None:
         raise ValueError(
-            "this segmentation was made by a learned TSG and carries no mouth motion for the built-in "
-            "renderer; connect a learned generator to SegTalker Synthesize, or make the segmentation "
-            "with the built-in backend"
+            "this segmentation carries no mouth motion (it was built outside SegTalker Audio to "
+            "Talking Segmentation); connect a learned generator to SegTalker Synthesize, or make the "
+            "segmentation with SegTalker Audio to Talking Segmentation"
         )
     if style is not None and style.kind != "builtin":
         raise ValueError(

@@ -105,7 +105,8 @@ class TalkingSegmentation:
     This is the ``SEGTALKER_SEGMENTATION`` socket. ``source_index[t]`` is the `FaceTrack` frame that
     output frame ``t`` is drawn on (a portrait repeats frame 0; a video loops, ping-pongs or is cut).
     ``landmarks`` are the driven face-mesh points the built-in backend used (``None`` when a learned
-    TSG made the maps). ``mouth_params`` are the per-frame articulation parameters, if any.
+    TSG made the maps). ``mouth_params`` are the per-frame articulation parameters (both backends
+    compute them, so the built-in renderer can also follow a TSG's segmentation).
     """
 
     regions: np.ndarray  # [T, S, S] uint8: 12-region maps

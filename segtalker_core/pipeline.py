@@ -318,11 +318,13 @@ def edit_segmentation(
     shape_from: FaceTrack | None = None,
     mask: np.ndarray | None = None,
     fill: str = "skin",
+    mask_space: str = "frame",
 ) -> TalkingSegmentation:
-    """Give ``region`` a new shape in every frame, from another face's parsing or a painted mask."""
+    """Give ``region`` a new shape in every frame, from another face's parsing or a painted mask
+    (``mask_space``: painted on the original frames, or in crop space)."""
     from .segmentation_edit import edit_region
 
-    return edit_region(segmentation, region, shape_from=shape_from, mask=mask, fill=fill)
+    return edit_region(segmentation, region, shape_from=shape_from, mask=mask, fill=fill, mask_space=mask_space)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from .containers import FaceTrack, TalkingSegmentation
 
 ANIMATED = ("lips", "mouth_interior")
 FILLS = ("skin", "background", "hair")
+MASK_SPACES = ("frame", "crop")
 
 
 def shape_from_faces(shape_from: FaceTrack, region: int, size: int) -> np.ndarray:
@@ -30,12 +31,14 @@ def shape_from_faces(shape_from: FaceTrack, region: int, size: int) -> np.ndarra
     return shape
 
 
-def shapes_from_mask(mask: np.ndarray, segmentation: TalkingSegmentation) -> np.ndarray:
-    """``[T, S, S]`` bool per output frame from a MASK ``[B, H, W]``.
+def shapes_from_mask(mask: np.ndarray, segmentation: TalkingSegmentation, space: str = "frame") -> np.ndarray:
+    """``[T, S, S]`` bool per output frame from a MASK ``[B, H, W]`` (``B`` is 1 or T).
 
-    A mask at the crop size is used as is; one at the original frames' size is taken into each
-    frame's crop through its transform. ``B`` is 1 (one mask for every frame) or T.
+    ``space="frame"``: the mask was painted on the original frames and is taken into each frame's
+    crop through its transform; ``space="crop"``: it is already in crop space.
     """
+    if space not in MASK_SPACES:
+        raise ValueError(f"mask_space must be one of {MASK_SPACES}, got {space!r}")
     mask = np.asarray(mask, dtype=np.float32)
     if mask.ndim == 2:
         mask = mask[None]
@@ -45,25 +48,19 @@ def shapes_from_mask(mask: np.ndarray, segmentation: TalkingSegmentation) -> np.
             f"input 'mask' must be [1, H, W] or one mask per frame [{t_total}, H, W]; got {mask.shape}"
         )
     s = segmentation.faces.crop_size
-    frame_size = segmentation.faces.frame_size
-    if mask.shape[1:] == (s, s):
-        crop_masks = mask
-        crop_space = True
-    elif mask.shape[1:] == frame_size:
-        crop_space = False
-    else:
+    expected = (s, s) if space == "crop" else segmentation.faces.frame_size
+    if mask.shape[1:] != expected:
         raise ValueError(
-            f"input 'mask' is {mask.shape[2]}x{mask.shape[1]}; it must be the crop size ({s}x{s}) or the "
-            f"original frame size ({frame_size[1]}x{frame_size[0]})"
+            f"input 'mask' is {mask.shape[2]}x{mask.shape[1]}, but a {space}-space mask must be "
+            f"{expected[1]}x{expected[0]} ({'the crop size' if space == 'crop' else 'the original frames'}); "
+            "check mask_space"
         )
     out = np.empty((t_total, s, s), bool)
     for t in range(t_total):
         m = mask[t if len(mask) > 1 else 0]
-        if not crop_space:
+        if space == "frame":
             i = int(segmentation.source_index[t])
             m = cv2.warpAffine(m, segmentation.faces.transforms[i], (s, s), flags=cv2.INTER_LINEAR)
-        else:
-            m = crop_masks[t if len(mask) > 1 else 0]
         out[t] = m > 0.5
     return out
 
@@ -74,6 +71,7 @@ def edit_region(
     shape_from: FaceTrack | None = None,
     mask: np.ndarray | None = None,
     fill: str = "skin",
+    mask_space: str = "frame",
 ) -> TalkingSegmentation:
     """A copy of ``segmentation`` where ``region`` has the new shape in every frame.
 
@@ -93,7 +91,7 @@ def edit_region(
     if shape_from is not None:
         shapes = np.broadcast_to(shape_from_faces(shape_from, r, s), (len(segmentation), s, s))
     else:
-        shapes = shapes_from_mask(mask, segmentation)
+        shapes = shapes_from_mask(mask, segmentation, mask_space)
     fill_index = L.region_index(fill)
     protected = np.isin(segmentation.regions, [L.region_index(n) for n in ANIMATED])
     regions = segmentation.regions.copy()

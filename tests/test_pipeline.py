@@ -177,7 +177,7 @@ def test_edit_segmentation_hair_shape_from_mask(segmentation):
     hair = L.region_index("hair")
     mask = np.zeros((1, 256, 256), np.float32)
     mask[0, 10:40, 60:200] = 1.0
-    edited = pipeline.edit_segmentation(segmentation, "hair", mask=mask, fill="background")
+    edited = pipeline.edit_segmentation(segmentation, "hair", mask=mask, fill="background", mask_space="crop")
     assert (edited.regions[:, 10:40, 60:200] == hair).all()
     assert not (edited.regions[:, 41:] == hair).any()  # hair outside the painted shape is gone
     crops = pipeline.synthesize(edited, None)
@@ -330,3 +330,23 @@ def test_dubbing_in_chunks_without_any_face_is_an_error():
     with pytest.raises(pipeline.NoFaceError, match="'clip.mp4'"):
         list(pipeline.iter_talk_chunks(iter(grey), _tone_audio(1.0), FPS, crop_size=64,
                                        method="acoustic", input_name="clip.mp4"))
+
+
+def test_edit_segmentation_mask_painted_on_the_frame(segmentation, faces):
+    hair = L.region_index("hair")
+    h, w = faces.frame_size
+    painted = np.zeros((1, h, w), np.float32)
+    painted[0, : h // 8] = 1.0  # a band along the top of the original image
+    edited = pipeline.edit_segmentation(segmentation, "hair", mask=painted, mask_space="frame")
+    expected = cv2.warpAffine(painted[0], faces.transforms[0], (256, 256)) > 0.5
+    protected = np.isin(segmentation.regions[0], [L.region_index("lips"), L.region_index("mouth_interior")])
+    np.testing.assert_array_equal(edited.regions[0] == hair, expected & ~protected)
+    with pytest.raises(ValueError, match="mask_space"):
+        pipeline.edit_segmentation(segmentation, "hair", mask=painted, mask_space="crop")
+
+
+def test_edit_segmentation_shape_from_another_face(segmentation):
+    reference = pipeline.parse_faces(_read_rgb("reference_face.png")[None], crop_size=256)
+    edited = pipeline.edit_segmentation(segmentation, "hair", shape_from=reference)
+    hair = L.region_index("hair")
+    np.testing.assert_array_equal(edited.regions[0] == hair, reference.regions[0] == hair)

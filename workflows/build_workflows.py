@@ -105,7 +105,12 @@ def build(graph: Graph, object_info: dict) -> tuple[dict, dict]:
                 out_type = object_info[src.type]["output"][slot]
                 ui_links.append([link_id, src.id, slot, node.id, len(ui_inputs), out_type])
                 outgoing.setdefault((src.id, slot), []).append(link_id)
-                ui_inputs.append({"name": name, "type": out_type, "link": link_id})
+                ui_input = {"name": name, "type": out_type, "link": link_id}
+                if _is_widget(type_):
+                    # A widget fed by a link: the frontend keeps the widget (and its value) behind it.
+                    ui_input["widget"] = {"name": name}
+                    widgets_values.append(_default(name, type_, options))
+                ui_inputs.append(ui_input)
                 api_inputs[name] = [str(src.id), slot]
             elif _is_widget(type_):
                 value = node.values.get(name, _default(name, type_, options))
@@ -191,8 +196,9 @@ def dub_video() -> Graph:
     video = g.add("LoadVideo", file="video.mp4")
     parts = g.add("GetVideoComponents", video=(video, 0))
     audio = g.add("SegTalkerLoadAudio", audio="speech.wav")
-    talk = g.add("SegTalkerTalk", image=(parts, 0), audio=(audio, 0), fps=25.0, video_mode="pingpong")
-    out = g.add("CreateVideo", images=(talk, 0), audio=(talk, 1), fps=25.0)
+    # The video's own frame rate drives the dubbed frames, so its head motion keeps its timing.
+    talk = g.add("SegTalkerTalk", image=(parts, 0), audio=(audio, 0), fps=(parts, 2), video_mode="pingpong")
+    out = g.add("CreateVideo", images=(talk, 0), audio=(talk, 1), fps=(talk, 2))
     g.add("SaveVideo", video=(out, 0), filename_prefix="segtalker/dub_video")
     return g
 

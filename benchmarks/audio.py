@@ -19,26 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-SENTENCES = [
-    "The quick brown fox jumps over the lazy dog.",
-    "Papa made a map of the bay by the mill.",
-    "We will meet you by the river when the rain stops.",
-    "Please bring me the blue box from the kitchen.",
-    "Every morning she walks along the beach with her dog.",
-]
+def long_speech(minutes: float) -> np.ndarray:
+    from speech import long_speech as speech_seconds
 
-
-def long_speech(minutes: float, sr: int = 16000) -> np.ndarray:
-    from speech import speak_wave
-
-    rng = np.random.default_rng(0)
-    parts, n = [], 0
-    while n < minutes * 60 * sr:
-        w, _ = speak_wave(SENTENCES[rng.integers(len(SENTENCES))], rate=int(rng.integers(130, 190)))
-        gap = np.zeros(int(rng.uniform(0.1, 1.2) * sr), np.float32)
-        parts += [w, gap]
-        n += len(w) + len(gap)
-    return np.concatenate(parts)[: int(minutes * 60 * sr)]
+    return speech_seconds(minutes * 60)
 
 
 def measure(name: str, fn) -> None:

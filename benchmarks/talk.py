@@ -41,28 +41,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 SR = 16000
 FPS = 25
-SENTENCES = [
-    "The quick brown fox jumps over the lazy dog.",
-    "Papa made a map of the bay by the mill.",
-    "We will meet you by the river when the rain stops.",
-    "Please bring me the blue box from the kitchen.",
-    "Every morning she walks along the beach with her dog.",
-]
-
-
 def speech(seconds: float) -> np.ndarray:
-    """``seconds`` of 16 kHz speech: the sentences in turn with pauses of 0.2-1.0 s."""
-    from speech import speak_wave
+    """``seconds`` of 16 kHz speech (tests/speech.long_speech: varied sentences, rates, pauses)."""
+    from speech import long_speech
 
-    rng = np.random.default_rng(0)
-    parts, n, k = [], 0, 0
-    while n < seconds * SR:
-        wave, _ = speak_wave(SENTENCES[k % len(SENTENCES)])
-        gap = np.zeros(int(rng.uniform(0.2, 1.0) * SR), np.float32)
-        parts += [wave, gap]
-        n += len(wave) + len(gap)
-        k += 1
-    return np.concatenate(parts)[: int(seconds * SR)]
+    return long_speech(seconds, SR)
 
 
 def audio_dict(wave: np.ndarray) -> dict:

@@ -92,3 +92,27 @@ def _synthesise(text: str, rate: int, sample_rate: int, voice: str, pitch: int) 
 
         wave = soxr.resample(wave, sr, sample_rate, quality="HQ")
     return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+SENTENCES = (
+    "The quick brown fox jumps over the lazy dog.",
+    "Papa made a map of the bay by the mill.",
+    "We will meet you by the river when the rain stops.",
+    "Please bring me the blue box from the kitchen.",
+    "Every morning she walks along the beach with her dog.",
+)
+
+
+def long_speech(seconds: float, sample_rate: int = 16000, seed: int = 0) -> np.ndarray:
+    """``seconds`` of float32 mono speech for benchmarks: seeded choice of sentences and speaking
+    rates (130-190 wpm) with pauses of 0.1-1.2 s, so long runs are not one loop of a clip."""
+    rng = np.random.default_rng(seed)
+    total = int(seconds * sample_rate)
+    parts, n = [], 0
+    while n < total:
+        text = SENTENCES[rng.integers(len(SENTENCES))]
+        wave, _ = speak_wave(text, rate=int(rng.integers(130, 190)), sample_rate=sample_rate)
+        gap = np.zeros(int(rng.uniform(0.1, 1.2) * sample_rate), np.float32)
+        parts += [wave, gap]
+        n += len(wave) + len(gap)
+    return np.concatenate(parts)[:total]

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from ..containers import invert_affine
+from ..progress import Progress, report_progress
 from .align import (
     affine_to_similarity,
     ffhq_similarity,
@@ -60,7 +60,7 @@ def align_faces(
     video: bool = False,
     smoothing: Smoothing | str | None = None,
     detector: FaceMeshDetector | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress = None,
 ) -> AlignedFaces:
     """Detect, choose, align and crop one face per frame.
 
@@ -87,8 +87,7 @@ def align_faces(
             if face is not None:
                 frame_landmarks[i] = face.landmarks
                 found[i] = True
-            if progress is not None:
-                progress(i + 1, n)
+            report_progress(progress, i + 1, n)
     finally:
         if owned:
             detector.close()

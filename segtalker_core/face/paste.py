@@ -33,7 +33,7 @@ the frame size.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 
 import cv2
@@ -41,6 +41,7 @@ import numpy as np
 
 from .. import labels as L
 from ..containers import invert_affine
+from ..progress import Progress, report_progress
 from . import mesh_topology as T
 
 FACE_REGIONS: tuple[int, ...] = tuple(
@@ -49,7 +50,6 @@ FACE_REGIONS: tuple[int, ...] = tuple(
 )
 MASK_EPSILON = 1.0 / 512.0  # below this a mask value cannot change a uint8 pixel
 _CORRECTION_DOWNSCALE = 8
-ProgressFn = Callable[[int, int], None]
 
 
 def face_blend_mask(
@@ -205,7 +205,7 @@ def iter_paste_faces(
     *,
     source_index: np.ndarray | None = None,
     color_correct: bool = True,
-    progress: ProgressFn | None = None,
+    progress: Progress = None,
 ) -> Iterator[np.ndarray]:
     """Yield pasted frames one at a time (feed a video writer without holding the video).
 
@@ -236,8 +236,7 @@ def iter_paste_faces(
             yield paste_face(frames[i], crops[t], transforms[i], mask, color_correct=color_correct)
         else:
             yield frames[i].copy()
-        if progress is not None:
-            progress(t + 1, n_out)
+        report_progress(progress, t + 1, n_out)
 
 
 def paste_faces(
@@ -249,7 +248,7 @@ def paste_faces(
     *,
     source_index: np.ndarray | None = None,
     color_correct: bool = True,
-    progress: ProgressFn | None = None,
+    progress: Progress = None,
 ) -> np.ndarray:
     """Batch form of :func:`iter_paste_faces`: returns ``[T, H, W, 3]`` uint8."""
     frames = np.asarray(frames)

@@ -211,8 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_describe)
 
     p = commands.add_parser("random-bundle", help="tiny random-init learned bundles for tests")
-    p.add_argument("output_dir")
-    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("output_dir", help="folder to write the .safetensors files into")
+    # Checked by write_random_bundles (64, 128, 256 or 512): building the parser must not import torch.
+    p.add_argument("--resolution", type=int, default=64, help="crop size the bundles work at")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=cmd_random_bundle)
     return parser

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from segtalker_core import checkpoints as ck
 from segtalker_core.models import bundles
 from segtalker_core.models.audio_encoder import AudioEncoderConfig
-from segtalker_core.models.random_bundle import main as random_bundle_main
+from segtalker_core.cli import main as cli_main
 from segtalker_core.models.random_bundle import write_random_bundles
 from segtalker_core.models.syncnet import SegSyncNet, SyncNetConfig
 from segtalker_core.models.tsg import TSG, MouthMaskConfig, TSGConfig
@@ -181,7 +181,7 @@ def test_describe(random_set):
 
 
 def test_random_bundles_are_reproducible_and_cli_writes_them(tmp_path, random_set, capsys):
-    assert random_bundle_main([str(tmp_path), "--resolution", "64", "--seed", "0"]) == 0
+    assert cli_main(["random-bundle", str(tmp_path), "--resolution", "64", "--seed", "0"]) == 0
     out = capsys.readouterr().out
     assert "encoder:" in out and "tsg:" in out
     for component, path in random_set.items():

@@ -5,11 +5,10 @@ generator bundles with matching configs (the encoder is paired with the generato
 carries the generator's average latent). Their output is noise-like; they exist so tests and the
 real-ComfyUI test can exercise loading, shapes, devices and the whole graph in seconds on a CPU.
 
-    python -m segtalker_core.models.random_bundle OUT_DIR [--resolution 64] [--seed 0]
+From the command line: ``python -m segtalker_core random-bundle OUT_DIR [--resolution 64] [--seed 0]``.
 """
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -74,20 +73,3 @@ def write_random_bundles(out_dir: str | os.PathLike[str], resolution: int = 64,
                        generator=generator_fingerprint(gen_bundle))
     return paths
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m segtalker_core.models.random_bundle",
-        description="Write tiny random-init SegTalker bundles (tsg, syncnet, generator, encoder) "
-                    "for tests; their output is noise.")
-    parser.add_argument("out_dir", help="folder to write the .safetensors files into")
-    parser.add_argument("--resolution", type=int, default=64, choices=RESOLUTIONS)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    for component, path in write_random_bundles(args.out_dir, args.resolution, args.seed).items():
-        print(f"{component}: {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

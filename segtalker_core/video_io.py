@@ -14,18 +14,23 @@ Writer decisions:
 
 Reader: frames come out in chunks ``[n, H, W, 3]`` uint8 with the stream's average frame rate.
 Variable-frame-rate sources are read frame by frame as stored (not resampled to a constant rate).
+A file's audio track is read by :func:`.audio.io.read_audio_file`, the one audio reader.
 """
 from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
+
+from .audio.io import as_channels
+from .logs import get_logger
+
+log = get_logger("video")
 
 # Sample rates the AAC encoder accepts; others are resampled to 48 kHz.
 AAC_SAMPLE_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025,
@@ -64,34 +69,16 @@ def audio_samples_for_frames(n_frames: int, sample_rate: int, fps: float | Fract
 
 
 def as_waveform(audio: Any, name: str = "audio") -> np.ndarray:
-    """Mono/stereo audio in any common layout -> ``float32 [C, T]`` with C in (1, 2), clipped to ±1.
+    """Audio for the AAC track -> ``float32 [C, T]`` with C in (1, 2), clipped to ±1.
 
-    Accepts ``[T]``, ``[C, T]`` and ComfyUI's ``[1, C, T]`` (torch tensors too). More than two
-    channels are downmixed to mono with a warning.
+    Layouts, integer scaling and NaN handling are :func:`.audio.io.as_channels`'s one policy
+    (``[T]``, ``[C, T]``, ``[T, C]``, ``[1, C, T]``; torch tensors too). AAC is written mono or
+    stereo, so more than two channels are downmixed to mono, with a warning.
     """
-    wave = np.asarray(audio.detach().cpu() if hasattr(audio, "detach") else audio)
-    if wave.ndim == 3:
-        if wave.shape[0] != 1:
-            raise ValueError(
-                f"{name} has a batch of {wave.shape[0]} waveforms [B, C, T]; pass one (B = 1)"
-            )
-        wave = wave[0]
-    if wave.ndim == 1:
-        wave = wave[None]
-    if wave.ndim != 2:
-        raise ValueError(f"{name} must be [T], [C, T] or [1, C, T]; got shape {wave.shape}")
-    if wave.shape[0] > wave.shape[1] and wave.shape[1] <= 2:
-        # [T, C] (soundfile's layout) is the likely mistake; transposing is what the user meant.
-        wave = wave.T
-    if np.issubdtype(wave.dtype, np.integer):
-        wave = wave.astype(np.float32) / float(np.iinfo(wave.dtype).max)
-    wave = wave.astype(np.float32, copy=False)
+    wave = as_channels(audio, name)
     if wave.shape[0] > 2:
-        warnings.warn(f"{name} has {wave.shape[0]} channels; downmixing to mono for AAC",
-                      stacklevel=3)
+        log.warning("%s has %d channels; downmixing to mono for AAC", name, wave.shape[0])
         wave = wave.mean(axis=0, keepdims=True)
-    if not np.isfinite(wave).all():
-        raise ValueError(f"{name} contains NaN or inf samples")
     return np.clip(wave, -1.0, 1.0)
 
 
@@ -246,7 +233,7 @@ class Mp4Writer:
             self._size_note = (
                 f"{width}x{height} {verb} to {out_w}x{out_h}: H.264 yuv420p needs even sizes"
             )
-            warnings.warn(self._size_note, stacklevel=4)
+            log.warning("%s", self._size_note)
         self._out_size = (out_h, out_w)
 
         options = {"movflags": "+faststart"} if self.settings.faststart else {}
@@ -261,10 +248,8 @@ class Mp4Writer:
         if self._audio is not None:
             rate = self._sample_rate
             if rate not in AAC_SAMPLE_RATES:
-                warnings.warn(
-                    f"AAC cannot store {rate} Hz audio; it is resampled to {_FALLBACK_AUDIO_RATE} Hz",
-                    stacklevel=4,
-                )
+                log.warning("AAC cannot store %d Hz audio; it is resampled to %d Hz", rate,
+                            _FALLBACK_AUDIO_RATE)
                 rate = _FALLBACK_AUDIO_RATE  # the encoder's resampler converts each frame
             stream = self._container.add_stream("aac", rate=rate)
             stream.layout = "mono" if self._audio.shape[0] == 1 else "stereo"
@@ -530,42 +515,6 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[
     if not chunks:
         raise ValueError(f"{path} decoded to no frames")
     return np.concatenate(chunks), info.fps
-
-
-def read_audio(
-    path: str | os.PathLike, *, sample_rate: int | None = None, mono: bool = False
-) -> tuple[np.ndarray, int] | None:
-    """A file's first audio track as ``float32 [C, T]`` and its sample rate; None if it has none.
-
-    ``sample_rate`` resamples (else the track's own rate is kept); ``mono`` downmixes.
-    The mp4 edit list makes the decoder drop AAC's priming samples, and the padding of the last
-    AAC frame is cut at the stream's duration, so the result lines up with the video.
-    """
-    import av
-
-    path = _existing(path)
-    with av.open(path) as container:
-        if not container.streams.audio:
-            return None
-        stream = container.streams.audio[0]
-        rate = int(sample_rate or stream.codec_context.sample_rate)
-        channels = 1 if mono or stream.codec_context.channels == 1 else 2
-        resampler = av.AudioResampler(format="fltp", layout="mono" if channels == 1 else "stereo",
-                                      rate=rate)
-        parts: list[np.ndarray] = []
-        for frame in container.decode(stream):
-            frame.pts = None  # the resampler would otherwise insert silence at timestamp gaps
-            parts.extend(out.to_ndarray() for out in resampler.resample(frame))
-        parts.extend(out.to_ndarray() for out in resampler.resample(None))
-        duration = (float(stream.duration * stream.time_base)
-                    if stream.duration is not None and stream.time_base is not None else None)
-    if not parts:
-        return np.zeros((channels, 0), np.float32), rate
-    wave = np.concatenate(parts, axis=1).astype(np.float32, copy=False)
-    if duration is not None:
-        # The last AAC frame is padded to 1024 samples; the stream's duration says where it ends.
-        wave = wave[:, : int(round(duration * rate))]
-    return wave, rate
 
 
 def _existing(path: str | os.PathLike) -> str:

@@ -10,6 +10,7 @@ import soundfile as sf
 import torch
 
 from segtalker_core.audio import audio_dict_from_file, load_audio, read_audio_file
+from segtalker_core.audio.io import as_channels
 from speech import speak_wave
 
 SENTENCE = "Please bring me the blue box from the kitchen."
@@ -54,13 +55,14 @@ def test_comfy_audio_stereo_48k_becomes_16k_mono_of_the_same_signal():
     assert np.sqrt(np.mean(err**2)) < 0.01 * np.sqrt(np.mean(wave**2)) + 1e-4
 
 
-def test_lazy_mapping_and_batch_of_two_takes_the_first_clip_with_a_warning():
+def test_lazy_mapping_and_batch_of_two_takes_the_first_clip_with_a_warning(caplog):
     wave, _ = speak_wave("one two three")
     other = np.zeros_like(wave)
     batch = torch.from_numpy(np.stack([wave, other])[:, None])  # [2, 1, T]
     lazy = LazyAudio(batch, 16000)
-    with pytest.warns(UserWarning, match="batch of 2"):
+    with caplog.at_level("WARNING", logger="segtalker"):
         mono = load_audio(lazy)
+    assert "AUDIO input holds a batch of 2 clips; using the first one." in caplog.text
     assert lazy.loaded
     np.testing.assert_array_equal(mono.samples, wave)
 
@@ -83,12 +85,43 @@ def test_array_needs_a_sample_rate_and_mapping_needs_its_keys():
         load_audio(np.zeros((1, 0), np.float32), sample_rate=16000)
 
 
-def test_nan_samples_are_zeroed_with_a_warning():
+def test_nan_samples_are_zeroed_with_one_warning_naming_the_input(caplog):
     x = np.ones(1600, np.float32) * 0.1
     x[10] = np.nan
-    with pytest.warns(UserWarning, match="NaN"):
+    x[20] = np.inf
+    with caplog.at_level("WARNING", logger="segtalker"):
         mono = load_audio(x, sample_rate=16000)
-    assert np.isfinite(mono.samples).all() and mono.samples[10] == 0.0
+    assert np.isfinite(mono.samples).all() and mono.samples[10] == 0.0 and mono.samples[20] == 0.0
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("segtalker")]
+    assert messages == ["audio array contains 2 NaN or infinite samples; they were set to 0."]
+
+
+def test_channels_last_arrays_are_transposed_and_the_channel_axis_is_at_most_8():
+    stereo = np.stack([np.linspace(-0.5, 0.5, 400), np.zeros(400)]).astype(np.float32)  # [2, T]
+    np.testing.assert_array_equal(as_channels(stereo.T), stereo)  # [T, C] -> [C, T]
+    np.testing.assert_array_equal(as_channels(stereo), stereo)
+    np.testing.assert_array_equal(as_channels(torch.from_numpy(stereo)[None]), stereo)  # [1, C, T]
+    np.testing.assert_array_equal(as_channels(stereo[0]), stereo[:1])  # [T] -> [1, T]
+    assert as_channels(np.zeros((400, 8), np.float32)).shape == (8, 400)  # 7.1
+    with pytest.raises(ValueError, match="at most 8"):
+        as_channels(np.zeros((9, 400), np.float32), "clip")
+    mono = load_audio(stereo.T, sample_rate=16000)
+    np.testing.assert_allclose(mono.samples, stereo.mean(axis=0), atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "dtype,values,expected",
+    [
+        (np.int16, [-32768, 0, 16384, 32767], [-1.0, 0.0, 0.5, 32767 / 32768]),
+        (np.int32, [-(2**31), 0, 2**30, 2**31 - 1], [-1.0, 0.0, 0.5, 1.0 - 2.0**-31]),
+        (np.uint8, [0, 128, 192, 255], [-1.0, 0.0, 0.5, 127 / 128]),
+    ],
+)
+def test_integer_pcm_is_scaled_by_its_dtypes_full_range(dtype, values, expected):
+    pcm = np.array(values, dtype)
+    np.testing.assert_allclose(as_channels(pcm)[0], expected, rtol=0, atol=1e-7)
+    if dtype != np.uint8:  # torch has no uint8 audio convention; int16/int32 tensors keep it
+        np.testing.assert_allclose(as_channels(torch.from_numpy(pcm))[0], expected, atol=1e-7)
 
 
 def _write_with_av(path, stereo: np.ndarray, rate: int, codec: str) -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from segtalker_core import video_io as V
+from segtalker_core.audio.io import read_audio_file
 
 SR = 16000
 
@@ -57,7 +58,7 @@ def test_roundtrip_frames_and_audio(tmp_path):
     assert decoded.shape == (50, 96, 128, 3) and fps == 25
     assert min(psnr(a, b) for a, b in zip(decoded, frames)) > 30
 
-    wave, rate = V.read_audio(path)
+    wave, rate = read_audio_file(path)
     assert rate == SR and abs(wave.shape[1] - 2 * SR) <= 1024
     # Same phase as written: the priming delay of AAC is compensated.
     reference = tone(2.0)[0, : wave.shape[1]]
@@ -70,7 +71,7 @@ def test_audio_is_trimmed_or_padded_to_video_length(tmp_path):
     V.write_mp4(short_path, [pattern(i) for i in range(50)], 25, audio=tone(0.5), sample_rate=SR)
     assert abs(audio_stream_seconds(long_path) - 1.0) <= 1024 / SR
     assert abs(audio_stream_seconds(short_path) - 2.0) <= 1024 / SR
-    wave, _ = V.read_audio(short_path)
+    wave, _ = read_audio_file(short_path)
     assert np.abs(wave[0, SR // 2 + 1024:]).max() < 1e-3  # the padding is silence
     assert np.abs(wave[0, 1000:7000]).max() > 0.25  # the tone itself survived
 
@@ -79,7 +80,7 @@ def test_comfy_stereo_layout_is_accepted(tmp_path):
     path = str(tmp_path / "stereo.mp4")
     V.write_mp4(path, [pattern(i) for i in range(10)], 25, audio=tone(0.4, 2)[None],
                 sample_rate=SR)
-    wave, _ = V.read_audio(path)
+    wave, _ = read_audio_file(path)
     assert wave.shape[0] == 2
     # Channel 2 was written twice as loud as channel 1.
     ratio = np.abs(wave[1, 1000:5000]).mean() / np.abs(wave[0, 1000:5000]).mean()
@@ -87,15 +88,31 @@ def test_comfy_stereo_layout_is_accepted(tmp_path):
 
 
 @pytest.mark.parametrize("policy,expected", [("pad", (64, 50)), ("crop", (62, 48))])
-def test_odd_size_is_made_even_with_a_warning(tmp_path, policy, expected):
+def test_odd_size_is_made_even_with_a_warning(tmp_path, caplog, policy, expected):
     path = str(tmp_path / f"odd_{policy}.mp4")
     frames = [pattern(i, 49, 63) for i in range(6)]
-    with pytest.warns(UserWarning, match="even"):
+    with caplog.at_level("WARNING", logger="segtalker"):
         summary = V.write_mp4(path, frames, 25, settings=V.EncodeSettings(odd_size=policy))
+    assert "H.264 yuv420p needs even sizes" in caplog.text
     assert (summary.width, summary.height) == expected and summary.size_note
     decoded, _ = V.read_video(path)
     assert decoded.shape == (6, expected[1], expected[0], 3)
     assert psnr(decoded[0, :48, :62], frames[0][:48, :62]) > 30
+
+
+def test_writer_audio_follows_the_one_audio_policy(caplog):
+    """The writer's waveform goes through audio.io.as_channels: [T, C] transposed, integers
+    scaled by their dtype's range, NaN zeroed with a logged warning; then clipped for AAC."""
+    stereo = tone(0.1, 2)
+    np.testing.assert_array_equal(V.as_waveform(stereo.T), stereo)
+    pcm = np.array([[-32768, 0, 16384, 32767]], np.int16)
+    np.testing.assert_allclose(V.as_waveform(pcm), [[-1.0, 0.0, 0.5, 32767 / 32768]])
+    pcm32 = np.array([-(2**31), 2**30], np.int32)
+    np.testing.assert_allclose(V.as_waveform(pcm32), [[-1.0, 0.5]])
+    with caplog.at_level("WARNING", logger="segtalker"):
+        wave = V.as_waveform(np.array([0.5, np.nan, 2.0], np.float32), "speech")
+    assert "speech contains 1 NaN or infinite samples" in caplog.text
+    np.testing.assert_array_equal(wave, [[0.5, 0.0, 1.0]])
 
 
 def test_ntsc_rate_is_exact(tmp_path):
@@ -124,7 +141,8 @@ def test_writer_without_audio(tmp_path):
     V.write_mp4(path, np.stack([pattern(i) for i in range(8)]), 25)
     info = V.probe_video(path)
     assert not info.has_audio and info.frame_count == 8
-    assert V.read_audio(path) is None
+    with pytest.raises(ValueError, match="no audio track"):
+        read_audio_file(path)
 
 
 def test_reader_chunks_return_every_frame_in_order(tmp_path):

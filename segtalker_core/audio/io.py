@@ -5,11 +5,26 @@ ComfyUI's own LoadAudio needs torchaudio.
 
 The exact duration of the *source* is kept as a fraction (samples / rate) so that frame counts do
 not depend on how a resampler rounds its output length.
+
+One policy for waveform arrays (:func:`as_channels`, also used by the mp4 writer):
+
+* layouts ``[T]`` (mono), ``[C, T]``, ``[T, C]`` and ComfyUI's ``[1, C, T]``; of a 2-d array the
+  smaller dimension is the channel axis, and it must be at most :data:`MAX_CHANNELS` (8, i.e.
+  7.1 sound), otherwise the array is refused: a [T, C] array from soundfile or scipy is
+  transposed, and no real recording is 8 samples long;
+* integers are scaled by their dtype's full range: int16 by 1/32768, int32 by 1/2**31, uint8 is
+  centred on 128 and scaled by 1/128, so full scale is -1..1 (as soundfile reads PCM);
+* NaN and infinite samples are set to 0 with one warning (logger ``"segtalker.audio"``) that
+  names the input.
+
+Files: wav/flac/ogg are read by soundfile, everything else by ffmpeg through PyAV
+(:func:`read_audio_file`); for mp4/m4a the decoder drops AAC's priming samples (the edit list)
+and the padding of the last AAC frame is cut at the stream's duration, so the audio lines up
+with the video it came with.
 """
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
@@ -18,7 +33,12 @@ from typing import Any, Union
 
 import numpy as np
 
+from ..logs import get_logger
+
 TARGET_RATE = 16000
+MAX_CHANNELS = 8  # the channel axis of a 2-d waveform is the smaller one, and at most this long
+
+log = get_logger("audio")
 
 AudioSource = Union["MonoAudio", Mapping, str, os.PathLike, np.ndarray, Any]
 
@@ -75,7 +95,7 @@ def load_audio(
             raise ValueError(
                 "load_audio: an array was given without sample_rate; pass sample_rate=<Hz>."
             )
-        channels = _as_channels(_to_numpy(source), "audio array")
+        channels = as_channels(source, "audio array")
         rate = _check_rate(sample_rate, "sample_rate")
         what = "audio array"
     else:
@@ -87,7 +107,10 @@ def load_audio(
 
 
 def read_audio_file(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """Decode a file at its own rate: (float32 ``[C, T]``, sample rate)."""
+    """Decode a file at its own rate and channel count: (float32 ``[C, T]``, sample rate).
+
+    A file without an audio track (a silent video) is a ValueError naming the file.
+    """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"audio file {os.fspath(path)!r} does not exist (check the path).")
@@ -128,18 +151,22 @@ def _read_with_av(path: Path) -> tuple[np.ndarray, int]:
             raise ValueError(f"file {str(path)!r} has no audio track.")
         stream = container.streams.audio[0]
         rate = int(stream.rate or stream.codec_context.sample_rate)
-        n_ch = int(stream.codec_context.channels or 1)
         # Planar float output gives [C, n] per frame whatever the codec's native sample format.
         resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=rate)
         chunks: list[np.ndarray] = []
         for frame in container.decode(stream):
-            for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray().reshape(n_ch, -1))
-        for out in resampler.resample(None):
-            chunks.append(out.to_ndarray().reshape(n_ch, -1))
+            frame.pts = None  # the resampler would otherwise insert silence at timestamp gaps
+            chunks.extend(out.to_ndarray() for out in resampler.resample(frame))
+        chunks.extend(out.to_ndarray() for out in resampler.resample(None))
+        end = (round(stream.duration * stream.time_base * rate)
+               if stream.duration is not None and stream.time_base is not None else None)
     if not chunks:
         raise ValueError(f"audio track of {str(path)!r} decoded to no samples.")
-    return np.ascontiguousarray(np.concatenate(chunks, axis=1), dtype=np.float32), rate
+    wave = np.concatenate(chunks, axis=1)
+    if end is not None:
+        # The last AAC frame is padded to 1024 samples; the stream's duration says where it ends.
+        wave = wave[:, : int(end)]
+    return np.ascontiguousarray(wave, dtype=np.float32), rate
 
 
 def _is_mapping(x: Any) -> bool:
@@ -155,7 +182,9 @@ def _to_numpy(x: Any) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
     if hasattr(x, "detach"):  # torch tensor, possibly on GPU or in half precision
-        return x.detach().to("cpu").float().numpy()
+        tensor = x.detach().to("cpu")
+        # Integer PCM keeps its dtype, so as_channels scales it by the dtype's range.
+        return (tensor.float() if tensor.is_floating_point() else tensor).numpy()
     return np.asarray(x)
 
 
@@ -183,33 +212,45 @@ def _from_comfy_audio(audio: Any) -> tuple[np.ndarray, int]:
         if w.shape[0] == 0:
             raise ValueError("AUDIO input has an empty batch (waveform shape %s)." % (w.shape,))
         if w.shape[0] > 1:
-            warnings.warn(
-                f"AUDIO input holds a batch of {w.shape[0]} clips; using the first one.",
-                stacklevel=3,
-            )
+            log.warning("AUDIO input holds a batch of %d clips; using the first one.", w.shape[0])
         w = w[0]
-    return _as_channels(w, "AUDIO input waveform"), _check_rate(rate, "AUDIO sample_rate")
+    return as_channels(w, "AUDIO input waveform"), _check_rate(rate, "AUDIO sample_rate")
 
 
-def _as_channels(w: np.ndarray, what: str) -> np.ndarray:
-    """Any ``[T]`` / ``[C, T]`` / ``[1, C, T]`` array -> float32 ``[C, T]`` in -1..1."""
+def as_channels(waveform: Any, what: str = "audio") -> np.ndarray:
+    """A waveform array (numpy or torch) -> float32 ``[C, T]`` by the module's one policy.
+
+    ``[T]``, ``[C, T]``, ``[T, C]`` (the smaller dimension, at most :data:`MAX_CHANNELS`, is the
+    channels) or ``[1, C, T]``; integers scaled by their dtype's full range; NaN/inf set to 0
+    with a warning naming ``what``. Values are not clipped.
+    """
+    w = _to_numpy(waveform)
+    given = tuple(w.shape)
     if w.ndim == 3 and w.shape[0] == 1:
         w = w[0]
     if w.ndim == 1:
         w = w[None]
     if w.ndim != 2:
-        raise ValueError(f"{what} must be [T], [C, T] or [B, C, T]; got shape {w.shape}.")
-    if w.shape[0] > 16 and w.shape[1] <= 16:
-        # [T, C] (soundfile / scipy layout) given where [C, T] is expected.
-        warnings.warn(f"{what} looks like [T, C] (shape {w.shape}); transposing.", stacklevel=4)
-        w = w.T
+        raise ValueError(f"{what} must be [T], [C, T], [T, C] or [1, C, T]; got shape {w.shape}.")
+    rows, cols = w.shape
+    if rows > cols >= 1:
+        w, rows, cols = w.T, cols, rows  # [T, C], the soundfile / scipy layout
+    if rows == 0:
+        raise ValueError(f"{what} has no channels (shape {given}).")
+    if rows > MAX_CHANNELS:
+        raise ValueError(
+            f"{what} has shape {given}: neither axis is a channel axis "
+            f"of at most {MAX_CHANNELS}; give [T], [C, T] or [T, C]."
+        )
     if np.issubdtype(w.dtype, np.integer):
         info = np.iinfo(w.dtype)
         w = (w.astype(np.float64) - (info.max + info.min + 1) / 2) / ((info.max - info.min + 1) / 2)
-    w = np.asarray(w, dtype=np.float32)
-    if not np.all(np.isfinite(w)):
-        warnings.warn(f"{what} contains NaN or infinite samples; they were set to 0.", stacklevel=4)
-        w = np.nan_to_num(w, nan=0.0, posinf=0.0, neginf=0.0)
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    finite = np.isfinite(w)
+    if not finite.all():
+        log.warning("%s contains %d NaN or infinite samples; they were set to 0.",
+                    what, int(w.size - np.count_nonzero(finite)))
+        w = np.where(finite, w, np.float32(0.0))
     return w
 
 

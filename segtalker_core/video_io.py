@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .audio.io import as_channels
+from .face.image import to_rgb_uint8
 from .logs import get_logger
 
 log = get_logger("video")
@@ -80,18 +81,6 @@ def as_waveform(audio: Any, name: str = "audio") -> np.ndarray:
         log.warning("%s has %d channels; downmixing to mono for AAC", name, wave.shape[0])
         wave = wave.mean(axis=0, keepdims=True)
     return np.clip(wave, -1.0, 1.0)
-
-
-def as_rgb_uint8(frame: np.ndarray, name: str = "frame") -> np.ndarray:
-    """``[H, W, 3]`` uint8, or float in 0..1 (converted) -> uint8 ``[H, W, 3]``."""
-    frame = np.asarray(frame)
-    if frame.ndim != 3 or frame.shape[-1] != 3:
-        raise ValueError(f"{name} must be an RGB image [H, W, 3]; got shape {frame.shape}")
-    if frame.dtype == np.uint8:
-        return frame
-    if np.issubdtype(frame.dtype, np.floating):
-        return (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    raise TypeError(f"{name} must be uint8 or float 0..1; got dtype {frame.dtype}")
 
 
 @dataclass(frozen=True)
@@ -183,7 +172,8 @@ class Mp4Writer:
 
     # -- writing ---------------------------------------------------------------------------
     def write(self, frames: np.ndarray) -> None:
-        """Encode ``[H, W, 3]`` or ``[N, H, W, 3]`` frames (uint8, or float 0..1)."""
+        """Encode ``[H, W, C]`` or ``[N, H, W, C]`` frames: anything :func:`.face.image.to_rgb_uint8`
+        accepts (uint8 or float 0..1 RGB; grey and alpha too)."""
         if self.summary is not None:
             raise RuntimeError(f"Mp4Writer for {self.path} is closed; open a new one")
         frames = np.asarray(frames)
@@ -191,7 +181,7 @@ class Mp4Writer:
         if batch.ndim != 4:
             raise ValueError(f"frames must be [H, W, 3] or [N, H, W, 3]; got shape {frames.shape}")
         for frame in batch:
-            self._write_one(as_rgb_uint8(frame))
+            self._write_one(to_rgb_uint8(frame, f"frame {self._frames}"))
 
     def _write_one(self, frame: np.ndarray) -> None:
         import av

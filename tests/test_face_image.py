@@ -58,24 +58,32 @@ def test_float_unit_range_and_bool():
     assert to_rgb_uint8(mask)[0, :, 1].tolist() == [0, 255]
 
 
-def test_float_in_0_255_warns_and_rescales():
+def test_float_in_0_255_warns_and_rescales(caplog):
     img = RGB.astype(np.float64)
-    with pytest.warns(UserWarning, match="0..255"):
-        out = to_rgb_uint8(img)
+    with caplog.at_level("WARNING", logger="segtalker"):
+        out = to_rgb_uint8(img, "portrait")
     np.testing.assert_array_equal(out, RGB)
+    high = f"{RGB.max():.3g}"
+    assert f"portrait is a float image with values up to {high}: taken as 0..255" in caplog.text
 
 
-def test_small_float_overshoot_is_clipped_with_warning():
+def test_small_float_overshoot_is_clipped_with_warning(caplog):
     img = np.array([[-0.05, 0.5, 1.05]], dtype=np.float32)
-    with pytest.warns(UserWarning, match="clipped"):
+    with caplog.at_level("WARNING", logger="segtalker"):
         out = to_rgb_uint8(img)
     assert out[0, :, 0].tolist() == [0, 128, 255]
+    assert "image has float values -0.05..1.05 slightly outside 0..1; they are clipped" in caplog.text
 
 
-def test_nan_becomes_black_with_warning():
-    img = np.array([[np.nan, 1.0]], dtype=np.float32)
-    with pytest.warns(UserWarning, match="NaN"):
-        assert to_rgb_uint8(img)[0, :, 0].tolist() == [0, 255]
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_inf_is_refused_naming_the_input(bad):
+    img = np.array([[bad, 1.0]], dtype=np.float32)
+    with pytest.raises(ValueError, match="portrait contains 1 NaN/inf values"):
+        to_rgb_uint8(img, "portrait")
+    rgba = np.ones((2, 2, 4), np.float32)
+    rgba[0, 0, 3] = bad  # in the alpha channel too
+    with pytest.raises(ValueError, match="NaN"):
+        to_rgb_uint8_batch(rgba[None], "frames")
 
 
 def test_normalised_float_is_refused_with_a_hint():
@@ -122,8 +130,9 @@ def test_batch_layouts():
         to_rgb_uint8_batch(np.zeros((0, 4, 4, 3), np.uint8))
 
 
-def test_plain_uint8_input_raises_no_warning():
-    with warnings.catch_warnings():
+def test_plain_uint8_and_unit_float_input_log_nothing(caplog):
+    with warnings.catch_warnings(), caplog.at_level("DEBUG", logger="segtalker"):
         warnings.simplefilter("error")
         to_rgb_uint8(RGB)
         to_rgb_uint8(RGB.astype(np.float32) / 255.0)
+    assert not caplog.records

@@ -160,12 +160,15 @@ def test_reader_chunks_return_every_frame_in_order(tmp_path):
         assert [len(c) for c in reader] == [16, 4]
 
 
-def test_float_frames_are_accepted(tmp_path):
+def test_float_and_rgba_frames_follow_the_image_policy(tmp_path):
     path = str(tmp_path / "float.mp4")
     frame = pattern(0)
-    V.write_mp4(path, [frame.astype(np.float32) / 255.0] * 3, 25)
+    rgba = np.concatenate([frame, np.full(frame.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+    rgba[:, :64, 3] = 0  # transparent half: composited on black, like every image input
+    V.write_mp4(path, [frame.astype(np.float32) / 255.0, rgba], 25)
     decoded, _ = V.read_video(path)
     assert psnr(decoded[0], frame) > 30
+    assert decoded[1, 8:-8, 8:56].max() < 24 and psnr(decoded[1, :, 72:], frame[:, 72:]) > 30
 
 
 def test_bad_input_errors(tmp_path):
@@ -182,8 +185,12 @@ def test_bad_input_errors(tmp_path):
         V.Mp4Writer(path, 25, audio=tone(1.0))
     with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
         V.write_mp4(path, [np.zeros((32, 32), np.uint8)], 25)
-    with pytest.raises(ValueError, match="RGB"):
-        V.write_mp4(path, [np.zeros((32, 32, 4), np.uint8)], 25)
+    float_frame = np.full((32, 32, 3), 0.5, np.float32)
+    float_frame[3, 4, 1] = np.nan
+    with pytest.raises(ValueError, match="frame 0 contains 1 NaN"):
+        V.write_mp4(path, [float_frame], 25)
+    with pytest.raises(ValueError, match="5 channels"):
+        V.write_mp4(path, [np.zeros((32, 32, 5), np.uint8)], 25)
     with pytest.raises(ValueError, match="fps"):
         V.fps_fraction(0)
     with pytest.raises(FileNotFoundError, match="not found"):

@@ -1,25 +1,34 @@
-"""Normalising user images to the core's pixel format: RGB ``uint8`` ``[H, W, 3]``.
+"""The one image normaliser: user images -> the core's pixel format, RGB ``uint8`` ``[H, W, 3]``.
 
-Accepted inputs (anything ``np.asarray`` understands, e.g. a CPU torch tensor):
+Every entry point that takes an image from outside (CLI files, detector and aligner input, the
+mp4 writer's frames) goes through :func:`to_rgb_uint8` / :func:`to_rgb_uint8_batch`, so one
+policy holds everywhere. Accepted inputs (anything ``np.asarray`` understands, e.g. a CPU torch
+tensor):
 
 * layouts ``[H, W]`` (grey), ``[H, W, 1]`` (grey), ``[H, W, 2]`` (grey + alpha), ``[H, W, 3]``
   (RGB), ``[H, W, 4]`` (RGBA); batches add a leading ``N`` (see :func:`to_rgb_uint8_batch`);
-* dtypes ``uint8``; ``uint16`` (0..65535, e.g. 16-bit PNG); ``bool``; floats in 0..1 (ComfyUI
-  IMAGE); other integer types if their values lie in 0..255.
+  channels-first arrays are refused with a hint;
+* dtypes: ``uint8`` as is; ``uint16`` scaled from 0..65535 (16-bit PNG); ``bool`` as 0 / 255
+  (a mask shown as an image); floats in 0..1 (ComfyUI IMAGE); other integer types only if their
+  values lie in 0..255; anything else is a ``TypeError``.
 
 Alpha is **composited on black** (``rgb * alpha``) rather than dropped: transparent pixels of
 cut-out portraits often hold arbitrary colour that would otherwise show up around the person.
 
-Recoverable oddities warn and go on: floats up to 0.1 outside 0..1 are clipped, non-negative
-floats above 1.1 (but at most 255) are taken as 0..255 and divided by 255, NaN/inf become 0.
-Shapes and dtypes that cannot be an image raise
-``ValueError`` / ``TypeError`` naming the input.
+NaN or infinite values are refused (``ValueError`` naming the input): there is no right colour
+for them, and a black hole in a face would break detection downstream without saying why.
+Recoverable range oddities warn (logger ``"segtalker.image"``) and go on: floats up to 0.1
+outside 0..1 are clipped, non-negative floats above 1.1 (but at most 255) are taken as 0..255
+and divided by 255. Shapes and dtypes that cannot be an image raise ``ValueError`` /
+``TypeError`` naming the input.
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
+
+from ..logs import get_logger
+
+log = get_logger("image")
 
 # Float images a hair outside 0..1 are clipped silently; up to _FLOAT_OVERSHOOT outside (ringing
 # of bicubic/lanczos resampling) with a warning; beyond that the range is wrong, not overshot.
@@ -122,11 +131,10 @@ def _unit_float(array: np.ndarray, name: str) -> np.ndarray:
     values = array.astype(np.float32)
     finite = np.isfinite(values)
     if not finite.all():
-        warnings.warn(
-            f"{name} contains {int((~finite).sum())} NaN/inf values; they are set to 0",
-            stacklevel=4,
+        raise ValueError(
+            f"{name} contains {int(values.size - np.count_nonzero(finite))} NaN/inf values; "
+            f"check what produced it (an image must be finite)"
         )
-        values = np.where(finite, values, 0.0)
     low, high = float(values.min()), float(values.max())
     if low < -_FLOAT_OVERSHOOT or high > 255.0 + _FLOAT_TOLERANCE:
         raise ValueError(
@@ -134,16 +142,14 @@ def _unit_float(array: np.ndarray, name: str) -> np.ndarray:
             f"If it is normalised (e.g. -1..1 or ImageNet mean/std), undo that first."
         )
     if high > 1.0 + _FLOAT_OVERSHOOT:
-        warnings.warn(
-            f"{name} is a float image with values up to {high:.3g}: taken as 0..255 and divided by "
-            f"255 (float images are expected in 0..1)",
-            stacklevel=4,
+        log.warning(
+            "%s is a float image with values up to %.3g: taken as 0..255 and divided by 255 "
+            "(float images are expected in 0..1)", name, high,
         )
         values = values / 255.0
     elif low < -_FLOAT_TOLERANCE or high > 1.0 + _FLOAT_TOLERANCE:
-        warnings.warn(
-            f"{name} has float values {low:.3g}..{high:.3g} slightly outside 0..1; they are "
-            f"clipped",
-            stacklevel=4,
+        log.warning(
+            "%s has float values %.3g..%.3g slightly outside 0..1; they are clipped",
+            name, low, high,
         )
     return np.clip(values, 0.0, 1.0)

@@ -390,7 +390,7 @@ def _check_image(image: np.ndarray, name: str) -> np.ndarray:
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
         raise ValueError(
             f"{name} must be an RGB uint8 image [H, W, 3]; got {image.dtype} {image.shape} "
-            "(convert ComfyUI float images with (x * 255).round().astype(uint8))"
+            "(convert other images with face.image.to_rgb_uint8)"
         )
     return image
 

@@ -41,6 +41,7 @@ import numpy as np
 
 from .. import labels as L
 from ..containers import invert_affine
+from ..masks import dilate, erode
 from ..progress import Progress, report_progress
 from . import mesh_topology as T
 
@@ -97,13 +98,13 @@ def face_blend_mask(
         changed = np.asarray(changed, dtype=bool)
         if changed.shape != (size, size):
             raise ValueError(f"changed must be [S, S] = {(size, size)}; got {changed.shape}")
-        band = _dilate(changed, band_px if band_px is not None else 3.0 * feather_px)
+        band = dilate(changed, band_px if band_px is not None else 3.0 * feather_px)
         area = (area | changed) & band
-    erode = feather_px if erode_px is None else float(erode_px)
-    if erode > 0:
-        area = _erode(area, erode)
-    elif erode < 0:
-        area = _dilate(area, -erode)
+    erode_by = feather_px if erode_px is None else float(erode_px)
+    if erode_by > 0:
+        area = erode(area, erode_by, shrink_from_edge=True)  # outside the crop is not face
+    elif erode_by < 0:
+        area = dilate(area, -erode_by)
     mask = area.astype(np.float32)
     if feather_px > 0:
         mask = cv2.GaussianBlur(mask, (0, 0), sigmaX=feather_px / 2.0,
@@ -335,26 +336,6 @@ def _polygon_mask(landmarks: np.ndarray, indices: tuple[int, ...], size: int) ->
     # 4 fractional bits: sub-pixel accurate polygon edges.
     cv2.fillPoly(canvas, [np.round(pts * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
     return canvas.astype(bool)
-
-
-# Erosion and dilation by a Euclidean radius through the distance transform: the cost does not
-# grow with the radius (a 17x17 structuring element costs ~10x more at feather 8).
-
-
-def _erode(mask: np.ndarray, radius: float) -> np.ndarray:
-    """``mask`` (bool) shrunk by ``radius`` px; outside the crop counts as "not face"."""
-    padded = cv2.copyMakeBorder(mask.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    distance = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
-    return distance > radius
-
-
-def _dilate(mask: np.ndarray, radius: float) -> np.ndarray:
-    """``mask`` (bool) grown by ``radius`` px."""
-    mask = mask.astype(bool)
-    if radius <= 0 or not mask.any():
-        return mask
-    distance = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, 5)
-    return distance <= radius
 
 
 @lru_cache(maxsize=8)

@@ -42,6 +42,7 @@ from ..closing import Closing
 from ..face import mesh_topology as T
 from ..face.detect import run_solution
 from ..labels import BISENET_19
+from ..masks import dilate, erode
 
 _ID = {name: index for index, name in enumerate(BISENET_19)}
 
@@ -195,8 +196,7 @@ class LandmarkParser(Closing):
         """Hair over the forehead: pixels inside the oval above the brows that look like hair."""
         forehead = oval & (along < g.brow_level) & colours.hair_not_skin
         radius = max(1, int(round(g.face_h / 60.0)))
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-        return cv2.morphologyEx(forehead.astype(np.uint8), cv2.MORPH_OPEN, kernel).astype(bool)
+        return dilate(erode(forehead, radius), radius)  # opening: drops specks thinner than 2r
 
     # -- mouth -------------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from .. import labels as L
 from ..containers import FaceTrack, StyleCodes
+from ..masks import distance_outside
 
 MIN_REGION_PIXELS = 64
 CHROMA_RATIO_LIMIT = 4.0
@@ -326,8 +327,7 @@ def _feathered(mask: np.ndarray, feather: float) -> np.ndarray:
     weight = mask.astype(np.float32)
     if feather <= 0:
         return weight
-    distance = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, 5)
-    t = np.clip(1.0 - distance / float(feather), 0.0, 1.0)
+    t = np.clip(1.0 - distance_outside(mask) / float(feather), 0.0, 1.0)
     return (t * t * (3.0 - 2.0 * t)).astype(np.float32)
 
 

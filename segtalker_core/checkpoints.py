@@ -38,18 +38,15 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .components import COMPONENTS as _SPECS
+from .components import TITLES
+
 CONFIG_METADATA_KEY = "segtalker_config"
 FORMAT_VERSION = 1
 
-# Human names, used in every message that talks about a component.
-COMPONENTS: Mapping[str, str] = MappingProxyType({
-    "bisenet": "BiSeNet face parser",
-    "tsg": "TSG (talking segmentation generator)",
-    "syncnet": "segmentation SyncNet",
-    "encoder": "mask-guided encoder",
-    "generator": "mask-guided StyleGAN generator",
-    "discriminator": "StyleGAN discriminator",
-})
+# Human names, used in every message that talks about a component. The registry itself lives in
+# components.py (one source of truth); this is its name -> title view.
+COMPONENTS: Mapping[str, str] = TITLES
 UNKNOWN_COMPONENT = "unknown"
 LABEL_SCHEMES: tuple[str, ...] = ("bisenet_19", "celebamask_19", "regions_12")
 
@@ -345,15 +342,15 @@ def _inferred_config(keys: Iterable[str]) -> BundleConfig:
 def default_config(component: str) -> BundleConfig:
     """The config a component gets when a file carries none (e.g. a converted ``.pth``).
 
-    Only BiSeNet has a fixed published architecture; other components get an empty
-    ``architecture`` (their loaders then use their own defaults).
+    The defaults come from the component registry (:mod:`.components`): only BiSeNet has a fixed
+    published architecture; other components get an empty ``architecture`` (their loaders then
+    use their own defaults). Reading the registry, not parsing.bisenet, keeps this module free of
+    an import cycle with the parser (which imports this module).
     """
-    if component == "bisenet":
-        # Local import: parsing.bisenet imports this module.
-        from .parsing.bisenet import bisenet_bundle_config
-
-        return bisenet_bundle_config()
-    return BundleConfig(component=component)
+    spec = _SPECS[component]
+    return BundleConfig(component=component, architecture=spec.default_architecture,
+                        label_scheme=spec.default_label_scheme,
+                        resolution=spec.default_resolution)
 
 
 # ----------------------------------------------------------------------------------- paths

@@ -1,7 +1,11 @@
 """The learned backends of each stage (TSG, mask-guided encoder, mask-guided StyleGAN).
 
-Models arrive as :class:`LoadedModel` already placed on their device and dtype (the caller
-decides: the ComfyUI nodes through model_management, the CLI from ``--device``).
+Models arrive as :class:`LoadedModel` already placed on their device (the caller decides: the
+ComfyUI nodes through model_management, the CLI from ``--device``). Each run computes in the
+model's ``compute_dtype`` under autocast (:mod:`.precision`): inputs are built in float32, the
+weights are never cast, and every network output is checked for NaN/inf with an error that names
+the precision. Batched runs (TSG, generator) halve their batch on an out-of-memory error and
+retry, down to 1 (:mod:`.batching`); the halved size holds for the rest of the call.
 """
 from __future__ import annotations
 
@@ -12,15 +16,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import precision
+from .batching import AdaptiveBatch
 from .containers import FaceTrack, StyleCodes, TalkingSegmentation
 from .model_handle import LoadedModel
 
 Progress = Callable[[int, int], None] | None
 
+# Default batches of the learned runs (frames per forward pass); OOM halves them at run time.
+TSG_BATCH = 8
+GENERATOR_BATCH = 4
 
-def _placement(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
-    p = next(module.parameters())
-    return p.device, p.dtype
+
+def _placement(model: LoadedModel) -> tuple[torch.device, torch.dtype]:
+    """Where the module is (its parameters say) and the dtype the run computes in."""
+    p = next(model.runner.parameters())
+    return p.device, model.compute_dtype
 
 
 def tsg_segmentation(
@@ -31,7 +42,7 @@ def tsg_segmentation(
     source_index: np.ndarray,  # [T] frame of `faces` behind each output frame
     model: LoadedModel,
     reference_frame: int = 0,
-    batch_size: int = 8,
+    batch_size: int = TSG_BATCH,
     progress: Progress = None,
 ) -> np.ndarray:
     """``[T, S, S]`` uint8 12-region maps predicted by a TSG from the audio's mel windows.
@@ -44,7 +55,8 @@ def tsg_segmentation(
     from .models.tsg import predict_talking_segmentation
 
     tsg = model.runner
-    device, dtype = _placement(tsg)
+    device, dtype = _placement(model)
+    batch = AdaptiveBatch(batch_size, "TSG")  # shared by the chunks: a size that failed stays off
     # DESIGN 6/8: the 0.2 s window is centred on the frame; a bundle trained otherwise says so.
     align = ((model.config.extra or {}).get("mel_align") if model.config is not None else None) or "centre"
     regions = faces.regions
@@ -61,7 +73,7 @@ def tsg_segmentation(
                 progress(offset + done, n_frames)
 
         out[start:stop] = predict_talking_segmentation(
-            tsg, source, reference, windows, batch_size, device, dtype, progress=chunk_progress,
+            tsg, source, reference, windows, batch, device, dtype, progress=chunk_progress,
         )
     missing = ~faces.found[source_index]
     out[missing] = regions[source_index[missing]]
@@ -73,17 +85,19 @@ def encode_style_learned(faces: FaceTrack, model: LoadedModel, frame: int) -> St
     from .models.bundles import check_finite
 
     encoder = model.runner
-    device, dtype = _placement(encoder)
+    device, dtype = _placement(model)
     size = encoder.config.input_size
     crop = faces.crops[frame]
     if crop.shape[0] != size:
         crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
     image = torch.from_numpy(crop).permute(2, 0, 1)[None].to(device=device, dtype=torch.float32)
-    image = (image / 127.5 - 1.0).to(dtype)
+    image = image / 127.5 - 1.0
     check_finite(image, "image")
     regions = torch.from_numpy(faces.regions[frame].astype(np.int64))[None].to(device)
-    with torch.inference_mode():
+    # One frame: a batch of one, nothing to halve on an out-of-memory error.
+    with torch.inference_mode(), precision.compute(device, dtype):
         codes, valid = encoder(image, regions)
+    precision.check_output(codes, "the mask-guided encoder", dtype)
     return StyleCodes(
         kind="learned",
         valid=valid.cpu().numpy().astype(bool),
@@ -99,7 +113,7 @@ def synthesize_learned(
     model: LoadedModel,
     background: str = "source",
     seed: int = 0,
-    batch_size: int = 4,
+    batch_size: int = GENERATOR_BATCH,
     progress: Progress = None,
 ) -> np.ndarray:
     """``[T, S, S, 3]`` uint8 crops from the mask-guided generator.
@@ -110,7 +124,7 @@ def synthesize_learned(
     from .models.bundles import ResizePlan, check_finite, check_style_codes, plan_segmentation_resize
 
     generator = model.runner
-    device, dtype = _placement(generator)
+    device, dtype = _placement(model)
     size = generator.config.size
     if style.kind != "learned":
         raise ValueError(
@@ -126,28 +140,32 @@ def synthesize_learned(
         plan_segmentation_resize(int(tsg_resolution), size)  # warns when TSG and generator differ
     to_generator = ResizePlan(s, size)  # crop-size maps -> generator size (nearest: labels never blend)
     noise_rng = torch.Generator(device="cpu").manual_seed(int(seed))
-    noise = [n.to(device=device, dtype=dtype) for n in generator.make_noise(1, noise_rng, device="cpu")]
-    codes = codes[:1].to(device=device, dtype=dtype)
+    noise = [n.to(device) for n in generator.make_noise(1, noise_rng, device="cpu")]
+    codes = codes[:1].to(device=device, dtype=torch.float32)
     valid = torch.from_numpy(style.valid[:1]).to(device)
     t_total = len(segmentation)
     out = np.empty((t_total, s, s, 3), dtype=np.uint8)
-    with torch.inference_mode():
-        for start in range(0, t_total, batch_size):
-            stop = min(start + batch_size, t_total)
-            maps = torch.from_numpy(segmentation.regions[start:stop].astype(np.int64)).to(device)
-            maps = to_generator.apply(maps)
-            b = stop - start
+
+    def step(start: int, stop: int) -> None:
+        maps = torch.from_numpy(segmentation.regions[start:stop].astype(np.int64)).to(device)
+        maps = to_generator.apply(maps)
+        b = stop - start
+        with precision.compute(device, dtype):
             image = generator(codes.expand(b, -1, -1, -1), maps, noise=noise, valid=valid.expand(b, -1))
-            image = F.interpolate(image.float(), size=(s, s), mode="bilinear", align_corners=False, antialias=size > s)
-            rgb = ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-            sources = segmentation.faces.crops[segmentation.source_index[start:stop]]
-            if background == "source":
-                keep = segmentation.regions[start:stop] == 0
-                rgb[keep] = sources[keep]
-            # A frame without a face keeps its source crop (paste-back passes it through anyway).
-            no_face = ~segmentation.faces.found[segmentation.source_index[start:stop]]
-            rgb[no_face] = sources[no_face]
-            out[start:stop] = rgb
-            if progress is not None:
-                progress(stop, t_total)
+        precision.check_output(image, "the mask-guided generator", dtype)
+        image = F.interpolate(image.float(), size=(s, s), mode="bilinear", align_corners=False, antialias=size > s)
+        rgb = ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        sources = segmentation.faces.crops[segmentation.source_index[start:stop]]
+        if background == "source":
+            keep = segmentation.regions[start:stop] == 0
+            rgb[keep] = sources[keep]
+        # A frame without a face keeps its source crop (paste-back passes it through anyway).
+        no_face = ~segmentation.faces.found[segmentation.source_index[start:stop]]
+        rgb[no_face] = sources[no_face]
+        out[start:stop] = rgb
+        if progress is not None:
+            progress(stop, t_total)
+
+    with torch.inference_mode():
+        AdaptiveBatch(batch_size, "generator").run(t_total, step)
     return out

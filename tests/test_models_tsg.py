@@ -178,7 +178,7 @@ def test_predict_rejects_bad_inputs():
     with pytest.raises(ValueError, match="merge 19-class"):
         predict_talking_segmentation(model, src + 10, ref, mel, 2, "cpu", torch.float32)
     with pytest.raises(ValueError, match="move it first"):
-        predict_talking_segmentation(model, src, ref, mel, 2, "cpu", torch.float16)
+        predict_talking_segmentation(model, src, ref, mel, 2, "meta", torch.float32)
 
 
 def test_dice_and_weighted_cross_entropy():

@@ -3,8 +3,9 @@
 A bundle is one ``.safetensors`` per component (:mod:`segtalker_core.checkpoints`): its weights
 and a :class:`~segtalker_core.checkpoints.BundleConfig` whose ``architecture`` is the
 component's config dataclass as a dict (``TSGConfig``, ``SyncNetConfig``, ``EncoderConfig``,
-``GeneratorConfig``, ``DiscriminatorConfig``). :data:`REGISTRY` maps a component to its classes;
-the classes are imported only when used, so this module imports without them.
+``GeneratorConfig``, ``DiscriminatorConfig``). :data:`REGISTRY` (the learned part of
+:data:`segtalker_core.components.COMPONENTS`) maps a component to its classes; the classes are
+imported only when used, so this module imports without them.
 
 Pairing of encoder and generator. Style codes are only meaningful to the generator the encoder
 was trained with (same shapes are not enough: two generators of the same architecture have
@@ -21,7 +22,6 @@ unrelated latent spaces). So
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 import warnings
 from collections.abc import Mapping
@@ -36,8 +36,7 @@ from torch import nn
 
 from .. import checkpoints as ck
 from ..checkpoints import BundleConfig
-
-REGIONS_SCHEME = "regions_12"
+from ..components import LEARNED, REGIONS_SCHEME, LearnedSpec
 
 # Wav2Lip mel front end (segtalker_core.audio.mel): written into audio-driven bundles so a file
 # says which features it was trained on, and checked on load.
@@ -49,39 +48,9 @@ WAV2LIP_AUDIO: Mapping[str, Any] = {
 
 # ------------------------------------------------------------------------------------ registry
 
-@dataclass(frozen=True)
-class ComponentSpec:
-    """Where a component's module and config classes live, and which config field is its
-    resolution."""
-
-    component: str
-    module: str  # under segtalker_core.models
-    model_class: str
-    config_class: str
-    resolution_field: str
-    audio_driven: bool = False
-    label_scheme: str | None = REGIONS_SCHEME
-
-    def classes(self) -> tuple[type[nn.Module], type]:
-        try:
-            mod = importlib.import_module(f"{__package__}.{self.module}")
-        except ImportError as exc:
-            raise ImportError(f"the {ck.COMPONENTS[self.component]} code "
-                              f"(segtalker_core.models.{self.module}) cannot be imported: {exc}") \
-                from exc
-        return getattr(mod, self.model_class), getattr(mod, self.config_class)
-
-
-REGISTRY: Mapping[str, ComponentSpec] = {
-    "tsg": ComponentSpec("tsg", "tsg", "TSG", "TSGConfig", "resolution", audio_driven=True),
-    "syncnet": ComponentSpec("syncnet", "syncnet", "SegSyncNet", "SyncNetConfig", "resolution",
-                             audio_driven=True),
-    "encoder": ComponentSpec("encoder", "encoder", "MaskGuidedEncoder", "EncoderConfig",
-                             "input_size"),
-    "generator": ComponentSpec("generator", "stylegan", "Generator", "GeneratorConfig", "size"),
-    "discriminator": ComponentSpec("discriminator", "discriminator", "Discriminator",
-                                   "DiscriminatorConfig", "size", label_scheme=None),
-}
+# The learned components, read from the one registry (segtalker_core.components).
+ComponentSpec = LearnedSpec
+REGISTRY: Mapping[str, LearnedSpec] = LEARNED
 
 
 def _spec(component: str) -> ComponentSpec:
@@ -365,7 +334,11 @@ def load_component(path: str | os.PathLike[str], expected_component: str,
                    ) -> tuple[nn.Module, BundleConfig]:
     """Load a bundle into a new module of ``expected_component`` on ``device`` in ``dtype``
     (eval mode). Errors name the file and what is wrong: another component, a newer format,
-    no SegTalker config, foreign audio features, weights that do not fit."""
+    no SegTalker config, foreign audio features, weights that do not fit.
+
+    ``dtype`` converts the *new* module once, for training and benchmarks; the pipeline's loaders
+    keep float32 here and choose the compute precision per run (segtalker_core.precision), so a
+    cached model is never rounded."""
     _spec(expected_component)
     state_dict, config = ck.load(path, expected_component, search_dirs=search_dirs)
     p = Path(path)

@@ -5,8 +5,14 @@ NVlabs code: equalised learning rate (weights stored at unit variance, scaled by
 run time), FIR resampling with the [1, 3, 3, 1] kernel, bias + leaky ReLU(0.2) with gain sqrt(2),
 noise injection with a learned scalar, weight (de)modulation.
 
-Device and dtype always come from the inputs. Quantities that can overflow or underflow in half
-precision (demodulation) are computed in float32 and cast back.
+Device and dtype always come from the inputs (or from an enclosing ``torch.autocast``).
+Quantities that can overflow or underflow in half precision (demodulation) are computed in
+float32 and cast back. When a layer computes in fp16 (:func:`computes_in_fp16`) it also takes
+NVlabs' StyleGAN2-ADA safeguards: demodulated convs pre-normalise weight and styles to a maximum
+of 1 (demodulation divides the scale out again, so the result is the same up to rounding, but
+the intermediate ``x * s`` and the conv sums stay far from fp16's 65504), and activations are
+clamped to +-:data:`FP16_CLAMP` (times the activation gain). bf16 has float32's range and needs
+neither; float32 runs are untouched.
 """
 from __future__ import annotations
 
@@ -20,10 +26,45 @@ from torch import nn
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
 DEMOD_EPS = 1e-8
+# NVlabs' conv_clamp: activations of fp16 layers are clamped to this (x gain after lReLU).
+FP16_CLAMP = 256.0
 
 
 # ----------------------------------------------------------------------------------------------
 # Pure helpers.
+
+
+def computes_in_fp16(x: torch.Tensor) -> bool:
+    """True when ops on ``x`` run in float16: ``x`` is fp16, or an fp16 autocast is active on its
+    device (the input of the first layer is still float32 then)."""
+    if x.dtype == torch.float16:
+        return True
+    try:
+        return (torch.is_autocast_enabled(x.device.type)
+                and torch.get_autocast_dtype(x.device.type) == torch.float16)
+    except (TypeError, AttributeError, RuntimeError):  # torch < 2.4: no per-device query
+        return x.is_cuda and torch.is_autocast_enabled() and \
+            torch.get_autocast_gpu_dtype() == torch.float16
+
+
+def fp16_prenormalise(
+    weight: torch.Tensor,  # [Cout, Cin, k, k] shared weight (equalised scale applied)
+    styles: torch.Tensor,  # [B, ..., Cin] styles (any leading dims after the batch)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """NVlabs' fp16 pre-normalisation of a *demodulated* conv: each output channel's weight to a
+    maximum magnitude of 1/sqrt(fan_in), each sample's styles to a maximum of 1.
+
+    Demodulation is invariant to both scales (a per-output-channel weight scale and a per-sample
+    style scale cancel in w*s / ||w*s||), so only the rounding changes. Returned in float32;
+    callers cast where they use them.
+    """
+    w = weight.float()
+    fan_in = w[0].numel()
+    w = w * (fan_in ** -0.5 / w.flatten(1).abs().amax(dim=1).clamp_min(1e-30)).view(-1, 1, 1, 1)
+    s = styles.float()
+    peak = s.flatten(1).abs().amax(dim=1).clamp_min(1e-30)
+    s = s / peak.view(-1, *([1] * (s.ndim - 1)))
+    return w, s
 
 
 def fir_kernel(
@@ -72,11 +113,13 @@ def bias_act(
     bias: torch.Tensor | None,  # [C]
     negative_slope: float = LRELU_SLOPE,  # leaky ReLU slope
     gain: float = LRELU_GAIN,  # keeps the activation variance-preserving
+    clamp: float | None = None,  # clamp the result to +-clamp (NVlabs' conv_clamp * gain)
 ) -> torch.Tensor:
     """StyleGAN's fused bias + leaky ReLU, as two plain ops."""
     if bias is not None:
         x = x + bias.to(x.dtype).view(1, -1, *([1] * (x.ndim - 2)))
-    return F.leaky_relu(x, negative_slope) * gain
+    x = F.leaky_relu(x, negative_slope) * gain
+    return x if clamp is None else x.clamp(-clamp, clamp)
 
 
 def demodulation(
@@ -105,6 +148,8 @@ def modulated_conv2d(
     identical to modulating the weights per sample, and it is also the form the mask-guided fast
     layer generalises to per-pixel styles.
     """
+    if demodulate and computes_in_fp16(x):
+        weight, styles = fp16_prenormalise(weight, styles)
     x = x * styles.to(x.dtype)[:, :, None, None]
     x = shared_conv(x, weight, up=up, blur=blur)
     if demodulate:

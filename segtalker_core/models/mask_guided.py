@@ -57,7 +57,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .layers import DEMOD_EPS, ModulatedConv2d, modulated_conv2d, shared_conv
+from .layers import (DEMOD_EPS, ModulatedConv2d, computes_in_fp16, fp16_prenormalise,
+                     modulated_conv2d, shared_conv)
 
 IMPLEMENTATIONS = ("fast", "reference")
 
@@ -190,8 +191,15 @@ def mask_guided_conv_fast(
     up: int = 1,  # 1, or 2 for transposed conv + FIR blur
     blur: torch.Tensor | None = None,  # [kh, kw] FIR kernel for up=2
 ) -> torch.Tensor:
-    """One-conv mask-guided modulated conv: ``[B, Cout, H*up, W*up]``."""
+    """One-conv mask-guided modulated conv: ``[B, Cout, H*up, W*up]``.
+
+    In fp16 a demodulated layer pre-normalises weight and styles as NVlabs does (one scale per
+    sample over all regions, so the regions keep their relative styles; the per-pixel
+    demodulation cancels the scales, see layers.fp16_prenormalise).
+    """
     assert masks_in.shape[-2:] == x.shape[-2:], (masks_in.shape, x.shape)
+    if demodulate and computes_in_fp16(x):
+        weight, styles = fp16_prenormalise(weight, styles)
     y = shared_conv(x * style_map(styles, masks_in.to(x.dtype)), weight, up=up, blur=blur)
     if demodulate:
         d = pixel_demodulation(weight, styles, masks_in)

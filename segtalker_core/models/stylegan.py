@@ -32,7 +32,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .layers import EqualLinear, NoiseInjection, Upsample, bias_act, random_noise
+from .layers import (FP16_CLAMP, LRELU_GAIN, EqualLinear, NoiseInjection, Upsample, bias_act,
+                     computes_in_fp16, random_noise)
 from .mask_guided import IMPLEMENTATIONS, MaskGuidedModulatedConv, RegionMasks
 
 GLOBAL_STYLES = ("area", "mean")
@@ -163,7 +164,9 @@ class StyledConv(nn.Module):
     ) -> torch.Tensor:
         x = self.conv(x, w, masks)
         x = self.noise(x, noise, generator)
-        return bias_act(x, self.bias)
+        # fp16: NVlabs' conv_clamp keeps a hot activation from overflowing the next layer.
+        clamp = FP16_CLAMP * LRELU_GAIN if computes_in_fp16(x) else None
+        return bias_act(x, self.bias, clamp=clamp)
 
 
 class ToRGB(nn.Module):
@@ -192,6 +195,8 @@ class ToRGB(nn.Module):
         skip: torch.Tensor | None,  # [B, 3, H/2, W/2] image so far
     ) -> torch.Tensor:
         rgb = self.conv(x, w, masks) + self.bias.to(x.dtype).view(1, -1, 1, 1)
+        if computes_in_fp16(rgb):
+            rgb = rgb.clamp(-FP16_CLAMP, FP16_CLAMP)  # NVlabs clamps ToRGB at conv_clamp too
         if skip is not None:
             rgb = rgb + self.upsample(skip)
         return rgb

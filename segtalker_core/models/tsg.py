@@ -23,7 +23,9 @@ must mask the same way. Two modes:
   mask does not leak how open the mouth is; it keeps more of the source (cheeks, chin) exact.
   Frames without lips fall back to the lower half.
 
-Device and dtype come from the caller; nothing here moves a module.
+Device and dtype come from the caller; nothing here moves a module. The dtype is the precision
+the network *computes* in (autocast, :func:`segtalker_core.precision.compute`): the weights are
+never cast, whatever precision a run uses.
 """
 from __future__ import annotations
 
@@ -38,6 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import labels as L
+from .. import precision
+from ..batching import AdaptiveBatch
 from .audio_encoder import MEL_BINS, MEL_STEPS, AudioEncoder, AudioEncoderConfig, check_mel_batch
 
 LIPS = L.REGIONS_12.index("lips")
@@ -359,11 +363,10 @@ def _check_regions(array: Any, name: str, ndim: int, layout: str) -> np.ndarray:
     return array
 
 
-def _model_placement_matches(model: nn.Module, device: torch.device, dtype: torch.dtype) -> bool:
+def _model_on(model: nn.Module, device: torch.device) -> bool:
     p = next(model.parameters())
-    same_device = p.device.type == device.type and (device.index is None
-                                                     or p.device.index == device.index)
-    return same_device and p.dtype == dtype
+    return p.device.type == device.type and (device.index is None
+                                             or p.device.index == device.index)
 
 
 def predict_talking_segmentation(
@@ -371,7 +374,7 @@ def predict_talking_segmentation(
     source_regions: np.ndarray,  # [T, S, S] uint8: pose source map of each output frame
     reference_regions: np.ndarray,  # [S, S] uint8: identity reference (another frame)
     mel_windows: np.ndarray,  # [T, 80, 16] float: Wav2Lip mel window of each frame
-    batch_size: int,
+    batch_size: int | AdaptiveBatch,
     device: str | torch.device,
     dtype: torch.dtype,
     progress: Callable[[int, int], None] | None = None,  # called (frames done, total) per batch
@@ -387,8 +390,13 @@ def predict_talking_segmentation(
     keeps hair, eyes etc. exactly stable across frames and exact at ``S`` when ``S`` is larger
     than the model's resolution.
 
-    The model must already be on ``device`` in ``dtype`` (use ``LoadedModel.place``); it is run
-    in eval mode and its previous mode restored.
+    The model must already be on ``device``; it computes in ``dtype`` (autocast, its weights are
+    not cast) in eval mode and its previous mode is restored. ``batch_size``: an int, or an
+    :class:`~segtalker_core.batching.AdaptiveBatch` shared by the calls of one run; either way an
+    out-of-memory error halves the batch and retries (down to 1). Logits with NaN/inf raise
+    :class:`~segtalker_core.precision.NonFiniteOutputError` naming the precision; they are upcast
+    to float32 before the argmax (half-precision logits tie where float32 ones do not), as
+    the BiSeNet parser does.
     """
     from .bundles import check_finite  # local: bundles imports this module lazily
 
@@ -408,42 +416,49 @@ def predict_talking_segmentation(
         raise ValueError(f"mel_windows must be [T, {MEL_BINS}, {MEL_STEPS}] with T = {t} (one "
                          f"window per source map), got {mel_windows.shape}")
     check_finite(mel_windows, "mel_windows")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    batch = batch_size if isinstance(batch_size, AdaptiveBatch) \
+        else AdaptiveBatch(batch_size, "TSG") if isinstance(batch_size, int) and batch_size >= 1 \
+        else None
+    if batch is None:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating torch dtype, got {dtype!r}")
     device = torch.device(device)
-    if not _model_placement_matches(model, device, dtype):
+    if not _model_on(model, device):
         p = next(model.parameters())
-        raise ValueError(f"the TSG is on {p.device} in {p.dtype}, but device={device}, "
-                         f"dtype={dtype} were asked for; move it first (LoadedModel.place or "
-                         f"model.to(device, dtype))")
+        raise ValueError(f"the TSG is on {p.device}, but device={device} was asked for; move it "
+                         f"first (LoadedModel.place or model.to(device))")
     out = np.empty((t, s, s), dtype=np.uint8)
     if t == 0:
         return out
 
     r = model.resolution
     reference = torch.from_numpy(reference_regions).to(device).long()[None]
-    reference = onehot(_resize_labels(reference, r), dtype=dtype)
+    reference = onehot(_resize_labels(reference, r))
+
+    def step(start: int, stop: int) -> None:
+        src_full = torch.from_numpy(source_regions[start:stop]).to(device).long()
+        src = onehot(_resize_labels(src_full, r))
+        mel = torch.from_numpy(np.ascontiguousarray(mel_windows[start:stop], dtype=np.float32))
+        mel = mel.to(device)[:, None]
+        with precision.compute(device, dtype):
+            logits = model(src, reference.expand(stop - start, -1, -1, -1), mel)
+        precision.check_output(logits, "the TSG", dtype)
+        logits = logits.float()
+        if r != s:
+            logits = F.interpolate(logits, size=(s, s), mode="bilinear", align_corners=False)
+        predicted = logits.argmax(dim=1)
+        keep = ~mouth_area_mask(src_full, model.config.mouth_mask)
+        merged = torch.where(keep, src_full, predicted)
+        out[start:stop] = merged.to("cpu", torch.uint8).numpy()
+        if progress is not None:
+            progress(stop, t)
+
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            for start in range(0, t, batch_size):
-                stop = min(start + batch_size, t)
-                src_full = torch.from_numpy(source_regions[start:stop]).to(device).long()
-                src = onehot(_resize_labels(src_full, r), dtype=dtype)
-                mel = torch.from_numpy(np.ascontiguousarray(mel_windows[start:stop],
-                                                            dtype=np.float32))
-                mel = mel.to(device=device, dtype=dtype)[:, None]
-                logits = model(src, reference.expand(stop - start, -1, -1, -1), mel)
-                if r != s:
-                    logits = F.interpolate(logits.float(), size=(s, s), mode="bilinear",
-                                           align_corners=False)
-                predicted = logits.argmax(dim=1)
-                keep = ~mouth_area_mask(src_full, model.config.mouth_mask)
-                merged = torch.where(keep, src_full, predicted)
-                out[start:stop] = merged.to("cpu", torch.uint8).numpy()
-                if progress is not None:
-                    progress(stop, t)
+            batch.run(t, step)
     finally:
         model.train(was_training)
     return out

@@ -9,6 +9,9 @@ Inference (:class:`BiSeNetParser`) reproduces the upstream test script: RGB, res
 (bilinear, antialiased like PIL), /255, ImageNet mean/std, first output, argmax over the 19 classes
 (BiSeNet order, :data:`segtalker_core.labels.BISENET_19`), then the map is resized back to the crop
 size with nearest-neighbour sampling.
+
+Precision: the network keeps the weights it was loaded with; a bf16/fp16 parser computes under
+autocast (:func:`segtalker_core.precision.compute`), so parsing never rounds the cached weights.
 """
 from __future__ import annotations
 
@@ -20,12 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import checkpoints
+from .. import checkpoints, precision
+from ..batching import AdaptiveBatch
+from ..components import BISENET_ARCHITECTURE
 from ..labels import NUM_CLASSES_19
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-INPUT_SIZE = 512
+# The published network's constants, from the component registry (one source of truth).
+IMAGENET_MEAN: tuple[float, float, float] = tuple(BISENET_ARCHITECTURE["mean"])
+IMAGENET_STD: tuple[float, float, float] = tuple(BISENET_ARCHITECTURE["std"])
+INPUT_SIZE: int = int(BISENET_ARCHITECTURE["input_size"])
 
 
 @dataclass(frozen=True)
@@ -214,9 +220,11 @@ class BiSeNet(nn.Module):
 class BiSeNetParser:
     """:class:`~segtalker_core.parsing.base.FaceParser` backed by a BiSeNet module.
 
-    The module is moved to ``device``/``dtype`` and put in eval mode. Crops are processed
-    ``batch_size`` at a time. ``input_size`` is the network resolution; the checkpoint was
-    trained at 512, other values trade accuracy for speed.
+    The module is moved to ``device`` (never cast) and put in eval mode; ``dtype`` is the
+    precision it *computes* in (autocast). Crops are processed ``batch_size`` at a time; an
+    out-of-memory error halves the batch (down to 1) for the rest of the run (until the next
+    :meth:`place`). ``input_size`` is the network resolution; the checkpoint was trained at 512,
+    other values trade accuracy for speed.
     """
 
     name = "bisenet"
@@ -235,27 +243,33 @@ class BiSeNetParser:
         self.dtype = dtype
         self.batch_size = batch_size
         self.input_size = input_size
-        self.model = model.to(device=self.device, dtype=dtype).eval()
+        self.model = model.to(self.device).eval()
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        self._batch = AdaptiveBatch(batch_size, "BiSeNet parse")
 
     def place(self, device: str | torch.device, dtype: torch.dtype) -> None:
-        """Move the network (and the normalisation constants) to another device/dtype."""
+        """Move the network (and the normalisation constants) to ``device`` and compute in
+        ``dtype`` from now on. The weights are moved, never cast: their values stay as loaded."""
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating torch dtype, got {dtype!r}")
         self.device = torch.device(device)
         self.dtype = dtype
-        self.model.to(device=self.device, dtype=dtype)
+        self.model.to(self.device)
         self._mean = self._mean.to(self.device)
         self._std = self._std.to(self.device)
+        self._batch = AdaptiveBatch(self.batch_size, "BiSeNet parse")  # a new run, a new budget
 
     def preprocess(self, crops: np.ndarray) -> torch.Tensor:
-        """``[n, S, S, 3]`` uint8 RGB -> normalised ``[n, 3, input_size, input_size]``."""
+        """``[n, S, S, 3]`` uint8 RGB -> normalised float32 ``[n, 3, input_size, input_size]``
+        (autocast lowers it where the network computes)."""
         x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device)
         x = x.permute(0, 3, 1, 2).float() / 255.0
         if x.shape[-1] != self.input_size:
             # antialias=True matches PIL's bilinear resize, which the checkpoint was tested with.
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                               align_corners=False, antialias=True)
-        return ((x - self._mean) / self._std).to(self.dtype)
+        return (x - self._mean) / self._std
 
     @torch.inference_mode()
     def parse(self, crops: np.ndarray, landmarks: np.ndarray | None = None) -> np.ndarray:
@@ -270,16 +284,19 @@ class BiSeNetParser:
             raise ValueError(f"landmarks has {len(landmarks)} entries but crops has {n}; pass one "
                              f"landmark set per crop")
         out = np.empty((n, size, size), dtype=np.uint8)
-        for start in range(0, n, self.batch_size):
-            stop = min(start + self.batch_size, n)
+
+        def step(start: int, stop: int) -> None:
             out[start:stop] = self._parse_batch(crops[start:stop], size)
+
+        self._batch.run(n, step)
         return out
 
     def _parse_batch(self, crops: np.ndarray, size: int) -> np.ndarray:
-        logits = self.model.segment(self.preprocess(crops))
-        # Upcast before argmax: half-precision logits can tie, and a NaN must never win.
-        logits = torch.nan_to_num(logits.float(), nan=float("-inf"))
-        labels = logits.argmax(dim=1, keepdim=True).to(torch.uint8)
+        with precision.compute(self.device, self.dtype):
+            logits = self.model.segment(self.preprocess(crops))
+        precision.check_output(logits, "the BiSeNet face parser", self.dtype)
+        # Upcast before argmax: half-precision logits tie where float32 ones do not.
+        labels = logits.float().argmax(dim=1, keepdim=True).to(torch.uint8)
         if labels.shape[-1] != size:
             labels = F.interpolate(labels, size=(size, size), mode="nearest-exact")
         return labels[:, 0].cpu().numpy()
@@ -309,6 +326,9 @@ def load_bisenet(path: str | os.PathLike[str], device: str | torch.device = "cpu
 
     ``.pth`` files are read with ``torch.load(weights_only=True)``; a ``module.`` prefix is
     stripped; the state dict must fit exactly (strict).
+
+    ``dtype`` is the precision the parser computes in; the weights stay as stored (upcast to
+    float32 when the file holds half precision, which is exact).
     """
     state_dict, bundle = checkpoints.load(path, expected_component="bisenet",
                                           search_dirs=search_dirs)

@@ -52,39 +52,17 @@ def builtin_parser_model() -> LoadedModel:
     )
 
 
-def load_model(path: str, device="cpu", dtype=None) -> LoadedModel:
+def load_model(path: str, device="cpu", dtype=None, *, slot: str | None = None,
+               precision: str = "auto") -> LoadedModel:
     """Load any SegTalker weight file: a BiSeNet parser checkpoint or a learned component bundle.
 
-    What the file is comes from its header (bundle metadata, or the layout of its keys).
+    What the file is comes from its header; ``slot`` refuses a file of another component before
+    its tensors are read; ``precision`` (auto / fp32 / bf16 / fp16) is what runs compute in, the
+    weights stay as stored. See :func:`segtalker_core.model_loading.load_model`.
     """
-    from . import checkpoints
+    from .model_loading import load_model as _load_model
 
-    config = checkpoints.read_config(path)
-    if config.component == "bisenet":
-        import torch
-
-        from .parsing.bisenet import load_bisenet
-
-        runner = load_bisenet(path, device=device, dtype=dtype or torch.float32)
-        return LoadedModel(
-            component=PARSER,
-            runner=runner,
-            source=str(path),
-            config=config,
-            description=f"BiSeNet face parser (19 classes, 512 input) from {path}",
-        )
-    import torch
-
-    from .models import bundles
-
-    module, config = bundles.load_component(path, config.component, device=device, dtype=dtype or torch.float32)
-    return LoadedModel(
-        component=config.component,
-        runner=module,
-        source=str(path),
-        config=config,
-        description=bundles.describe(path),
-    )
+    return _load_model(path, device, dtype, slot=slot, precision=precision)
 
 
 # ---------------------------------------------------------------------------------------------

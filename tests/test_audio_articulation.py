@@ -116,10 +116,11 @@ def test_silence_around_speech_rests_with_closed_lips(papa):
     assert REST[CLOSURE] >= 0.5 and REST[JAW] == 0.0
 
 
-def test_silent_audio_gives_a_closed_still_mouth_without_warnings():
-    with warnings.catch_warnings():
+def test_silent_audio_gives_a_closed_still_mouth_without_warnings(caplog):
+    with warnings.catch_warnings(), caplog.at_level("WARNING", logger="segtalker"):
         warnings.simplefilter("error")
         track = articulation_from_audio(np.zeros(16000 * 2, np.float32), 25)
+    assert not caplog.records
     assert len(track) == 50
     np.testing.assert_array_equal(track.params, np.tile(REST, (50, 1)))
     assert (track.speech == 0).all()
@@ -195,9 +196,11 @@ def test_noise_and_music_do_not_work_the_jaw(sentence, kind, method):
     assert track.speech.max() < 0.3 < speech_track.speech.mean()
 
 
-def test_missing_model_warns_and_falls_back_to_acoustic(sentence, tmp_path):
-    with pytest.warns(UserWarning, match="acoustic"):
+def test_missing_model_warns_and_falls_back_to_acoustic(sentence, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="segtalker"):
         track = articulation_from_audio(sentence, 25, method="auto", model_dir=str(tmp_path / "nope"))
+    assert "phoneme recognition unavailable" in caplog.text
+    assert "using the acoustic articulation, which works for any language" in caplog.text
     assert track.method == "acoustic"
     ref = articulation_from_audio(sentence, 25, method="acoustic")
     np.testing.assert_array_equal(track.params, ref.params)

@@ -72,7 +72,7 @@ def test_frames_without_a_face(detector, kind):
     assert out.found.tolist() == [False] and len(out) == 1
 
 
-def test_several_faces_largest_by_default_or_by_index(detector, face_crop):
+def test_several_faces_largest_by_default_or_by_index(detector, face_crop, caplog):
     small = cv2.resize(face_crop, (160, 160), interpolation=cv2.INTER_AREA)
     canvas = np.full((256, 160 + 40 + 256, 3), 120, np.uint8)
     canvas[48:208, :160] = small  # small face on the left
@@ -83,8 +83,9 @@ def test_several_faces_largest_by_default_or_by_index(detector, face_crop):
     assert select_face(faces).center_x > 200  # largest: the right one
     assert select_face(faces, 0).center_x < 160  # index 0: the left one
     assert select_face(faces, 1).center_x > 200
-    with pytest.warns(UserWarning, match="only 2 face"):
+    with caplog.at_level("WARNING", logger="segtalker"):
         assert select_face(faces, 2) is None
+    assert "face_index=2 asks for face number 3 from the left, but only 2 face(s) were found" in caplog.text
     with pytest.raises(ValueError, match="face_index"):
         select_face(faces, -2)
     # Through align_faces: the chosen face is the one in the crop.
@@ -115,10 +116,11 @@ def test_huge_image_is_detected_on_a_downscaled_copy(detector, astronaut, refere
     assert faces[0].landmarks[:, 0].max() > 1500
 
 
-def test_tiny_image_is_upscaled_with_a_warning(detector, face_crop):
+def test_tiny_image_is_upscaled_with_a_warning(detector, face_crop, caplog):
     tiny = cv2.resize(face_crop, (48, 48), interpolation=cv2.INTER_AREA)
-    with pytest.warns(UserWarning, match="upscaling"):
-        faces = detector.detect(tiny)
+    with caplog.at_level("WARNING", logger="segtalker"):
+        faces = detector.detect(tiny, name="thumbnail")
+    assert "thumbnail is only 48x48 px; upscaling x5.3 for face detection" in caplog.text
     assert len(faces) == 1
     xy = faces[0].landmarks[:, :2]
     assert (xy > -2).all() and (xy < 50).all()  # in the tiny image's own pixels
@@ -171,9 +173,10 @@ def test_importing_the_face_package_does_not_load_mediapipe():
     assert result.stdout.strip() == "False"
 
 
-def test_plain_rgb_detection_warns_nothing(astronaut):
+def test_plain_rgb_detection_warns_nothing(astronaut, caplog):
     """Not even MediaPipe's protobuf deprecation notice, which would print on every frame."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), caplog.at_level("WARNING", logger="segtalker"):
         warnings.simplefilter("error")
         with FaceMeshDetector() as det:  # a fresh graph: the notice comes with the first results
             assert len(det.detect(astronaut)) == 1
+    assert not caplog.records

@@ -117,10 +117,11 @@ def test_faceless_slot_is_all_background(parser, aligned):
     assert (out[0] == 0).all() and (out[1] > 0).any()
 
 
-def test_collapsed_landmarks_warn_and_give_background(parser, aligned):
+def test_collapsed_landmarks_warn_and_give_background(parser, aligned, caplog):
     collapsed = np.full_like(aligned.landmarks, 100.0)
-    with pytest.warns(UserWarning, match="crop 0: degenerate"):
+    with caplog.at_level("WARNING", logger="segtalker"):
         out = parser.parse(aligned.crops, collapsed)
+    assert "crop 0: degenerate" in caplog.text and "labelled as background" in caplog.text
     assert (out == 0).all()
 
 

@@ -397,20 +397,23 @@ def test_turned_face_warns_and_still_talks(portrait, faces):
     )
 
 
-def test_missing_phoneme_model_falls_back_to_acoustic(papa_wave):
-    with pytest.warns(UserWarning, match="phoneme recognition unavailable"):
+def test_missing_phoneme_model_falls_back_to_acoustic(papa_wave, caplog):
+    with caplog.at_level("WARNING", logger="segtalker"):
         track = articulation_from_audio(papa_wave, FPS, model_dir="/nonexistent/pocketsphinx-model")
+    assert "phoneme recognition unavailable" in caplog.text
     assert track.method == "acoustic"
     rms = frame_rms(papa_wave, len(track))
     a, b = sounding_span(rms)
     assert np.corrcoef(track.jaw_open[a:b], rms[a:b])[0, 1] >= 0.6
 
 
-def test_pipeline_without_the_recogniser_uses_acoustic_articulation(monkeypatch, small_faces, papa_wave):
+def test_pipeline_without_the_recogniser_uses_acoustic_articulation(monkeypatch, small_faces, papa_wave,
+                                                                     caplog):
     # An environment where pocketsphinx cannot be imported (method "auto" is the default).
     monkeypatch.setitem(sys.modules, "pocketsphinx", None)
-    with pytest.warns(UserWarning, match="phoneme recognition unavailable"):
+    with caplog.at_level("WARNING", logger="segtalker"):
         segmentation = pipeline.talking_segmentation(small_faces, audio(papa_wave), FPS, blink=False)
+    assert "phoneme recognition unavailable" in caplog.text
     assert segmentation.meta["articulation"] == "acoustic"
     area = mouth_area(segmentation)
     rms = frame_rms(papa_wave, len(area))

@@ -19,13 +19,13 @@ Pipeline, at 100 analysis frames per second:
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
 
 from .acoustic import acoustic_targets, vowel_loudness
+from ..logs import get_logger
 from .coarticulation import coarticulate
 from .features import FRAME_RATE, acoustic_features
 from .io import AudioSource, MonoAudio, load_audio
@@ -33,6 +33,8 @@ from .phonemes import PhonemeRecognizerUnavailable, PhoneSegment, phoneme_timeli
 from .speechness import active_mask, level_reference, speech_likelihood
 from .timing import FpsLike, as_fraction, frame_count
 from .visemes import COLUMNS, REST, is_speech_phone, phone_targets
+
+log = get_logger("audio")
 
 METHODS = ("auto", "phonemes", "acoustic")
 _LOW = np.array([0.0, -1.0, 0.0, 0.0, 0.0], np.float32)
@@ -144,10 +146,9 @@ def articulation_from_audio(
                 targets, dominance = _fuse(ac_t, ac_d, ph_t, ph_d, ph_speech, loud)
                 used = "phonemes+acoustic"
         elif method == "phonemes":
-            warnings.warn(
+            log.warning(
                 "phoneme recognition found no phones in speech-like audio; "
-                "using the acoustic articulation instead.",
-                stacklevel=2,
+                "using the acoustic articulation instead."
             )
 
     gate = speech[:, None]
@@ -168,10 +169,9 @@ def _recognise(wave: np.ndarray, model_dir: str | None) -> list[PhoneSegment]:
     try:
         return phoneme_timeline(wave, model_dir=model_dir)
     except PhonemeRecognizerUnavailable as exc:
-        warnings.warn(
-            f"phoneme recognition unavailable ({exc}); using the acoustic articulation, which works "
-            "for any language. Reinstall pocketsphinx or fix model_dir to get phonemes.",
-            stacklevel=3,
+        log.warning(
+            "phoneme recognition unavailable (%s); using the acoustic articulation, which works "
+            "for any language. Reinstall pocketsphinx or fix model_dir to get phonemes.", exc,
         )
         return []
 

@@ -36,7 +36,10 @@ import cv2
 import numpy as np
 
 from ..closing import Closing
+from ..logs import get_logger
 from .image import to_rgb_uint8
+
+log = get_logger("face")
 
 NUM_LANDMARKS = 478
 MIN_USABLE_SIDE = 16
@@ -84,10 +87,9 @@ def select_face(faces: list[DetectedFace], face_index: int = LARGEST_FACE) -> De
         return max(faces, key=lambda face: face.area)
     ordered = sorted(faces, key=lambda face: face.center_x)
     if face_index >= len(ordered):
-        warnings.warn(
-            f"face_index={face_index} asks for face number {face_index + 1} from the left, but "
-            f"only {len(ordered)} face(s) were found; treating the frame as having no face",
-            stacklevel=2,
+        log.warning(
+            "face_index=%d asks for face number %d from the left, but only %d face(s) were "
+            "found; treating the frame as having no face", face_index, face_index + 1, len(ordered),
         )
         return None
     return ordered[face_index]
@@ -244,10 +246,10 @@ class FaceMeshDetector(Closing):
             )
         if short < self.min_side:
             factor = 256.0 / short
-            warnings.warn(
-                f"{name} is only {width}x{height} px; upscaling x{factor:.1f} for face detection "
-                f"(landmarks will be coarse; use at least {self.min_side} px for good results)",
-                stacklevel=3,
+            log.warning(
+                "%s is only %dx%d px; upscaling x%.1f for face detection (landmarks will be "
+                "coarse; use at least %d px for good results)", name, width, height, factor,
+                self.min_side,
             )
             return _resize(rgb, factor, cv2.INTER_CUBIC)
         if long > self.max_side:

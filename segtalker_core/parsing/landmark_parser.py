@@ -32,7 +32,6 @@ person's left too, so ``LEFT_EYE`` -> ``l_eye``.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import cv2
@@ -42,7 +41,10 @@ from ..closing import Closing
 from ..face import mesh_topology as T
 from ..face.detect import run_solution
 from ..labels import BISENET_19
+from ..logs import get_logger
 from ..masks import dilate, erode
+
+log = get_logger("parsing")
 
 _ID = {name: index for index, name in enumerate(BISENET_19)}
 
@@ -113,7 +115,7 @@ class LandmarkParser(Closing):
             try:
                 out[i] = self.parse_one(crops[i], landmarks[i])
             except DegenerateFaceError as error:
-                warnings.warn(f"crop {i}: {error}; labelled as background", stacklevel=2)
+                log.warning("crop %d: %s; labelled as background", i, error)
         return out
 
     def parse_one(self, crop: np.ndarray, landmarks: np.ndarray) -> np.ndarray:

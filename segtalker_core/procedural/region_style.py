@@ -25,7 +25,6 @@ returned exactly as it came in.
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -34,7 +33,10 @@ import numpy as np
 
 from .. import labels as L
 from ..containers import FaceTrack, StyleCodes
+from ..logs import get_logger
 from ..masks import distance_outside
+
+log = get_logger("style")
 
 MIN_REGION_PIXELS = 64
 CHROMA_RATIO_LIMIT = 4.0
@@ -161,9 +163,9 @@ def swap_regions(
     present = reference_style.valid.any(axis=0)
     missing = [r for r in chosen if not present[r]]
     if missing:
-        warnings.warn(
-            "the reference face has no " + ", ".join(L.REGIONS_12[r] for r in missing)
-            + "; those regions keep the source's style", stacklevel=2,
+        log.warning(
+            "the reference face has no %s; those regions keep the source's style",
+            ", ".join(L.REGIONS_12[r] for r in missing),
         )
     swapped = [r for r in chosen if present[r]]
     meta = dict(style.meta)

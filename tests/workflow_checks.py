@@ -257,7 +257,8 @@ def read_video_frames(path: Path) -> np.ndarray:
 
 
 def expected_frame_count(audio_path: Path, fps: float) -> int:
-    """``ceil(duration * fps)``: one video frame per 1/fps of speech (DESIGN.md §8)."""
+    """``ceil(duration * fps)``: one video frame per 1/fps of speech (the rule of
+    ``segtalker_core.audio.timing.frame_count``)."""
     import math
 
     import soundfile

@@ -1,160 +1,243 @@
 """The built-in backends of each stage: viseme rig, mesh-warp renderer, region colour statistics.
 
-No weight files; everything runs on the CPU. A portrait is driven by one :class:`PortraitRenderer`
-(its rig and warp mesh are built once); a video is re-driven frame by frame on each frame's own
-crop, keeping the head pose of the video.
+No weight files; everything runs on the CPU. The stages stream: each takes and yields one
+:class:`~.containers.SegmentationFrame` at a time, so a whole talk (parse -> talking segmentation
+-> synthesis -> paste-back) keeps nothing per frame. A portrait is driven through one
+:class:`~.procedural.renderer.SourceFace` (its rig and warp mesh are built once); a video is
+re-driven frame by frame on each frame's own crop, keeping the head pose of the video.
+
+The renderer draws what the maps say (:class:`MapFollower`): a map the rig made itself comes with
+its pose and is drawn at once; any other map (edited, or from a learned TSG) is measured and the
+rig fitted to it, with the articulation it was made from as a hint that counts only where it
+agrees with the map.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator
+import logging
+from typing import Iterable, Iterator
 
+import cv2
 import numpy as np
 
-from .containers import FaceTrack, StyleCodes, TalkingSegmentation
-from .procedural.renderer import PortraitRenderer, RenderedFrame, RenderOptions, SourceFace
+from . import labels as L
+from .containers import FaceTrack, SegmentationFrame, StyleCodes
+from .procedural.renderer import DrivenFrame, RenderOptions, SourceFace, eye_closure_schedule
+from .progress import Progress
 
-Progress = Callable[[int, int], None] | None
+log = logging.getLogger("segtalker")
+
+MOUTH_REGIONS = (L.region_index("lips"), L.region_index("mouth_interior"))
+EYES = L.region_index("eyes")
+_AGREE_SHARE = 0.02  # of the source's lips area: mouth pixels a hint may get wrong and still count
+_AGREE_MIN_PX = 4
+_EYE_AGREE_SHARE = 0.05  # of the source's eye area
+_RESIDUAL_REACH = 0.06  # IOD: how far past the fitted mouth a map's mouth pixels are painted
 
 
 class FrameDriver:
-    """Renders output frame t of a talking clip from the face behind it and its mouth params.
+    """The source face behind each output frame.
 
-    One object for both cases so the segmentation stage and the synthesis stage render the same
-    way: a portrait (one source face) reuses one renderer; a video builds each frame's rig from
-    that frame's own crop (cached while consecutive output frames reuse the same input frame).
+    A portrait (one source face) reuses one :class:`SourceFace`; a video builds each frame's from
+    that frame's own crop (cached while consecutive output frames reuse the same input frame),
+    with the synthesised-teeth colours of the first face seen, so they do not flicker.
     """
 
-    def __init__(self, faces: FaceTrack, blink: bool, seed: int, portrait: bool | None = None) -> None:
+    def __init__(self, faces: FaceTrack, blink: bool = False, seed: int = 0, portrait: bool | None = None) -> None:
         self.faces = faces
         # One input frame is a portrait, unless the caller knows it is a chunk of a video.
-        self.portrait = (len(faces) == 1) if portrait is None else portrait
-        self.portrait = self.portrait and bool(faces.found[0])
+        portrait = (len(faces) == 1) if portrait is None else portrait
+        self.portrait = bool(portrait and faces.found[0])
         # Blinks are added to portraits only: a video already blinks on its own.
         self.options = RenderOptions(blink=blink and self.portrait, blink_seed=int(seed))
-        self._renderer = (
-            PortraitRenderer(faces.crops[0], faces.landmarks[0], faces.regions[0], self.options)
-            if self.portrait else None
-        )
         self._cached: tuple[int, SourceFace] | None = None
         self._palette = None
 
     def eye_closure(self, n_frames: int, fps: float) -> np.ndarray:
-        if self._renderer is None:
-            return np.zeros(n_frames, np.float32)
-        return self._renderer.eye_closure(n_frames, fps)
+        """The blink schedule ``[T]`` (zeros for a video, or with blinks off)."""
+        return eye_closure_schedule(self.options, n_frames, fps)
 
-    def _source(self, index: int) -> SourceFace:
-        if self._renderer is not None:
-            return self._renderer.source
+    def source(self, index: int) -> SourceFace | None:
+        """The prepared face of input frame ``index``, or None when it has no face."""
+        if not self.faces.found[index]:
+            return None
+        if self.portrait:
+            index = 0
         if self._cached is None or self._cached[0] != index:
             f = self.faces
             source = SourceFace(f.crops[index], f.landmarks[index], f.regions[index], self.options, self._palette)
-            # Teeth colours from the first face seen, then kept: synthesised teeth do not flicker.
             self._palette = self._palette or source.palette
             self._cached = (index, source)
         return self._cached[1]
 
-    def frame(self, index: int, params: np.ndarray, eye_closure: float, image: bool) -> RenderedFrame | None:
-        """The rendered frame, or None when input frame ``index`` has no face (pass-through)."""
-        if not self.faces.found[index]:
-            return None
-        return self._source(index).frame(params, eye_closure, image=image)
 
-
-def talking_segmentation(
+def iter_talking_segmentation(
     faces: FaceTrack,
-    articulation,  # audio.articulation.ArticulationTrack with T frames
-    source_index: np.ndarray,  # [T]
+    params: np.ndarray,  # [T, 5] articulation of the output frames
+    fps: float,
+    source_index: np.ndarray,  # [T] frame of `faces` behind each output frame
     blink: bool = True,
     seed: int = 0,
-    progress: Progress = None,
-) -> TalkingSegmentation:
-    """Driven 12-region maps and landmarks, one per output frame."""
-    n = len(articulation)
-    params = articulation.params
-    driver = FrameDriver(faces, blink, seed)
-    closure = driver.eye_closure(n, articulation.fps)
-    s = faces.crop_size
-    regions = np.empty((n, s, s), np.uint8)
-    landmarks = np.empty((n,) + faces.landmarks.shape[1:], np.float32)
+    portrait: bool | None = None,
+) -> Iterator[SegmentationFrame]:
+    """The rig's talking segmentation, one frame at a time, each with its pose attached."""
+    n = len(params)
+    assert len(source_index) == n, (len(source_index), n)
+    driver = FrameDriver(faces, blink, seed, portrait)
+    closure = driver.eye_closure(n, fps)
     for t in range(n):
         i = int(source_index[t])
-        rendered = driver.frame(i, params[t], float(closure[t]), image=False)
-        if rendered is None:
-            regions[t], landmarks[t] = faces.regions[i], faces.landmarks[i]
+        source = driver.source(i)
+        if source is None:
+            yield SegmentationFrame(faces.regions[i], i, np.asarray(params[t], np.float32), 0.0, faces.landmarks[i])
+            continue
+        pose = source.drive(params[t], float(closure[t]))
+        yield SegmentationFrame(pose.regions, i, pose.params, pose.eye_closure, pose.landmarks, pose)
+
+
+class MapFollower:
+    """Turns each wanted map into the rig pose that draws it, for one synthesis run.
+
+    Keeps the last mouth it could follow: a map with no usable mouth (no lips) keeps that one, and
+    each kind of bad map is reported once per run, not once per frame.
+    """
+
+    def __init__(self) -> None:
+        self.previous: np.ndarray | None = None
+        self.unusable = 0
+        self.clamped = 0
+
+    def pose(self, source: SourceFace, frame: SegmentationFrame) -> DrivenFrame:
+        wanted = frame.regions
+        if frame.pose is not None and frame.pose.regions is wanted:
+            self.previous = frame.pose.params
+            return frame.pose  # the rig drew this very map
+        hint = None
+        if frame.params is not None:
+            hint = source.drive(frame.params, frame.eye_closure)
+            mouth_ok, eyes_ok = _agrees(source, hint.regions, wanted)
+            if mouth_ok and eyes_ok:
+                self.previous = hint.params
+                return hint
         else:
-            regions[t], landmarks[t] = rendered.regions, rendered.landmarks
-        if progress is not None:
-            progress(t + 1, n)
-    return TalkingSegmentation(
-        regions=regions,
-        faces=faces,
-        source_index=np.asarray(source_index, np.int64),
-        fps=float(articulation.fps),
-        landmarks=landmarks,
-        mouth_params=params,
-        meta={
-            "backend": "builtin",
-            "eye_closure": closure,
-            "blink": bool(blink),
-            "seed": int(seed),
-            "articulation": articulation.method,
-        },
-    )
+            mouth_ok = eyes_ok = False
+        params = hint.params if hint is not None and mouth_ok else self._fit(source, wanted, hint)
+        eye = hint.eye_closure if hint is not None and eyes_ok else source.eye_reader.read(wanted)
+        self.previous = params
+        return source.drive(params, eye)
+
+    def _fit(self, source: SourceFace, wanted: np.ndarray, hint: DrivenFrame | None) -> np.ndarray:
+        reader = source.mouth_reader
+        measure = reader.measure(wanted)
+        prior = hint.params if hint is not None else self.previous
+        prior = np.zeros(5, np.float32) if prior is None else prior
+        if not reader.usable(measure):
+            if not self.unusable:
+                log.warning(
+                    "a segmentation map shows no usable mouth (no lips near the mouth); keeping "
+                    "the nearest frame's mouth there (reported once per run)"
+                )
+            self.unusable += 1
+            return self.previous if self.previous is not None else prior
+        params = reader.fit(measure, prior)
+        if measure.gap > 1.15 * reader.max_gap + 2.0 / reader.iod:
+            if not self.clamped:
+                log.warning(
+                    "a segmentation map opens the mouth %.2f inter-ocular distances, more than the "
+                    "built-in rig can (%.2f); drawn at the rig's widest (reported once per run)",
+                    measure.gap, reader.max_gap,
+                )
+            self.clamped += 1
+        return params
+
+
+def _agrees(source: SourceFace, drawn: np.ndarray, wanted: np.ndarray) -> tuple[bool, bool]:
+    """(mouth, eyes): whether a pose's map matches the wanted map closely enough to use."""
+    box = source.window.slices
+    a, b = drawn[box], wanted[box]
+    mouth_wrong = int(np.count_nonzero(np.isin(a, MOUTH_REGIONS) != np.isin(b, MOUTH_REGIONS)))
+    mouth_wrong += int(np.count_nonzero((a == MOUTH_REGIONS[1]) != (b == MOUTH_REGIONS[1])))
+    limit = max(_AGREE_MIN_PX, _AGREE_SHARE * source.mouth_reader.source.lips_area)
+    eyes_drawn = int(np.count_nonzero(drawn == EYES))
+    eyes_wanted = int(np.count_nonzero(wanted == EYES))
+    eye_limit = max(_AGREE_MIN_PX, _EYE_AGREE_SHARE * int(np.count_nonzero(source.regions == EYES)))
+    return mouth_wrong <= limit, abs(eyes_drawn - eyes_wanted) <= eye_limit
+
+
+def draw_frame(
+    source: SourceFace,
+    pose: DrivenFrame,
+    wanted: np.ndarray,  # [S, S] the map the frame must show
+    source_crop: np.ndarray,  # [S, S, 3] the input frame's crop (texture of relabelled regions)
+    source_regions: np.ndarray,  # [S, S] its 12-region map
+) -> np.ndarray:
+    """The crop of ``pose`` with whatever the wanted map still says differently painted in.
+
+    Mouth pixels the fitted rig could not reach take the rendered mouth's own texture, within a
+    short reach of the rendered mouth (beyond it the rig's range wins); other relabelled pixels
+    take their new region's texture from the source (:mod:`.procedural.shape_edit`).
+    """
+    from .procedural.shape_edit import paint_shape_edits
+
+    crop = source.paint(pose)
+    if pose.regions is wanted:
+        return crop
+    drawn = pose.regions
+    changed = drawn != wanted
+    if not changed.any():
+        return crop
+    mouth_change = changed & (np.isin(wanted, MOUTH_REGIONS) | np.isin(drawn, MOUTH_REGIONS))
+    target = wanted
+    if mouth_change.any():
+        reach = max(1, int(round(_RESIDUAL_REACH * source.iod)))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))
+        near = cv2.dilate(np.isin(drawn, MOUTH_REGIONS).astype(np.uint8), kernel) > 0
+        mouth_target = drawn.copy()
+        mouth_target[mouth_change & near] = wanted[mouth_change & near]
+        crop = paint_shape_edits(crop, drawn, mouth_target, crop, drawn)
+        target = wanted.copy()
+        target[mouth_change & ~near] = drawn[mouth_change & ~near]
+        drawn = mouth_target
+    return paint_shape_edits(crop, drawn, target, source_crop, source_regions)
+
+
+def iter_synthesize(
+    frames: Iterable[SegmentationFrame],
+    faces: FaceTrack,
+    style: StyleCodes | None = None,
+    portrait: bool | None = None,
+) -> Iterator[tuple[np.ndarray, SegmentationFrame]]:
+    """``(crop [S, S, 3] uint8, frame)`` for each segmentation frame, in order.
+
+    The crop is the source face posed to show the frame's map (see :class:`MapFollower`), the
+    mouth interior drawn in; region swaps recorded in a built-in ``style`` recolour their regions.
+    Frames whose source has no face pass the source crop through.
+    """
+    from .procedural.region_style import apply_style_edit
+
+    if style is not None and style.kind != "builtin":
+        raise ValueError(
+            "input 'style' holds learned W+ codes; the built-in renderer needs built-in style "
+            "(SegTalker Encode Style without an encoder), or connect a learned generator"
+        )
+    driver = FrameDriver(faces, portrait=portrait)
+    follower = MapFollower()
+    for frame in frames:
+        i = frame.source_index
+        source = driver.source(i)
+        if source is None:
+            yield faces.crops[i].copy(), frame
+            continue
+        pose = follower.pose(source, frame)
+        crop = draw_frame(source, pose, frame.regions, faces.crops[i], faces.regions[i])
+        if style is not None:
+            crop = apply_style_edit(crop, frame.regions, style)
+        yield crop, frame
 
 
 def encode_style(faces: FaceTrack, frame: int) -> StyleCodes:
     from .procedural.region_style import style_from_faces
 
     return style_from_faces(faces, frame)
-
-
-def iter_synthesize(
-    segmentation: TalkingSegmentation,
-    style: StyleCodes | None,
-    progress: Progress = None,
-) -> Iterator[np.ndarray]:
-    """Rendered crops ``[S, S, 3]`` uint8, one per output frame, in order.
-
-    The crop is the source face warped by the mouth motion, with the mouth interior drawn in.
-    Region swaps recorded in a built-in ``style`` recolour their regions; shape edits of the
-    segmentation (labels that differ from what the rig drew) are filled with texture of the
-    edited region taken from the source face.
-    """
-    from .procedural.region_style import apply_style_edit
-    from .procedural.shape_edit import paint_shape_edits
-
-    if segmentation.mouth_params is None:
-        raise ValueError(
-            "this segmentation carries no mouth motion (it was built outside SegTalker Audio to "
-            "Talking Segmentation); connect a learned generator to SegTalker Synthesize, or make the "
-            "segmentation with SegTalker Audio to Talking Segmentation"
-        )
-    if style is not None and style.kind != "builtin":
-        raise ValueError(
-            "input 'style' holds learned W+ codes; the built-in renderer needs built-in style "
-            "(SegTalker Encode Style without an encoder), or connect a learned generator"
-        )
-    faces = segmentation.faces
-    meta = segmentation.meta
-    driver = FrameDriver(faces, bool(meta.get("blink", False)), int(meta.get("seed", 0)))
-    closure = meta.get("eye_closure")
-    n = len(segmentation)
-    for t in range(n):
-        i = int(segmentation.source_index[t])
-        eye = 0.0 if closure is None else float(closure[t])
-        rendered = driver.frame(i, segmentation.mouth_params[t], eye, image=True)
-        if rendered is None:
-            crop = faces.crops[i].copy()
-        else:
-            crop = paint_shape_edits(
-                rendered.crop, rendered.regions, segmentation.regions[t], faces.crops[i], faces.regions[i],
-            )
-            if style is not None:
-                crop = apply_style_edit(crop, segmentation.regions[t], style)
-        yield crop
-        if progress is not None:
-            progress(t + 1, n)
 
 
 def paste_mask(
@@ -175,39 +258,3 @@ def paste_mask(
     touched = set(np.unique(regions[changed]).tolist()) | set(np.unique(source_regions[changed]).tolist())
     selected = sorted(set(FACE_REGIONS) | touched)
     return face_blend_mask(np.stack([regions, source_regions]), feather_px, regions=selected, changed=changed)
-
-
-def iter_talk(
-    faces: FaceTrack,
-    params: np.ndarray,  # [T, 5] articulation of the output frames
-    fps: float,
-    source_index: np.ndarray,  # [T] frame of `faces` behind each output frame
-    style: StyleCodes | None = None,
-    blink: bool = True,
-    seed: int = 0,
-    feather_px: float = 12.0,
-    portrait: bool | None = None,
-    progress: Progress = None,
-) -> Iterator[np.ndarray]:
-    """The fused built-in chain: full-resolution output frames, one at a time.
-
-    Renders each frame once (crop and regions together) and pastes it at once, so nothing per
-    frame is kept: memory does not grow with the audio length.
-    """
-    from .face.paste import paste_face
-    from .procedural.region_style import apply_style_edit
-
-    n = len(params)
-    driver = FrameDriver(faces, blink, seed, portrait)
-    closure = driver.eye_closure(n, fps)
-    for t in range(n):
-        i = int(source_index[t])
-        rendered = driver.frame(i, params[t], float(closure[t]), image=True)
-        if rendered is None:
-            yield faces.frames[i].copy()
-        else:
-            crop = rendered.crop if style is None else apply_style_edit(rendered.crop, rendered.regions, style)
-            mask = paste_mask(crop, rendered.regions, faces.crops[i], faces.regions[i], feather_px)
-            yield paste_face(faces.frames[i], crop, faces.transforms[i], mask)
-        if progress is not None:
-            progress(t + 1, n)

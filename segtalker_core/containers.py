@@ -99,14 +99,36 @@ class FaceTrack:
 
 
 @dataclass
+class SegmentationFrame:
+    """One frame of a talking segmentation, as the streaming stages pass it on.
+
+    ``regions`` [S, S] uint8 12-region map (crop space) -- what the frame must show;
+    ``source_index``: the `FaceTrack` frame it is drawn on; ``params`` [5] float32: the articulation
+    that drove it (a hint for the built-in renderer, ``None`` when unknown); ``eye_closure``: the
+    blink that drove it (a hint as well); ``landmarks`` [478, 3]: the driven face-mesh points
+    (built-in backend). ``pose`` is transient: the built-in rig's own pose of exactly this map
+    (a ``procedural.renderer.DrivenFrame``), so a renderer straight after the rig need not pose the
+    face again; it is never stored in a :class:`TalkingSegmentation`.
+    """
+
+    regions: np.ndarray
+    source_index: int
+    params: np.ndarray | None = None
+    eye_closure: float = 0.0
+    landmarks: np.ndarray | None = None
+    pose: Any = None
+
+
+@dataclass
 class TalkingSegmentation:
     """A sequence of 12-region label maps in crop space, one per output video frame.
 
     This is the ``SEGTALKER_SEGMENTATION`` socket. ``source_index[t]`` is the `FaceTrack` frame that
     output frame ``t`` is drawn on (a portrait repeats frame 0; a video loops, ping-pongs or is cut).
-    ``landmarks`` are the driven face-mesh points the built-in backend used (``None`` when a learned
-    TSG made the maps). ``mouth_params`` are the per-frame articulation parameters (both backends
-    compute them, so the built-in renderer can also follow a TSG's segmentation).
+    The maps are what the frames show. The rest is what made them, kept as hints for the built-in
+    renderer (which follows the maps and uses a hint only where it agrees with them):
+    ``landmarks`` the driven face-mesh points, ``mouth_params`` the per-frame articulation,
+    ``eye_closure`` the blinks; each ``None`` when unknown (a learned TSG has no landmarks).
     """
 
     regions: np.ndarray  # [T, S, S] uint8: 12-region maps
@@ -114,7 +136,8 @@ class TalkingSegmentation:
     source_index: np.ndarray  # [T] int64: frame of `faces` behind output frame t
     fps: float
     landmarks: np.ndarray | None = None  # [T, 478, 3] float32 driven landmarks (built-in backend)
-    mouth_params: np.ndarray | None = None  # [T, P] float32 articulation per frame (built-in)
+    mouth_params: np.ndarray | None = None  # [T, 5] float32 articulation per frame
+    eye_closure: np.ndarray | None = None  # [T] float32 0..1 blinks
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -126,9 +149,59 @@ class TalkingSegmentation:
             raise ValueError("source_index points outside the face track")
         if self.landmarks is not None:
             assert self.landmarks.shape == (t, NUM_LANDMARKS, 3), self.landmarks.shape
+        if self.mouth_params is not None:
+            assert self.mouth_params.shape[0] == t, (self.mouth_params.shape, t)
+        if self.eye_closure is not None:
+            assert self.eye_closure.shape == (t,), (self.eye_closure.shape, t)
 
     def __len__(self) -> int:
         return len(self.regions)
+
+    def frame(self, t: int) -> SegmentationFrame:
+        """Frame ``t`` as the streaming stages take it."""
+        return SegmentationFrame(
+            regions=self.regions[t],
+            source_index=int(self.source_index[t]),
+            params=None if self.mouth_params is None else self.mouth_params[t],
+            eye_closure=0.0 if self.eye_closure is None else float(self.eye_closure[t]),
+            landmarks=None if self.landmarks is None else self.landmarks[t],
+        )
+
+    def frames(self):
+        """All frames in order (an iterator of :class:`SegmentationFrame`)."""
+        return (self.frame(t) for t in range(len(self)))
+
+    @staticmethod
+    def collect(frames, faces: FaceTrack, fps: float, meta: dict[str, Any] | None = None) -> "TalkingSegmentation":
+        """A :class:`TalkingSegmentation` of a stream of :class:`SegmentationFrame`.
+
+        Only the maps and hints are kept (each frame's transient pose is dropped as the stream
+        goes); a hint is kept where every frame has it.
+        """
+        regions, index, params, landmarks, closure = [], [], [], [], []
+        for f in frames:
+            regions.append(f.regions)
+            index.append(f.source_index)
+            params.append(f.params)
+            landmarks.append(f.landmarks)
+            closure.append(f.eye_closure)
+        s = faces.crop_size
+
+        def stacked(values: list) -> np.ndarray | None:
+            if not values or any(v is None for v in values):
+                return None
+            return np.stack(values).astype(np.float32)
+
+        return TalkingSegmentation(
+            regions=np.stack(regions).astype(np.uint8) if regions else np.empty((0, s, s), np.uint8),
+            faces=faces,
+            source_index=np.array(index, np.int64),
+            fps=float(fps),
+            landmarks=stacked(landmarks),
+            mouth_params=stacked(params),
+            eye_closure=np.array(closure, np.float32),
+            meta=dict(meta or {}),
+        )
 
 
 @dataclass

@@ -12,12 +12,12 @@ from typing import Callable, Mapping
 import numpy as np
 
 from . import labels as L
-from .containers import FaceTrack, StyleCodes, TalkingSegmentation
+from .containers import FaceTrack, SegmentationFrame, StyleCodes, TalkingSegmentation
+from .progress import Progress
 from .model_handle import ENCODER, GENERATOR, PARSER, TSG, LoadedModel, require_component
 
 log = logging.getLogger("segtalker")
 
-Progress = Callable[[int, int], None] | None
 
 __all__ = [
     "LoadedModel",
@@ -91,21 +91,19 @@ def parse_faces(
     """
     from .face.aligned import align_faces
     from .face.image import to_rgb_uint8_batch
-    from .face.smoothing import Smoothing
 
     parser = parser or builtin_parser_model()
     require_component(parser, (PARSER,), slot="parser")
     rgb = to_rgb_uint8_batch(frames, input_name)
     n = len(rgb)
     video = n > 1 if video is None else video
-    settings = Smoothing("gaussian", sigma=4.0 * smoothing) if video and smoothing > 0 else Smoothing("none")
 
     def detection_progress(done: int, total: int) -> None:
         if progress is not None:
             progress(done // 2, n)
 
     aligned = align_faces(
-        rgb, crop_size=crop_size, face_index=face_index, video=video, smoothing=settings,
+        rgb, crop_size=crop_size, face_index=face_index, video=video, smoothing=_smoothing(smoothing, video),
         detector=detector, progress=detection_progress,
     )
     if require_face and not aligned.found.any():
@@ -113,11 +111,73 @@ def parse_faces(
             f"no face was found in any of the {n} frame(s) of input '{input_name}'; use a "
             "photo or video where one face is clearly visible (frontal or three-quarter view)"
         )
+    return _parse_aligned(rgb, aligned, parser, input_name, progress)
+
+
+def iter_face_tracks(
+    frame_chunks,  # iterable of [n, H, W, 3] consecutive video frames
+    parser: LoadedModel | None = None,
+    crop_size: int = 512,
+    face_index: int = -1,
+    smoothing: float = 0.5,
+    input_name: str = "video",
+    max_frames: int | None = None,
+):
+    """Parse a video that arrives in chunks: a :class:`FaceTrack` per run of finished frames.
+
+    The face tracker and the crop smoothing carry over between chunks (the crop of a frame near a
+    chunk's end waits for the next chunk, so smoothing sees both sides), so the tracks join
+    without a jump. Frames past ``max_frames`` are not read. Raises :class:`NoFaceError` at the
+    end when no frame had a face.
+    """
+    from .face.aligned import StreamingAligner
+    from .face.detect import FaceMeshDetector
+
+    parser = parser or builtin_parser_model()
+    require_component(parser, (PARSER,), slot="parser")
+    any_face = False
+    read = 0
+
+    def track(released) -> FaceTrack:
+        nonlocal any_face
+        rgb, aligned = released
+        any_face |= bool(aligned.found.any())
+        return _parse_aligned(rgb, aligned, parser, input_name)
+
+    with FaceMeshDetector(video=True) as detector:
+        aligner = StreamingAligner(detector, crop_size, face_index, _smoothing(smoothing, True))
+        for chunk in frame_chunks:
+            if max_frames is not None:
+                chunk = chunk[: max_frames - read]
+            if len(chunk):
+                read += len(chunk)
+                released = aligner.push(chunk)
+                if released is not None:
+                    yield track(released)
+            if max_frames is not None and read >= max_frames:
+                break  # do not decode frames nobody needs
+        released = aligner.flush()
+        if released is not None:
+            yield track(released)
+    if not any_face:
+        raise NoFaceError(f"no face was found in any frame of input '{input_name}'")
+
+
+def _smoothing(strength: float, video: bool):
+    """Crop smoothing of a parse: a Gaussian of ``4 * strength`` frames for video."""
+    from .face.smoothing import Smoothing
+
+    return Smoothing("gaussian", sigma=4.0 * strength) if video and strength > 0 else Smoothing("none")
+
+
+def _parse_aligned(rgb: np.ndarray, aligned, parser: LoadedModel, input_name: str, progress: Progress = None) -> FaceTrack:
+    """The parsed :class:`FaceTrack` of frames ``rgb`` [N, H, W, 3] aligned as ``aligned``."""
+    n = len(rgb)
     _warn_if_turned(aligned.landmarks, aligned.found, input_name)
     missing = int((~aligned.found).sum())
     if missing:
         log.warning("no face in %d of %d frames of '%s'; those frames pass through unchanged", missing, n, input_name)
-
+    crop_size = aligned.crop_size
     labels = np.zeros((n, crop_size, crop_size), dtype=np.uint8)
     found = np.flatnonzero(aligned.found)
     batch = max(1, int(getattr(parser.runner, "batch_size", 1)))
@@ -238,6 +298,30 @@ def load_mono(audio, input_name: str = "audio"):
 # Talking segmentation
 
 
+def iter_talking_segmentation(
+    faces: FaceTrack,
+    audio,
+    fps: float,
+    model: LoadedModel | None = None,
+    strength: float = 1.0,
+    method: str = "auto",
+    video_mode: str = "pingpong",
+    blink: bool = True,
+    seed: int = 0,
+    progress: Progress = None,
+):
+    """FACES + speech -> one :class:`SegmentationFrame` per video frame (``ceil(duration * fps)``).
+
+    The face track is repeated (portrait), looped/ping-ponged (video shorter than the audio) or cut
+    (longer). Built-in: the viseme rig drives the face's landmarks and re-rasterises the mouth
+    regions. Learned (``model`` is a TSG): the network predicts the mouth area from mel windows.
+    Either way each frame carries the built-in articulation as a hint for the built-in renderer.
+    The inputs are checked at the call; the frames come as the iterator is read.
+    """
+    frames, _ = _talking_segmentation(faces, audio, fps, model, strength, method, video_mode, blink, seed, progress)
+    return frames
+
+
 def talking_segmentation(
     faces: FaceTrack,
     audio,
@@ -250,44 +334,47 @@ def talking_segmentation(
     seed: int = 0,
     progress: Progress = None,
 ) -> TalkingSegmentation:
-    """FACES + speech -> one 12-region map per video frame (``ceil(duration * fps)`` frames).
+    """:func:`iter_talking_segmentation` collected into the ``SEGTALKER_SEGMENTATION`` socket."""
+    frames, meta = _talking_segmentation(faces, audio, fps, model, strength, method, video_mode, blink, seed, progress)
+    return TalkingSegmentation.collect(frames, faces, fps, meta)
 
-    The face track is repeated (portrait), looped/ping-ponged (video shorter than the audio) or cut
-    (longer). Built-in: the viseme rig drives the face's landmarks and re-rasterises the mouth
-    regions. Learned (``model`` is a TSG): the network predicts the mouth area from mel windows;
-    the built-in articulation is still computed so the built-in renderer can follow it.
-    """
+
+def _talking_segmentation(faces, audio, fps, model, strength, method, video_mode, blink, seed, progress):
+    """(iterator of frames, provenance meta) of a talking segmentation; inputs checked now."""
     from . import builtin
-    from .audio.articulation import articulation_from_audio
-    from .audio.timing import frame_count
     from .frame_schedule import source_indices
 
     if not isinstance(faces, FaceTrack):
         raise TypeError(f"input 'faces' must be SEGTALKER_FACES from SegTalker Face Parse, got {type(faces).__name__}")
     mono = load_mono(audio, "audio")
-    n_frames = frame_count(mono.duration, fps)
+    if model is not None and not model.is_builtin:
+        require_component(model, (TSG,), slot="tsg")
+    articulation = _articulation(mono, fps, method, strength)
+    n_frames = len(articulation)
     index = source_indices(len(faces), n_frames, video_mode)
-    articulation = articulation_from_audio(mono, fps, n_frames=n_frames, method=method, strength=strength)
+    meta = {"articulation": articulation.method, "seed": int(seed)}
     if model is None or model.is_builtin:
-        return builtin.talking_segmentation(faces, articulation, index, blink=blink, seed=seed, progress=progress)
-    from .learned import tsg_segmentation
+        meta.update(backend="builtin", blink=bool(blink))
+        frames = builtin.iter_talking_segmentation(faces, articulation.params, fps, index, blink=blink, seed=seed)
+        return _reporting(frames, n_frames, progress), meta
+    meta.update(backend="tsg", model=model.source, tsg_resolution=int(model.runner.resolution), blink=False)
 
-    require_component(model, (TSG,), slot="tsg")
-    regions = tsg_segmentation(faces, mono, fps, n_frames, index, model, progress=progress)
-    return TalkingSegmentation(
-        regions=regions,
-        faces=faces,
-        source_index=index,
-        fps=float(fps),
-        mouth_params=articulation.params,
-        meta={
-            "backend": "tsg",
-            "model": model.source,
-            "tsg_resolution": int(model.runner.resolution),
-            "blink": False,
-            "seed": int(seed),
-        },
-    )
+    def tsg_frames():
+        from .learned import tsg_segmentation
+
+        regions = tsg_segmentation(faces, mono, fps, n_frames, index, model, progress=progress)
+        for t in range(n_frames):
+            yield SegmentationFrame(regions[t], int(index[t]), articulation.params[t])
+
+    return tsg_frames(), meta
+
+
+def _reporting(items, total: int, progress: Progress):
+    """``items`` as they come, calling ``progress(done, total)`` after each."""
+    for done, item in enumerate(items, 1):
+        yield item
+        if progress is not None:
+            progress(done, total)
 
 
 def edit_segmentation(
@@ -343,6 +430,23 @@ def swap_style(style: StyleCodes, reference: StyleCodes, regions, strength: floa
 # Synthesis and paste-back
 
 
+def iter_synthesize(
+    frames,  # iterable of SegmentationFrame
+    faces: FaceTrack,
+    style: StyleCodes | None = None,
+    portrait: bool | None = None,
+):
+    """``(crop [S, S, 3] uint8, frame)`` per segmentation frame: the built-in renderer, streaming.
+
+    The crop shows what the frame's map says (the built-in renderer follows the map; the
+    articulation it carries is only a hint). ``portrait``: whether ``faces`` is one still face
+    (default: it has one frame).
+    """
+    from . import builtin
+
+    return builtin.iter_synthesize(frames, faces, style, portrait)
+
+
 def synthesize(
     segmentation: TalkingSegmentation,
     style: StyleCodes | None = None,
@@ -357,13 +461,12 @@ def synthesize(
     if background not in ("source", "generated"):
         raise ValueError(f"background must be 'source' or 'generated', got {background!r}")
     if model is None or model.is_builtin:
-        from . import builtin
-
         if background != "source":
             log.warning("the built-in renderer keeps the source background; background=%r needs a learned generator", background)
         s = segmentation.faces.crop_size
         out = np.empty((len(segmentation), s, s, 3), np.uint8)
-        for t, crop in enumerate(builtin.iter_synthesize(segmentation, style, progress)):
+        pairs = iter_synthesize(segmentation.frames(), segmentation.faces, style)
+        for t, (crop, _) in enumerate(_reporting(pairs, len(segmentation), progress)):
             out[t] = crop
         return out
     from .learned import synthesize_learned
@@ -375,32 +478,22 @@ def synthesize(
 
 
 def iter_paste_back(
-    crops,  # [T, S, S, 3] uint8 array, or an iterator of [S, S, 3] crops
-    segmentation: TalkingSegmentation,
+    pairs,  # iterable of (crop [S, S, 3] uint8, SegmentationFrame)
+    faces: FaceTrack,
     feather_px: float = 12.0,
-    progress: Progress = None,
 ):
-    """Full-resolution frames, one at a time (feeds a video writer without holding the video)."""
+    """Full-resolution frames ``[H, W, 3]`` uint8, one per crop (feeds a video writer without
+    holding the video). A frame whose source has no face passes through unchanged."""
     from .builtin import paste_mask
     from .face.paste import paste_face
 
-    faces = segmentation.faces
-    n = len(segmentation)
-    count = 0
-    for t, crop in enumerate(crops):
-        if t >= n:
-            raise ValueError(f"more crops than the segmentation's {n} frames")
-        i = int(segmentation.source_index[t])
+    for crop, frame in pairs:
+        i = frame.source_index
         if faces.found[i]:
-            mask = paste_mask(crop, segmentation.regions[t], faces.crops[i], faces.regions[i], feather_px)
+            mask = paste_mask(crop, frame.regions, faces.crops[i], faces.regions[i], feather_px)
             yield paste_face(faces.frames[i], crop, faces.transforms[i], mask)
         else:
             yield faces.frames[i].copy()
-        count += 1
-        if progress is not None:
-            progress(count, n)
-    if count != n:
-        raise ValueError(f"{count} crops for a segmentation of {n} frames; they must match one to one")
 
 
 def paste_back(crops: np.ndarray, segmentation: TalkingSegmentation, feather_px: float = 12.0,
@@ -416,7 +509,8 @@ def paste_back(crops: np.ndarray, segmentation: TalkingSegmentation, feather_px:
         raise ValueError(f"input 'crops' are {crops.shape[2]}x{crops.shape[1]}, but the faces were cropped at {s}x{s}")
     h, w = segmentation.faces.frame_size
     out = np.empty((len(crops), h, w, 3), np.uint8)
-    for t, frame in enumerate(iter_paste_back(crops, segmentation, feather_px, progress)):
+    pasted = iter_paste_back(zip(crops, segmentation.frames()), segmentation.faces, feather_px)
+    for t, frame in enumerate(_reporting(pasted, len(crops), progress)):
         out[t] = frame
     return out
 
@@ -432,6 +526,23 @@ def _swapped_style(faces: FaceTrack, swaps, crop_size: int) -> StyleCodes | None
         reference = parse_faces(reference_image[None], crop_size=crop_size, input_name=f"swap reference {k + 1}")
         style = swap_style(style or encode_style(faces), encode_style(reference), regions, 1.0)
     return style
+
+
+def _talk_track(
+    faces: FaceTrack,
+    params: np.ndarray,  # [T, 5] articulation of the output frames
+    fps: float,
+    source_index: np.ndarray,  # [T]
+    style: StyleCodes | None,
+    blink: bool,
+    seed: int,
+    portrait: bool | None,
+):
+    """The built-in stages chained on one face track: full-resolution frames, one at a time."""
+    from . import builtin
+
+    frames = builtin.iter_talking_segmentation(faces, params, fps, source_index, blink, seed, portrait)
+    return iter_paste_back(iter_synthesize(frames, faces, style, portrait), faces)
 
 
 def iter_talk(
@@ -450,20 +561,19 @@ def iter_talk(
 ):
     """Portrait or video frames + speech -> output frames, yielded one at a time (built-in chain).
 
-    ``swaps``: ``[(regions, reference_image), ...]`` local style edits from reference faces.
-    Memory does not grow with the audio length: per frame only a few mouth parameters are kept
-    (the input frames are held; for a long video use :func:`iter_talk_chunks`).
+    The same stages as the nodes (parse -> talking segmentation -> synthesis -> paste-back),
+    streamed: per frame only a few mouth parameters are kept (the input frames are held; for a
+    long video use :func:`iter_talk_chunks`). ``swaps``: ``[(regions, reference_image), ...]``
+    local style edits from reference faces.
     """
-    from . import builtin
     from .frame_schedule import source_indices
 
     faces = parse_faces(frames, crop_size=crop_size, input_name=input_name)
     articulation = _articulation(audio, fps, method, strength)
     style = _swapped_style(faces, swaps, crop_size)
     index = source_indices(len(faces), len(articulation), video_mode)
-    yield from builtin.iter_talk(
-        faces, articulation.params, articulation.fps, index, style, blink=blink, seed=seed, progress=progress,
-    )
+    stream = _talk_track(faces, articulation.params, articulation.fps, index, style, blink, seed, None)
+    yield from _reporting(stream, len(articulation), progress)
 
 
 def iter_talk_chunks(
@@ -479,51 +589,35 @@ def iter_talk_chunks(
 ):
     """Dub a video at least as long as the audio, reading it chunk by chunk.
 
-    Only one chunk of input frames is held at a time, so memory does not grow with the length.
-    The face tracker carries over between chunks; the crop smoothing works within each chunk.
-    Extra input frames beyond the audio are not read. If no chunk has a face, :class:`NoFaceError`
-    is raised at the end (a video writer then discards its partial file).
+    Only a chunk of input frames (plus a few held back for the crop smoothing) is held at a time,
+    so memory does not grow with the length; the face tracker and the crop smoothing carry over
+    between chunks (:func:`iter_face_tracks`). Input frames beyond the audio are not read. If no
+    frame has a face, :class:`NoFaceError` is raised at the end (a video writer then discards its
+    partial file).
     """
-    from . import builtin
-    from .face.detect import FaceMeshDetector
-
     articulation = _articulation(audio, fps, method, strength)
     n_frames = len(articulation)
-    parser = builtin_parser_model()
     style = None
     done = 0
-    any_face = False
-    with FaceMeshDetector(video=True) as detector:
-        for chunk in frame_chunks:
-            chunk = chunk[: n_frames - done]
-            if not len(chunk):
-                break
-            faces = parse_faces(
-                chunk, parser, crop_size=crop_size, video=True, input_name=input_name,
-                detector=detector, require_face=False,
-            )
-            if faces.found.any():
-                any_face = True
-                if swaps and style is None:
-                    style = _swapped_style(faces, swaps, crop_size)
-
-            def chunk_progress(d: int, _n: int, offset: int = done) -> None:
-                if progress is not None:
-                    progress(offset + d, n_frames)
-
-            yield from builtin.iter_talk(
-                faces, articulation.params[done : done + len(chunk)], articulation.fps,
-                np.arange(len(chunk)), style, blink=False, portrait=False, progress=chunk_progress,
-            )
-            done += len(chunk)
-            if done >= n_frames:
-                break  # do not decode frames the audio does not need
-    if not any_face:
-        raise NoFaceError(f"no face was found in any frame of input '{input_name}'")
+    tracks = iter_face_tracks(frame_chunks, crop_size=crop_size, input_name=input_name, max_frames=n_frames)
+    for faces in tracks:
+        if swaps and style is None and faces.found.any():
+            style = _swapped_style(faces, swaps, crop_size)
+        n = len(faces)
+        stream = _talk_track(
+            faces, articulation.params[done : done + n], articulation.fps, np.arange(n), style,
+            blink=False, seed=0, portrait=False,
+        )
+        for frame in stream:
+            yield frame
+            done += 1
+            if progress is not None:
+                progress(done, n_frames)
     if done < n_frames:
         raise ValueError(
             f"input '{input_name}' ended after {done} frames but the audio needs {n_frames}; "
-            "use iter_talk (loop / ping-pong) for a video shorter than the audio"
+            "a video shorter than the audio is looped or ping-ponged (iter_talk, or the CLI's "
+            "--video-mode), which needs all its frames in memory"
         )
 
 

@@ -1,7 +1,9 @@
 """Shape edits of a talking segmentation: a region takes a new shape in every frame.
 
-The mouth regions (lips, mouth interior) are driven by the audio, so their shape cannot be fixed by
-an edit; their look is changed with a style swap instead.
+Any region can be reshaped, the mouth too: the built-in renderer follows the map it is given, so a
+painted lip shape is what the frames show (a single shape holds the mouth still in that shape; a
+mask per frame animates it). An edit of any other region keeps off the animated mouth (lips and
+mouth interior), so reshaping hair or brows never freezes the lips.
 """
 from __future__ import annotations
 
@@ -75,14 +77,10 @@ def edit_region(
 ) -> TalkingSegmentation:
     """A copy of ``segmentation`` where ``region`` has the new shape in every frame.
 
-    Pixels the region leaves become ``fill``; the new shape never covers the animated mouth.
+    Pixels the region leaves become ``fill``. The new shape of a region other than the mouth's
+    never covers the animated mouth; a mouth region's new shape covers anything.
     """
     r = L.region_index(region)
-    if region in ANIMATED:
-        raise ValueError(
-            f"'{region}' is animated by the audio, so its shape changes every frame and cannot be "
-            "replaced; change its look with SegTalker Swap Style instead"
-        )
     if fill not in FILLS:
         raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
     if (shape_from is None) == (mask is None):
@@ -93,7 +91,9 @@ def edit_region(
     else:
         shapes = shapes_from_mask(mask, segmentation, mask_space)
     fill_index = L.region_index(fill)
-    protected = np.isin(segmentation.regions, [L.region_index(n) for n in ANIMATED])
+    protected = np.zeros(segmentation.regions.shape, bool)
+    if region not in ANIMATED:
+        protected = np.isin(segmentation.regions, [L.region_index(n) for n in ANIMATED])
     regions = segmentation.regions.copy()
     regions[(regions == r) & ~shapes] = fill_index
     regions[shapes & ~protected] = r
@@ -106,5 +106,6 @@ def edit_region(
         fps=segmentation.fps,
         landmarks=segmentation.landmarks,
         mouth_params=segmentation.mouth_params,
+        eye_closure=segmentation.eye_closure,
         meta=meta,
     )

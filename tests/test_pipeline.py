@@ -184,9 +184,7 @@ def test_edit_segmentation_hair_shape_from_mask(segmentation):
     assert crops.shape[0] == len(edited)
 
 
-def test_edit_segmentation_refuses_animated_regions(segmentation):
-    with pytest.raises(ValueError, match="animated"):
-        pipeline.edit_segmentation(segmentation, "lips", mask=np.ones((1, 256, 256), np.float32))
+def test_edit_segmentation_needs_one_shape_source(segmentation):
     with pytest.raises(ValueError, match="exactly one"):
         pipeline.edit_segmentation(segmentation, "hair")
 

@@ -35,9 +35,9 @@ def astronaut() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 @functools.lru_cache(maxsize=None)
 def closed_astronaut() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The photo rendered at rest (mouth closed): crop, its driven landmarks and regions."""
-    from segtalker_core.procedural.renderer import PortraitRenderer, RenderOptions
+    from segtalker_core.procedural.renderer import RenderOptions, SourceFace
 
-    frame = PortraitRenderer(*astronaut(), RenderOptions(blink=False)).frame(np.zeros(5))
+    frame = SourceFace(*astronaut(), RenderOptions(blink=False)).frame(np.zeros(5))
     return _frozen(frame.crop), _frozen(frame.landmarks), _frozen(frame.regions)
 
 

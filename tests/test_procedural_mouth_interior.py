@@ -8,7 +8,7 @@ import pytest
 from segtalker_core.face import mesh_topology as T
 from segtalker_core.procedural.mouth_interior import analyse_mouth, extract_source_teeth
 from segtalker_core.procedural.mouth_segmentation import polygon_mask
-from segtalker_core.procedural.renderer import PortraitRenderer, RenderOptions
+from segtalker_core.procedural.renderer import RenderOptions, SourceFace
 from segtalker_core.procedural.warp import Box
 from test_procedural_common import astronaut, closed_astronaut, iod, params
 
@@ -25,8 +25,8 @@ def opening(landmarks: np.ndarray, erode: int = 0) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def closed() -> PortraitRenderer:
-    return PortraitRenderer(*closed_astronaut(), RenderOptions(blink=False))
+def closed() -> SourceFace:
+    return SourceFace(*closed_astronaut(), RenderOptions(blink=False))
 
 
 def test_teeth_are_found_only_where_they_show():
@@ -48,7 +48,7 @@ def test_smile_teeth_hang_from_the_upper_jaw():
 
 
 def test_interior_is_drawn_only_in_and_around_the_opening(closed):
-    source = closed.source
+    source = closed
     p = params(jaw=0.7, teeth=1.0)
     driven = source.rig.drive(p)
     warped = source.mesh.field(driven, source.smooth).apply(source.crop)
@@ -65,9 +65,9 @@ def test_interior_is_drawn_only_in_and_around_the_opening(closed):
 
 def test_teeth_visibility_brightens_the_opening(closed):
     p_hidden, p_shown = params(jaw=0.6, teeth=0.0), params(jaw=0.6, teeth=1.0)
-    inside = opening(closed.source.rig.drive(p_shown), erode=2)
-    dark = luma(closed.render(p_hidden))[inside].mean()
-    bright = luma(closed.render(p_shown))[inside].mean()
+    inside = opening(closed.rig.drive(p_shown), erode=2)
+    dark = luma(closed.frame(p_hidden).crop)[inside].mean()
+    bright = luma(closed.frame(p_shown).crop)[inside].mean()
     assert bright > dark + 20
     assert dark < 100  # a dark cavity when the lips hide the teeth
 
@@ -75,30 +75,30 @@ def test_teeth_visibility_brightens_the_opening(closed):
 def test_lower_teeth_move_with_the_jaw_upper_teeth_stay(closed):
     def bright_rows(jaw):
         p = params(jaw=jaw, teeth=1.0)
-        out = closed.render(p)
-        inside = opening(closed.source.rig.drive(p), erode=2)
+        out = closed.frame(p).crop
+        inside = opening(closed.rig.drive(p), erode=2)
         rows = np.nonzero((luma(out) > 150) & inside)[0]
         return rows
 
     small, large = bright_rows(0.5), bright_rows(1.0)
     # Upper teeth: the top of the bright band stays; lower teeth: the bottom goes down.
     assert abs(int(small.min()) - int(large.min())) <= 3
-    drop = 0.5 * closed.source.rig.config.jaw_drop * closed.source.iod
+    drop = 0.5 * closed.rig.config.jaw_drop * closed.iod
     assert large.max() - small.max() > 0.6 * drop
 
 
 def test_source_teeth_are_reused(closed):
     crop, landmarks, regions = astronaut()
-    smile = PortraitRenderer(crop, landmarks, regions, RenderOptions(blink=False))
-    assert smile.source.interior.source is not None
-    synthetic = PortraitRenderer(crop, landmarks, regions, RenderOptions(blink=False, teeth_source="synthetic"))
-    assert synthetic.source.interior.source is None
+    smile = SourceFace(crop, landmarks, regions, RenderOptions(blink=False))
+    assert smile.interior.source is not None
+    synthetic = SourceFace(crop, landmarks, regions, RenderOptions(blink=False, teeth_source="synthetic"))
+    assert synthetic.interior.source is None
     # Re-opening the smile to its own opening shows its own teeth where the source showed them.
     p = smile.rig.reference_params
     mouth = analyse_mouth(crop, landmarks, iod(landmarks))
     teeth = np.zeros(crop.shape[:2], bool)
     teeth[mouth.box.slices] = mouth.teeth
     teeth &= opening(smile.rig.drive(p), erode=2)
-    own = np.abs(smile.render(p)[teeth].astype(float) - crop[teeth]).mean()
-    drawn = np.abs(synthetic.render(p)[teeth].astype(float) - crop[teeth]).mean()
+    own = np.abs(smile.frame(p).crop[teeth].astype(float) - crop[teeth]).mean()
+    drawn = np.abs(synthetic.frame(p).crop[teeth].astype(float) - crop[teeth]).mean()
     assert own < 12 and own < 0.5 * drawn

@@ -7,17 +7,17 @@ import pytest
 
 from segtalker_core import labels as L
 from segtalker_core.face import mesh_topology as T
-from segtalker_core.procedural.renderer import (
-    DubbingRenderer, PortraitRenderer, RenderOptions, SourceFace,
-)
+from segtalker_core import builtin
+from segtalker_core.containers import FaceTrack
+from segtalker_core.procedural.renderer import RenderOptions, SourceFace
 from test_procedural_common import astronaut, closed_astronaut, detect, iod, lip_gap, params, psnr
 
 NO_BLINK = RenderOptions(blink=False)
 
 
 @pytest.fixture(scope="module")
-def closed() -> PortraitRenderer:
-    return PortraitRenderer(*closed_astronaut(), NO_BLINK)
+def closed() -> SourceFace:
+    return SourceFace(*closed_astronaut(), NO_BLINK)
 
 
 def test_rest_renders_the_source_exactly(closed):
@@ -33,13 +33,13 @@ def test_rest_with_tracked_landmarks_is_the_source():
     crop, _, regions = closed_astronaut()
     tracked = detect(crop)
     assert 0 < lip_gap(tracked) < 0.02
-    out = PortraitRenderer(crop, tracked, regions, NO_BLINK).render(params())
+    out = SourceFace(crop, tracked, regions, NO_BLINK).frame(params()).crop
     assert psnr(out, crop) >= 40.0
 
 
 def test_motion_stays_in_the_lower_face(closed):
     crop, landmarks, _ = closed_astronaut()
-    out = closed.render(params(jaw=1.0, width=1.0, teeth=1.0))
+    out = closed.frame(params(jaw=1.0, width=1.0, teeth=1.0)).crop
     # Eyes, brows, forehead, nose: bit-identical above the nose base.
     nose = int(landmarks[list(T.NOSE_BASE), 1].min())
     assert np.array_equal(out[:nose], crop[:nose])
@@ -61,7 +61,7 @@ def test_tracker_reads_the_driven_mouth(closed):
     gaps = {}
     for name, p in {"rest": params(), "open": params(jaw=0.8, teeth=0.6),
                     "sealed": params(jaw=0.3, closure=1.0)}.items():
-        gaps[name] = lip_gap(detect(closed.render(p)))
+        gaps[name] = lip_gap(detect(closed.frame(p).crop))
     assert gaps["rest"] < 0.03
     assert gaps["sealed"] < 0.04
     assert gaps["open"] > 0.15
@@ -73,76 +73,88 @@ def test_open_source_closes_at_rest(closed):
     """A source with an open mouth (rendered at jaw_open 0.8) is closed by silence."""
     opened = closed.frame(params(jaw=0.8, teeth=1.0))
     assert lip_gap(detect(opened.crop)) > 0.15
-    renderer = PortraitRenderer(opened.crop, opened.landmarks, opened.regions, NO_BLINK)
+    renderer = SourceFace(opened.crop, opened.landmarks, opened.regions, NO_BLINK)
     assert renderer.rig.reference_params[0] > 0.6
     rest = renderer.frame(params())
     assert lip_gap(detect(rest.crop)) < 0.04
     assert (rest.regions == L.region_index("mouth_interior")).sum() == 0
     # The photo's smile closes too.
-    smile = PortraitRenderer(*astronaut(), NO_BLINK)
-    assert lip_gap(detect(smile.render(params()))) < 0.04
+    smile = SourceFace(*astronaut(), NO_BLINK)
+    assert lip_gap(detect(smile.frame(params()).crop)) < 0.04
 
 
 def test_same_parameters_give_the_same_pixels(closed):
     p = params(jaw=0.55, width=-0.3, round_=0.4, closure=0.2, teeth=0.7)
-    first = closed.render(p)
-    assert np.array_equal(first, closed.render(p))
-    again = PortraitRenderer(*closed_astronaut(), NO_BLINK)
-    assert np.array_equal(first, again.render(p))
-    assert not np.array_equal(first, closed.render(params(jaw=0.56, width=-0.3, round_=0.4, closure=0.2, teeth=0.7)))
+    first = closed.frame(p).crop
+    assert np.array_equal(first, closed.frame(p).crop)
+    again = SourceFace(*closed_astronaut(), NO_BLINK)
+    assert np.array_equal(first, again.frame(p).crop)
+    assert not np.array_equal(first, closed.frame(params(jaw=0.56, width=-0.3, round_=0.4, closure=0.2, teeth=0.7)).crop)
 
 
-def test_drive_and_render_a_clip_with_blinks():
-    renderer = PortraitRenderer(*closed_astronaut(), RenderOptions(blink=True, blink_seed=1))
+def _track(crops, landmarks, regions) -> FaceTrack:
+    """A face track of aligned crops (frames = crops, identity transforms)."""
+    n = len(crops)
+    return FaceTrack(
+        frames=np.stack(crops), crops=np.stack(crops), labels=L.REGIONS_TO_BISENET[np.stack(regions)].astype(np.uint8),
+        landmarks=np.stack(landmarks), transforms=np.tile(np.eye(2, 3), (n, 1, 1)), found=np.ones(n, bool),
+    )
+
+
+def test_talking_segmentation_of_a_clip_with_blinks():
+    faces = _track(*[[x] for x in closed_astronaut()])
     frames = 150  # 6 s at 25 fps: at least one blink
     p = np.zeros((frames, 5))
     p[:, 0] = 0.3 * (1 + np.sin(np.arange(frames) / 3.0)) / 2
-    driven = renderer.drive(p, fps=25.0)
-    assert driven.eye_closure.max() == 1.0
-    shut = int(np.argmax(driven.eye_closure))
+    clip = list(builtin.iter_talking_segmentation(faces, p, 25.0, np.zeros(frames, int), blink=True, seed=1))
+    assert len(clip) == frames
+    closure = np.array([f.eye_closure for f in clip])
+    assert closure.max() == 1.0
+    shut = int(np.argmax(closure))
     eyes = L.region_index("eyes")
-    assert (driven.regions[shut] == eyes).sum() < 0.2 * (driven.regions[0] == eyes).sum()
-    rendered = renderer.render_driven(driven, shut)
-    assert rendered.shape == (512, 512, 3) and rendered.dtype == np.uint8
-    assert np.array_equal(rendered, renderer.render(driven.params[shut], float(driven.eye_closure[shut])))
-    assert sum(1 for _ in renderer.iter_render(driven)) == frames
+    assert (clip[shut].regions == eyes).sum() < 0.2 * (clip[0].regions == eyes).sum()
+    source = SourceFace(*closed_astronaut(), RenderOptions(blink=True, blink_seed=1))
+    # The segmentation's pose is the renderer's pose for the same parameters and blink.
+    again = source.frame(clip[shut].params, float(closure[shut]))
+    assert np.array_equal(again.regions, clip[shut].regions)
+    crops = [crop for crop, _ in builtin.iter_synthesize(iter(clip[shut : shut + 1]), faces)]
+    assert np.array_equal(crops[0], again.crop)
 
 
 def test_dubbing_renders_each_frame_on_its_own_crop():
     crop, landmarks, regions = closed_astronaut()
-    dubber = DubbingRenderer()
-    assert np.array_equal(dubber.frame(crop, landmarks, regions, params()).crop, crop)
-    palette = dubber.palette
-    assert palette is not None
-    out = dubber.frame(crop, landmarks, regions, params(jaw=0.6, teeth=1.0))
-    assert dubber.palette is palette  # teeth colours fixed after the first frame
-    portrait = PortraitRenderer(crop, landmarks, regions, NO_BLINK)
-    assert np.array_equal(out.crop, portrait.render(params(jaw=0.6, teeth=1.0)))
-    # A frame that already shows an open mouth is re-driven from its own closed rest.
+    portrait = SourceFace(crop, landmarks, regions, NO_BLINK)
     opened = portrait.frame(params(jaw=0.8, teeth=1.0))
-    closed_again = dubber.frame(opened.crop, opened.landmarks, opened.regions, params())
-    assert lip_gap(closed_again.landmarks) == pytest.approx(0.0, abs=1e-3)
+    faces = _track([crop, opened.crop], [landmarks, opened.landmarks], [regions, opened.regions])
+    driver = builtin.FrameDriver(faces, portrait=False)
+    first = driver.source(0)
+    assert np.array_equal(first.frame(params()).crop, crop)
+    second = driver.source(1)
+    assert second is not first and second.palette is first.palette  # teeth colours of the first frame
+    assert np.array_equal(first.frame(params(jaw=0.6, teeth=1.0)).crop, portrait.frame(params(jaw=0.6, teeth=1.0)).crop)
+    # A frame that already shows an open mouth is re-driven from its own closed rest.
+    assert lip_gap(second.frame(params()).landmarks) == pytest.approx(0.0, abs=1e-3)
 
 
 def test_bad_inputs_are_named():
     crop, landmarks, regions = closed_astronaut()
     with pytest.raises(TypeError, match="uint8"):
-        PortraitRenderer(crop.astype(np.float32), landmarks, regions)
+        SourceFace(crop.astype(np.float32), landmarks, regions)
     with pytest.raises(ValueError, match="square"):
-        PortraitRenderer(crop[:, :500], landmarks, regions)
+        SourceFace(crop[:, :500], landmarks, regions)
     with pytest.raises(ValueError, match="merge_to_regions"):
-        PortraitRenderer(crop, landmarks, np.full_like(regions, 17))
+        SourceFace(crop, landmarks, np.full_like(regions, 17))
     with pytest.raises(ValueError, match="no face"):
         SourceFace(crop, np.full_like(landmarks, np.nan), regions, NO_BLINK)
     with pytest.raises(ValueError, match="teeth_source"):
         RenderOptions(teeth_source="photo")
     with pytest.raises(ValueError, match="params"):
-        PortraitRenderer(crop, landmarks, regions, NO_BLINK).drive(np.zeros((3, 4)), fps=25.0)
+        SourceFace(crop, landmarks, regions, NO_BLINK).drive(np.zeros(4))
 
 
 def test_any_crop_size_gives_the_same_motion(closed):
     crop, landmarks, regions = closed_astronaut()
-    half = PortraitRenderer(
+    half = SourceFace(
         crop[::2, ::2].copy(), landmarks / 2, regions[::2, ::2].copy(), NO_BLINK
     )
     p = params(jaw=0.8, width=0.5, teeth=1.0)

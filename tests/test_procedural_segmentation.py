@@ -6,7 +6,7 @@ import pytest
 
 from segtalker_core import labels as L
 from segtalker_core.face import mesh_topology as T
-from segtalker_core.procedural.renderer import PortraitRenderer, RenderOptions
+from segtalker_core.procedural.renderer import RenderOptions, SourceFace
 from test_procedural_common import astronaut, closed_astronaut, params
 
 INTERIOR = L.region_index("mouth_interior")
@@ -15,12 +15,12 @@ SKIN = L.region_index("skin")
 
 
 @pytest.fixture(scope="module")
-def renderer() -> PortraitRenderer:
-    return PortraitRenderer(*closed_astronaut(), RenderOptions(blink=False))
+def renderer() -> SourceFace:
+    return SourceFace(*closed_astronaut(), RenderOptions(blink=False))
 
 
 def regions(renderer, **kw) -> np.ndarray:
-    return renderer.source.frame(params(**kw), image=False).regions
+    return renderer.frame(params(**kw), image=False).regions
 
 
 def test_rest_equals_the_reference_map(renderer):
@@ -31,7 +31,7 @@ def test_mouth_interior_appears_and_grows_with_the_jaw(renderer):
     areas = [int((regions(renderer, jaw=j) == INTERIOR).sum()) for j in (0.0, 0.25, 0.5, 0.75, 1.0)]
     assert areas[0] == 0
     assert all(b > a for a, b in zip(areas, areas[1:])), areas
-    iod = renderer.source.iod
+    iod = renderer.iod
     # A wide "aa": the opening is a sizeable fraction of the mouth.
     assert areas[-1] > 0.1 * iod * iod
 
@@ -56,7 +56,7 @@ def test_lips_frame_the_opening(renderer):
 def test_chin_moves_down_and_the_rest_of_the_map_stays(renderer):
     reference = closed_astronaut()[2]
     driven = regions(renderer, jaw=1.0)
-    source = renderer.source
+    source = renderer
     chin = source.rig.reference[T.CHIN, :2].round().astype(int)
     drop = int(source.rig.config.jaw_drop * source.iod)
     # Below the chin: what was neck/clothing just under the chin is now face skin.
@@ -74,19 +74,18 @@ def test_chin_moves_down_and_the_rest_of_the_map_stays(renderer):
 def test_open_reference_closes_and_its_interior_becomes_lips():
     crop, landmarks, reference = astronaut()
     assert (reference == INTERIOR).sum() > 500  # the smile shows the teeth
-    renderer = PortraitRenderer(crop, landmarks, reference, RenderOptions(blink=False))
-    rest = renderer.source.frame(params(), image=False).regions
+    renderer = SourceFace(crop, landmarks, reference, RenderOptions(blink=False))
+    rest = renderer.frame(params(), image=False).regions
     assert (rest == INTERIOR).sum() == 0
-    mouth = renderer.source.mesh.box
+    mouth = renderer.mesh.box
     assert (rest[mouth.slices] == LIPS).sum() > (reference[mouth.slices] == LIPS).sum()
 
 
-def test_drive_returns_one_map_per_frame(renderer):
-    p = np.stack([params(jaw=j) for j in np.linspace(0, 1, 5)])
-    driven = renderer.drive(p, fps=25.0)
-    assert driven.regions.shape == (5, 512, 512) and driven.regions.dtype == np.uint8
-    assert driven.landmarks.shape == (5, 478, 3)
-    assert np.array_equal(driven.regions[2], regions(renderer, jaw=0.5))
+def test_drive_returns_the_map_of_the_frame(renderer):
+    pose = renderer.drive(params(jaw=0.5))
+    assert pose.regions.shape == (512, 512) and pose.regions.dtype == np.uint8
+    assert pose.landmarks.shape == (478, 3)
+    assert np.array_equal(pose.regions, regions(renderer, jaw=0.5))
 
 
 def test_a_hair_thin_opening_is_not_a_mouth_wide_line(renderer):

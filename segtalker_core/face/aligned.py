@@ -17,7 +17,7 @@ from .align import (
 )
 from .detect import LARGEST_FACE, NUM_LANDMARKS, FaceMeshDetector, select_face
 from .image import to_rgb_uint8_batch
-from .smoothing import Smoothing, smooth_similarity
+from .smoothing import OneEuroSmoother, Smoothing, smooth_similarity, smoothing_radius
 
 
 @dataclass
@@ -76,27 +76,111 @@ def align_faces(
         raise ValueError(f"crop_size must be at least 16 px, got {crop_size}")
     rgb = to_rgb_uint8_batch(frames, "frames")
     settings = Smoothing.coerce(smoothing, video)
-    n, height, width = rgb.shape[:3]
     owned = detector is None
     detector = detector or FaceMeshDetector(video=video)
-    frame_landmarks = np.full((n, NUM_LANDMARKS, 3), np.nan, dtype=np.float32)
-    found = np.zeros(n, dtype=bool)
     try:
-        for i in range(n):
-            face = select_face(detector.detect(rgb[i], name=f"frames[{i}]"), face_index)
-            if face is not None:
-                frame_landmarks[i] = face.landmarks
-                found[i] = True
-            report_progress(progress, i + 1, n)
+        frame_landmarks, found = _detect(rgb, detector, face_index, progress)
     finally:
         if owned:
             detector.close()
+    params = smooth_similarity(_similarities(frame_landmarks, found), found, settings)
+    return _aligned(rgb, frame_landmarks, found, params, crop_size)
 
-    params = np.zeros((n, 4))
+
+class StreamingAligner:
+    """:func:`align_faces` for a video that arrives in chunks, smoothing across the chunks.
+
+    A frame's smoothed crop depends on the frames up to the smoothing radius after it, so each
+    :meth:`push` returns the frames whose neighbourhood is complete and holds back the last few
+    (``radius`` frames) until the next chunk or :meth:`flush`. The frames already returned stay
+    as left context. The result equals one :func:`align_faces` call over the whole video (to
+    float rounding), so the crop never jumps where one chunk ends and the next begins.
+    ``detector`` is the caller's video-mode detector (its tracking carries over too).
+    """
+
+    def __init__(
+        self, detector: FaceMeshDetector, crop_size: int = 512, face_index: int = LARGEST_FACE,
+        smoothing: Smoothing | str | None = None,
+    ) -> None:
+        if crop_size < 16:
+            raise ValueError(f"crop_size must be at least 16 px, got {crop_size}")
+        self.detector = detector
+        self.crop_size = crop_size
+        self.face_index = face_index
+        self.settings = Smoothing.coerce(smoothing, True)
+        self._one_euro = OneEuroSmoother(self.settings) if self.settings.method == "one_euro" else None
+        self.radius = smoothing_radius(self.settings)
+        self._frames: list[np.ndarray] = []  # pending input frames [H, W, 3]
+        self._landmarks = np.empty((0, NUM_LANDMARKS, 3), np.float32)  # pending detections
+        self._found = np.empty(0, bool)
+        self._raw = np.empty((0, 4))  # pending similarity parameters, unsmoothed
+        self._context_raw = np.empty((0, 4))  # the last `radius` frames already returned
+        self._context_found = np.empty(0, bool)
+
+    def push(self, frames, progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, AlignedFaces] | None:
+        """Add consecutive frames ``[n, H, W, 3]``; the frames now final (``[k, H, W, 3]`` uint8
+        and their alignment), or None."""
+        rgb = to_rgb_uint8_batch(frames, "frames")
+        landmarks, found = _detect(rgb, self.detector, self.face_index, progress)
+        self._frames.extend(rgb)
+        self._landmarks = np.concatenate([self._landmarks, landmarks])
+        self._found = np.concatenate([self._found, found])
+        self._raw = np.concatenate([self._raw, _similarities(landmarks, found)])
+        return self._release(len(self._frames) - self.radius)
+
+    def flush(self) -> tuple[np.ndarray, AlignedFaces] | None:
+        """The frames still held back (the end of the video), or None."""
+        return self._release(len(self._frames))
+
+    def _release(self, count: int) -> tuple[np.ndarray, AlignedFaces] | None:
+        if count <= 0:
+            return None
+        k = len(self._context_raw)
+        raw = np.concatenate([self._context_raw, self._raw])
+        found = np.concatenate([self._context_found, self._found])
+        if self._one_euro is not None:
+            smoothed = self._one_euro(self._raw[:count], self._found[:count])
+        else:
+            smoothed = smooth_similarity(raw, found, self.settings)[k : k + count]
+        rgb = np.stack(self._frames[:count])
+        out = _aligned(rgb, self._landmarks[:count], self._found[:count], smoothed, self.crop_size)
+        # Left context for the next release: the last `radius` frames returned so far.
+        keep = self.radius
+        self._context_raw = np.concatenate([self._context_raw, self._raw[:count]])[max(0, len(self._context_raw) + count - keep):]
+        self._context_found = np.concatenate([self._context_found, self._found[:count]])[max(0, len(self._context_found) + count - keep):]
+        del self._frames[:count]
+        self._landmarks, self._found, self._raw = self._landmarks[count:], self._found[count:], self._raw[count:]
+        return rgb, out
+
+
+def _detect(rgb: np.ndarray, detector: FaceMeshDetector, face_index: int, progress) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame the chosen face's landmarks ``[N, 478, 3]`` (frame px, NaN: none) and ``found [N]``."""
+    n = len(rgb)
+    frame_landmarks = np.full((n, NUM_LANDMARKS, 3), np.nan, dtype=np.float32)
+    found = np.zeros(n, dtype=bool)
+    for i in range(n):
+        face = select_face(detector.detect(rgb[i], name=f"frames[{i}]"), face_index)
+        if face is not None:
+            frame_landmarks[i] = face.landmarks
+            found[i] = True
+        if progress is not None:
+            progress(i + 1, n)
+    return frame_landmarks, found
+
+
+def _similarities(frame_landmarks: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """``[N, 4]`` FFHQ crop similarity per frame (zeros where there is no face)."""
+    params = np.zeros((len(found), 4))
     for i in np.flatnonzero(found):
         params[i] = ffhq_similarity(frame_landmarks[i]).as_array()
-    params = smooth_similarity(params, found, settings)
+    return params
 
+
+def _aligned(
+    rgb: np.ndarray, frame_landmarks: np.ndarray, found: np.ndarray, params: np.ndarray, crop_size: int,
+) -> AlignedFaces:
+    """Crops and crop-space landmarks of frames whose (smoothed) similarities are known."""
+    n, height, width = rgb.shape[:3]
     transforms = np.empty((n, 2, 3))
     transforms[:] = fit_frame_affine((height, width), crop_size)
     transforms[found] = similarity_to_affine(params[found], crop_size)

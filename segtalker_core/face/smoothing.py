@@ -193,3 +193,10 @@ class OneEuroSmoother:
 def _alpha(cutoff, dt: float):
     tau = 1.0 / (2 * math.pi * np.asarray(cutoff, dtype=np.float64))
     return 1.0 / (1.0 + tau / dt)
+
+
+def smoothing_radius(smoothing: Smoothing) -> int:
+    """Frames on each side that a smoothed value depends on (0 for causal or no smoothing)."""
+    if smoothing.method == "gaussian" and smoothing.sigma > 0:
+        return max(1, int(math.ceil(3 * smoothing.sigma)))
+    return 0

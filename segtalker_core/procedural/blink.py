@@ -200,3 +200,38 @@ def _lid_colour(
 def _smoothstep(x: np.ndarray) -> np.ndarray:
     x = np.clip(x, 0.0, 1.0)
     return x * x * (3.0 - 2.0 * x)
+
+
+def eye_pixels(regions: np.ndarray, source: np.ndarray, iod: float) -> int:
+    """Eye pixels of a 12-region map [S, S] inside the eye boxes of the source's landmarks."""
+    return sum(
+        int((regions[box.slices] == EYES).sum()) for box in _eye_boxes(source, iod, regions.shape[0])
+    )
+
+
+class EyeClosureReader:
+    """How far a map's eyes are shut (0 open .. 1 shut), relative to the source's own eyes.
+
+    The built-in segmentation closes an eye by relabelling what the lids cover as skin, so the
+    eye area falls monotonically with closure; the curve is sampled once for this source and
+    read backwards. A source without visible eyes reads as 0 (nothing to close).
+    """
+
+    def __init__(self, source_regions: np.ndarray, source: np.ndarray, iod: float, samples: int = 11) -> None:
+        self.source = np.asarray(source)
+        self.iod = float(iod)
+        self.closures = np.linspace(0.0, 1.0, samples)
+        self.areas = np.array([
+            eye_pixels(
+                close_eye_regions(source_regions.copy(), self.source, close_eyelids(self.source, c), iod),
+                self.source, iod,
+            )
+            for c in self.closures
+        ], np.float64)
+
+    def read(self, regions: np.ndarray) -> float:
+        if self.areas[0] <= 0:
+            return 0.0
+        area = eye_pixels(regions, self.source, self.iod)
+        # np.interp wants increasing x: the areas fall as closure rises.
+        return float(np.clip(np.interp(area, self.areas[::-1], self.closures[::-1]), 0.0, 1.0))

@@ -1,41 +1,40 @@
-"""Built-in renderer: articulation parameters -> talking segmentation and rendered face crops.
+"""Built-in renderer: articulation parameters or a 12-region map -> rendered face crops.
 
-Two ways in:
+:class:`SourceFace` is one source crop prepared for driving: everything that depends only on the
+source (rig, triangulation, teeth layers, colours) is built once in ``__init__``. A portrait keeps
+one for every frame; video dubbing makes one per input frame (cheap: one ~400-point Delaunay and a
+few small image statistics) with the teeth colours of the first frame, so they do not flicker.
 
-* :class:`PortraitRenderer` -- one source crop drives every frame. Everything that depends only on
-  the source (rig, triangulation, teeth layers, colours) is prepared once in ``__init__``;
-  :meth:`~PortraitRenderer.drive` makes the talking segmentation of a whole clip and
-  :meth:`~PortraitRenderer.render` / :meth:`~PortraitRenderer.frame` render one frame at a time so
-  callers can stream.
-* :class:`DubbingRenderer` -- video dubbing: each frame is drawn on its *own* crop and landmarks,
-  so the per-source preparation runs per frame (it is cheap: one ~400-point Delaunay and a few
-  small image statistics). Colours of synthesised teeth are fixed at the first frame so they do
-  not flicker.
-
-Per frame: driven landmarks (:mod:`.rig`) -> piecewise-affine warp of the lower face (:mod:`.warp`)
--> mouth interior in the opening (:mod:`.mouth_interior`) -> painted lids if blinking
-(:mod:`.blink`); the 12-region map follows the same warp (:mod:`.mouth_segmentation`).
-Everything is deterministic: the same parameters give the same pixels.
+Per frame, :meth:`SourceFace.drive` poses the face -- driven landmarks (:mod:`.rig`), the
+piecewise-affine warp of the lower face (:mod:`.warp`) and the 12-region map that warp gives
+(:mod:`.mouth_segmentation`), lids closed if blinking -- and :meth:`SourceFace.paint` draws it:
+warped source, mouth interior in the opening (:mod:`.mouth_interior`), painted lids (:mod:`.blink`).
+The pose can come from parameters or from a map (:attr:`SourceFace.mouth_reader` and
+:attr:`SourceFace.eye_reader` read it back: :mod:`.mouth_fit`). Everything is deterministic: the
+same parameters give the same pixels.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+import functools
 
 import numpy as np
 
 from .. import labels as L
 from ..face import mesh_topology as T
-from .blink import BlinkConfig, blink_schedule, close_eye_regions, close_eyelids, paint_eyelids
+from .blink import (
+    BlinkConfig, EyeClosureReader, blink_schedule, close_eye_regions, close_eyelids, paint_eyelids,
+)
 from .mouth_interior import (
     MouthInterior, MouthPalette, TeethGeometry, analyse_mouth, extract_source_teeth,
 )
+from .mouth_fit import MouthReader
 from .mouth_segmentation import drive_regions
 from .rig import (
     JAW, LIPS_LOWER_SEMI_INNER, LIPS_UPPER_SEMI_INNER, NUM_PARAMS, TEETH, FaceFrame, MouthRig,
     RigConfig, check_landmarks, check_params,
 )
-from .warp import Box, MeshWarp
+from .warp import Box, MeshWarp, WarpField
 
 TEETH_SOURCES = ("auto", "synthetic")
 _INSET = 0.5  # of the way to the next lip ring, for an open reference mouth
@@ -71,19 +70,19 @@ class RenderOptions:
 
 
 @dataclass
-class DrivenFaces:
-    """A driven clip: ``params`` [T, 5] float32 (as used, clipped to range); ``landmarks``
-    [T, 478, 3] float32 (blinks included); ``regions`` [T, S, S] uint8 12-region maps;
-    ``eye_closure`` [T] float32; ``fps``."""
+class DrivenFrame:
+    """The pose of one frame, before any pixel is drawn.
+
+    ``params`` [5] float32 (as used, clipped to range); ``eye_closure`` 0..1; ``landmarks``
+    [478, 3] float32 driven points (lids included); ``regions`` [S, S] uint8 12-region map;
+    ``warp``: the backward map of the lower face that moves the source to this pose.
+    """
 
     params: np.ndarray
+    eye_closure: float
     landmarks: np.ndarray
     regions: np.ndarray
-    eye_closure: np.ndarray
-    fps: float
-
-    def __len__(self) -> int:
-        return len(self.params)
+    warp: WarpField
 
 
 @dataclass
@@ -108,8 +107,9 @@ class SourceFace:
 
     def __init__(
         self, crop: np.ndarray, landmarks: np.ndarray, regions12: np.ndarray,
-        options: RenderOptions, palette: MouthPalette | None = None,
+        options: RenderOptions | None = None, palette: MouthPalette | None = None,
     ) -> None:
+        options = options or RenderOptions()
         self.crop = _check_crop(crop)
         size = self.crop.shape[0]
         self.regions = _check_regions(regions12, size)
@@ -136,102 +136,57 @@ class SourceFace:
             options.feather,
         )
 
-    def frame(self, params: np.ndarray, eye_closure: float = 0.0, image: bool = True) -> RenderedFrame:
-        """Render one frame from ``params`` [5]; ``image=False`` skips the pixels (crop ``None``)."""
-        p = check_params(np.asarray(params, np.float64).reshape(1, NUM_PARAMS), "params")[0]
+    @property
+    def window(self) -> Box:
+        """The crop area any parameters can move (outside it every frame equals the source)."""
+        return self.mesh.box
+
+    @functools.cached_property
+    def mouth_reader(self) -> MouthReader:
+        """Reads a map's mouth in this face's frame and fits the rig to it (built on first use)."""
+        return MouthReader(self.rig, self.regions, self.window)
+
+    @functools.cached_property
+    def eye_reader(self) -> EyeClosureReader:
+        """Reads how far a map's eyes are shut (built on first use)."""
+        return EyeClosureReader(self.regions, self.rig.reference, self.iod)
+
+    def drive(self, params: np.ndarray, eye_closure: float = 0.0) -> DrivenFrame:
+        """Pose one frame: ``params`` [5] articulation, ``eye_closure`` 0..1."""
+        p = check_params(np.atleast_2d(np.asarray(params, np.float64)), "params")[0]
         driven = self.rig.drive(p)
         warp = self.mesh.field(driven, self.smooth, _SEAMS)
         regions = drive_regions(self.regions, warp, driven)
-        crop = None
-        if image:
-            crop = warp.apply(self.crop)
-            jaw = self.rig.jaw_offset(p)[0]
-            self.interior.composite(crop, driven, jaw, p[TEETH], self.seal)
+        eye_closure = float(eye_closure)
         if eye_closure > 0:
-            driven = close_eyelids(driven, float(eye_closure))
+            driven = close_eyelids(driven, eye_closure)
             close_eye_regions(regions, self.rig.reference, driven, self.iod)
-            if crop is not None:
-                paint_eyelids(crop, self.crop, self.rig.reference, driven, self.iod)
-        return RenderedFrame(crop, regions, driven)
+        return DrivenFrame(p.astype(np.float32), eye_closure, driven, regions, warp)
+
+    def paint(self, pose: DrivenFrame) -> np.ndarray:
+        """The crop [S, S, 3] uint8 of a pose made by :meth:`drive`."""
+        crop = pose.warp.apply(self.crop)
+        p = pose.params.astype(np.float64)
+        # Lids move only eye points, so the mouth points of the lidded landmarks are the rig's.
+        self.interior.composite(crop, pose.landmarks, self.rig.jaw_offset(p)[0], p[TEETH], self.seal)
+        if pose.eye_closure > 0:
+            paint_eyelids(crop, self.crop, self.rig.reference, pose.landmarks, self.iod)
+        return crop
+
+    def frame(self, params: np.ndarray, eye_closure: float = 0.0, image: bool = True) -> RenderedFrame:
+        """Pose and draw one frame from ``params`` [5]; ``image=False`` skips the pixels (crop
+        ``None``)."""
+        pose = self.drive(params, eye_closure)
+        crop = self.paint(pose) if image else None
+        return RenderedFrame(crop, pose.regions, pose.landmarks)
 
 
-class PortraitRenderer:
-    """Talking portrait from one source crop.
-
-    ``crop`` [S, S, 3] uint8 aligned face; ``landmarks`` [478, 3] float32 crop px; ``regions12``
-    [S, S] uint8 12-region map of the crop (``labels.merge_to_regions`` of a parser's output).
-    """
-
-    def __init__(
-        self, crop: np.ndarray, landmarks: np.ndarray, regions12: np.ndarray,
-        options: RenderOptions | None = None,
-    ) -> None:
-        self.options = options or RenderOptions()
-        self.source = SourceFace(crop, landmarks, regions12, self.options)
-
-    @property
-    def rig(self) -> MouthRig:
-        return self.source.rig
-
-    def eye_closure(self, num_frames: int, fps: float) -> np.ndarray:
-        """The blink schedule [T] this renderer uses (zeros when blinks are off)."""
-        if not self.options.blink:
-            return np.zeros(num_frames, np.float32)
-        return blink_schedule(num_frames, fps, self.options.blink_seed, self.options.blink_config)
-
-    def drive(self, params: np.ndarray, fps: float) -> DrivenFaces:
-        """Talking segmentation of a clip: ``params`` [T, 5] -> :class:`DrivenFaces`."""
-        p = check_params(params, "params").astype(np.float32)
-        closure = self.eye_closure(len(p), fps)
-        size = self.source.crop.shape[0]
-        regions = np.empty((len(p), size, size), np.uint8)
-        landmarks = np.empty((len(p), T.NUM_POINTS, 3), np.float32)
-        for t in range(len(p)):
-            frame = self.source.frame(p[t], float(closure[t]), image=False)
-            regions[t] = frame.regions
-            landmarks[t] = frame.landmarks
-        return DrivenFaces(p, landmarks, regions, closure, float(fps))
-
-    def frame(self, params: np.ndarray, eye_closure: float = 0.0) -> RenderedFrame:
-        """Crop, regions and landmarks of one frame from its ``params`` [5]."""
-        return self.source.frame(params, eye_closure)
-
-    def render(self, params: np.ndarray, eye_closure: float = 0.0) -> np.ndarray:
-        """Rendered crop [S, S, 3] uint8 of one frame from its ``params`` [5]."""
-        return self.source.frame(params, eye_closure).crop
-
-    def render_driven(self, driven: DrivenFaces, index: int) -> np.ndarray:
-        """Frame ``index`` of a clip made by :meth:`drive`."""
-        return self.render(driven.params[index], float(driven.eye_closure[index]))
-
-    def iter_render(self, driven: DrivenFaces) -> Iterator[np.ndarray]:
-        """Rendered crops of a whole clip, one at a time."""
-        for t in range(len(driven)):
-            yield self.render_driven(driven, t)
-
-
-class DubbingRenderer:
-    """Video dubbing: re-drive the mouth of each frame on that frame's own crop.
-
-    The mouth is driven relative to the frame's own closed rest, so ``params`` all zero close the
-    mouth whatever the frame showed. ``palette``: colours of synthesised teeth (default: taken
-    from the first frame rendered, then kept, so they do not flicker).
-    """
-
-    def __init__(self, options: RenderOptions | None = None, palette: MouthPalette | None = None) -> None:
-        self.options = options or RenderOptions(blink=False)
-        self.palette = palette
-
-    def frame(
-        self, crop: np.ndarray, landmarks: np.ndarray, regions12: np.ndarray, params: np.ndarray,
-        eye_closure: float = 0.0,
-    ) -> RenderedFrame:
-        """Render one frame: its crop [S, S, 3], landmarks [478, 3], 12-region map [S, S] and
-        articulation ``params`` [5]."""
-        source = SourceFace(crop, landmarks, regions12, self.options, self.palette)
-        if self.palette is None:
-            self.palette = source.palette
-        return source.frame(params, eye_closure)
+def eye_closure_schedule(options: RenderOptions, num_frames: int, fps: float) -> np.ndarray:
+    """The blink schedule [T] float32 of a portrait rendered with ``options`` (zeros without
+    blinks)."""
+    if not options.blink:
+        return np.zeros(num_frames, np.float32)
+    return blink_schedule(num_frames, fps, options.blink_seed, options.blink_config)
 
 
 def _build_mesh(rig: MouthRig, size: int) -> MeshWarp:

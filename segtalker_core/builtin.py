@@ -16,11 +16,11 @@ from __future__ import annotations
 import logging
 from typing import Iterable, Iterator
 
-import cv2
 import numpy as np
 
 from . import labels as L
 from .containers import FaceTrack, SegmentationFrame, StyleCodes
+from .masks import dilate
 from .procedural.renderer import DrivenFrame, RenderOptions, SourceFace, eye_closure_schedule
 from .progress import Progress
 
@@ -106,39 +106,42 @@ class MapFollower:
         self.unusable = 0
         self.clamped = 0
 
-    def pose(self, source: SourceFace, frame: SegmentationFrame) -> DrivenFrame:
+    def pose(self, source: SourceFace, frame: SegmentationFrame) -> tuple[DrivenFrame, bool]:
+        """(the pose that draws ``frame``'s map, whether the map's mouth could be followed)."""
         wanted = frame.regions
         if frame.pose is not None and frame.pose.regions is wanted:
             self.previous = frame.pose.params
-            return frame.pose  # the rig drew this very map
+            return frame.pose, True  # the rig drew this very map
         hint = None
+        mouth_ok = eyes_ok = False
         if frame.params is not None:
             hint = source.drive(frame.params, frame.eye_closure)
             mouth_ok, eyes_ok = _agrees(source, hint.regions, wanted)
             if mouth_ok and eyes_ok:
                 self.previous = hint.params
-                return hint
+                return hint, True
+        usable = True
+        if hint is not None and mouth_ok:
+            params = hint.params
         else:
-            mouth_ok = eyes_ok = False
-        params = hint.params if hint is not None and mouth_ok else self._fit(source, wanted, hint)
+            params, usable = self._fit(source, wanted, hint)
         eye = hint.eye_closure if hint is not None and eyes_ok else source.eye_reader.read(wanted)
         self.previous = params
-        return source.drive(params, eye)
+        return source.drive(params, eye), usable
 
-    def _fit(self, source: SourceFace, wanted: np.ndarray, hint: DrivenFrame | None) -> np.ndarray:
+    def _fit(self, source: SourceFace, wanted: np.ndarray, hint: DrivenFrame | None) -> tuple[np.ndarray, bool]:
         reader = source.mouth_reader
         measure = reader.measure(wanted)
-        prior = hint.params if hint is not None else self.previous
-        prior = np.zeros(5, np.float32) if prior is None else prior
         if not reader.usable(measure):
             if not self.unusable:
                 log.warning(
                     "a segmentation map shows no usable mouth (no lips near the mouth); keeping "
-                    "the nearest frame's mouth there (reported once per run)"
+                    "the nearest earlier frame's mouth there, or a closed one (reported once per run)"
                 )
             self.unusable += 1
-            return self.previous if self.previous is not None else prior
-        params = reader.fit(measure, prior)
+            return (self.previous if self.previous is not None else np.zeros(5, np.float32)), False
+        prior = hint.params if hint is not None else self.previous
+        params = reader.fit(measure, np.zeros(5, np.float32) if prior is None else prior)
         if measure.gap > 1.15 * reader.max_gap + 2.0 / reader.iod:
             if not self.clamped:
                 log.warning(
@@ -147,7 +150,7 @@ class MapFollower:
                     measure.gap, reader.max_gap,
                 )
             self.clamped += 1
-        return params
+        return params, True
 
 
 def _agrees(source: SourceFace, drawn: np.ndarray, wanted: np.ndarray) -> tuple[bool, bool]:
@@ -169,28 +172,32 @@ def draw_frame(
     wanted: np.ndarray,  # [S, S] the map the frame must show
     source_crop: np.ndarray,  # [S, S, 3] the input frame's crop (texture of relabelled regions)
     source_regions: np.ndarray,  # [S, S] its 12-region map
+    follow_mouth: bool = True,
 ) -> np.ndarray:
     """The crop of ``pose`` with whatever the wanted map still says differently painted in.
 
     Mouth pixels the fitted rig could not reach take the rendered mouth's own texture, within a
     short reach of the rendered mouth (beyond it the rig's range wins); other relabelled pixels
-    take their new region's texture from the source (:mod:`.procedural.shape_edit`).
+    take their new region's texture from the source (:mod:`.procedural.shape_edit`). Where the
+    map's mouth could not be followed (``follow_mouth`` False) the pose's own map stands inside
+    the area the rig moves.
     """
     from .procedural.shape_edit import paint_shape_edits
 
     crop = source.paint(pose)
-    if pose.regions is wanted:
-        return crop
     drawn = pose.regions
+    if drawn is wanted:
+        return crop
+    if not follow_mouth:
+        wanted = wanted.copy()
+        wanted[source.window.slices] = drawn[source.window.slices]
     changed = drawn != wanted
     if not changed.any():
         return crop
     mouth_change = changed & (np.isin(wanted, MOUTH_REGIONS) | np.isin(drawn, MOUTH_REGIONS))
     target = wanted
     if mouth_change.any():
-        reach = max(1, int(round(_RESIDUAL_REACH * source.iod)))
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))
-        near = cv2.dilate(np.isin(drawn, MOUTH_REGIONS).astype(np.uint8), kernel) > 0
+        near = dilate(np.isin(drawn, MOUTH_REGIONS), max(1.0, _RESIDUAL_REACH * source.iod))
         mouth_target = drawn.copy()
         mouth_target[mouth_change & near] = wanted[mouth_change & near]
         crop = paint_shape_edits(crop, drawn, mouth_target, crop, drawn)
@@ -227,8 +234,8 @@ def iter_synthesize(
         if source is None:
             yield faces.crops[i].copy(), frame
             continue
-        pose = follower.pose(source, frame)
-        crop = draw_frame(source, pose, frame.regions, faces.crops[i], faces.regions[i])
+        pose, follow_mouth = follower.pose(source, frame)
+        crop = draw_frame(source, pose, frame.regions, faces.crops[i], faces.regions[i], follow_mouth)
         if style is not None:
             crop = apply_style_edit(crop, frame.regions, style)
         yield crop, frame

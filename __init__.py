@@ -1,17 +1,12 @@
 """ComfyUI entry point of the SegTalker node pack.
 
-ComfyUI imports this file as a package. It registers the nodes through the V3 ``comfy_entrypoint``
-and does nothing heavy: no model is loaded, nothing is downloaded or installed. The node classes
-import ``segtalker_core`` (numpy only at import); models load when a node runs.
+ComfyUI imports this folder as a package (under a path-derived module name). It registers the
+nodes through the V3 ``comfy_entrypoint`` and does nothing heavy: no model is loaded, nothing is
+downloaded or installed. The node classes reach the core library next to them by relative import
+(``from ..segtalker_core import pipeline``), so nothing is added to ``sys.path`` and this pack's
+``segtalker_core`` can never be confused with another copy on the path. Models load when a node
+runs.
 """
-import os
-import sys
-
-# The core library sits next to this file; make it importable by its absolute name, because
-# ComfyUI imports this folder under a path-derived module name.
-_PACK_DIR = os.path.dirname(os.path.abspath(__file__))
-if _PACK_DIR not in sys.path:
-    sys.path.append(_PACK_DIR)
 
 
 async def comfy_entrypoint():

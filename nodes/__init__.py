@@ -1,5 +1,6 @@
 """SegTalker node classes (ComfyUI V3 schema). Thin: every algorithm is in segtalker_core."""
-from .loaders import SegTalkerLoadAudio, SegTalkerLoadModel, SegTalkerLoadParser
+from .loaders import (SegTalkerLoadAudio, SegTalkerLoadEncoder, SegTalkerLoadGenerator,
+                      SegTalkerLoadParser, SegTalkerLoadTSG)
 from .parsing import SegTalkerFaceParse, SegTalkerSegmentationToMask
 from .style import SegTalkerEncodeStyle, SegTalkerSwapStyle
 from .synthesis import SegTalkerPasteBack, SegTalkerSynthesize, SegTalkerTalk
@@ -7,7 +8,9 @@ from .talking import SegTalkerAudioToSegmentation, SegTalkerEditSegmentation
 
 NODE_CLASSES = [
     SegTalkerLoadParser,
-    SegTalkerLoadModel,
+    SegTalkerLoadTSG,
+    SegTalkerLoadEncoder,
+    SegTalkerLoadGenerator,
     SegTalkerLoadAudio,
     SegTalkerFaceParse,
     SegTalkerSegmentationToMask,

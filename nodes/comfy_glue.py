@@ -5,9 +5,8 @@ MASK ``[B,H,W]``, AUDIO Mapping, ProgressBar, model_management devices).
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -80,28 +79,9 @@ def progress_for(total: int) -> Callable[[int, int], None]:
     return FrameProgress(total)
 
 
-@contextlib.contextmanager
-def on_compute_device(module: torch.nn.Module, working_bytes: int = 0) -> Iterator[torch.device]:
-    """Place ``module`` on ComfyUI's compute device for the duration of a node run.
-
-    Frees memory through model_management first (as core's upscale node does), and moves the
-    module back to the offload device afterwards so it does not pin VRAM between runs.
-    """
-    import comfy.model_management as mm
-
-    device = mm.get_torch_device()
-    required = mm.module_size(module) + int(working_bytes)
-    mm.free_memory(required, device)
-    module.to(device)
-    try:
-        yield device
-    finally:
-        module.to(mm.unet_offload_device())
-        mm.soft_empty_cache()
-
-
-def compute_dtype(device: torch.device, param_count: int) -> torch.dtype:
-    """fp16/bf16 where ComfyUI says the device handles it well, else fp32."""
+def recommended_dtype(device: torch.device, param_count: int) -> torch.dtype:
+    """What ComfyUI recommends computing in on ``device``: bf16/fp16 where model_management says
+    the device handles it well, else fp32 (and always fp32 on a CPU). The ``auto`` precision."""
     import comfy.model_management as mm
 
     if device.type == "cpu":

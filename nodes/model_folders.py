@@ -32,6 +32,16 @@ def list_files(folder: str) -> list[str]:
     return [f"{folder}/{name}" for name in folder_paths.get_filename_list(folder)]
 
 
+def full_path(choice: str) -> str | None:
+    """``"<folder>/<file>"`` -> absolute path, or None when it is not there."""
+    import folder_paths
+
+    folder, _, name = choice.partition("/")
+    if folder not in (FACE_PARSING, SEGTALKER) or not name:
+        return None
+    return folder_paths.get_full_path(folder, name)
+
+
 def resolve(choice: str) -> str:
     """``"face_parsing/79999_iter.pth"`` -> absolute path, or an error naming the folders searched."""
     import folder_paths

@@ -1,30 +1,45 @@
-"""Runs a learned model on ComfyUI's compute device; the built-in backends need no device."""
+"""Runs a learned model on ComfyUI's compute device; the built-in backends need no device.
+
+The node side of precision: ComfyUI says which device to use and which precision it recommends
+there; the model's own choice (its loader's ``precision`` combo) is resolved against that by the
+core (:func:`segtalker_core.precision.resolve`). The module is *moved* to the device and back,
+never cast, so a cached model stays bit-identical between runs.
+"""
 from __future__ import annotations
 
 import contextlib
 from typing import Iterator
 
-from segtalker_core.pipeline import LoadedModel
-
-from .comfy_glue import compute_dtype, on_compute_device
+from ..segtalker_core import precision
+from ..segtalker_core.model_handle import LoadedModel
+from ..segtalker_core.working_memory import working_memory_bytes
+from .comfy_glue import recommended_dtype
 
 
 @contextlib.contextmanager
-def model_on_device(model: LoadedModel | None, working_bytes: int = 0) -> Iterator[None]:
-    """Moves a torch-backed model to the compute device (and back) around a node run."""
+def model_on_device(model: LoadedModel | None, batch: int | None = None,
+                    frame_size: int = 512) -> Iterator[None]:
+    """Places a torch-backed model on the compute device (and back) around a node run.
+
+    Asks model_management to free the module's size plus the run's working memory (estimated
+    from ``batch`` and the resolutions, see segtalker_core.working_memory); an OOM error that
+    happens anyway halves the batch inside the core.
+    """
     module = None if model is None else model.torch_module
     if module is None:
         yield
         return
-    first = next(module.parameters())
-    home_dtype = first.dtype
-    with on_compute_device(module, working_bytes) as device:
-        params = sum(p.numel() for p in module.parameters())
-        model.place(device, compute_dtype(device, params))
-        try:
-            yield
-        finally:
-            # Back to the offload device in the loaded precision, constants included (place()).
-            import comfy.model_management as mm
+    import comfy.model_management as mm
 
-            model.place(mm.unet_offload_device(), home_dtype)
+    device = mm.get_torch_device()
+    params = sum(p.numel() for p in module.parameters())
+    dtype = precision.resolve(model.precision, device, recommended_dtype(device, params))
+    working = working_memory_bytes(model, dtype, batch=batch, frame_size=frame_size)
+    mm.free_memory(mm.module_size(module) + working, device)
+    model.place(device, dtype)
+    try:
+        yield
+    finally:
+        # Off the GPU between runs so the model does not pin VRAM; the precision choice stays.
+        model.place(mm.unet_offload_device(), dtype)
+        mm.soft_empty_cache()

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from segtalker_core import pipeline
-
+from ..segtalker_core import pipeline
 from .comfy_glue import image_to_uint8, mask_to_tensor, progress_for, uint8_to_image
 from .model_runs import model_on_device
 from .region_inputs import region_toggles, selected_regions
-from .sockets import CATEGORY, Faces, Model, Segmentation
+from .sockets import CATEGORY, Faces, ParserModel, Segmentation
 
 
 class SegTalkerFaceParse(io.ComfyNode):
@@ -24,7 +23,7 @@ class SegTalkerFaceParse(io.ComfyNode):
             ),
             inputs=[
                 io.Image.Input("image", tooltip="a portrait, or the frames of a video"),
-                Model.Input("parser", optional=True, tooltip="from SegTalker Load Face Parser; built-in when empty"),
+                ParserModel.Input("parser", optional=True, tooltip="from SegTalker Load Face Parser; built-in when empty"),
                 io.Int.Input("crop_size", default=512, min=64, max=1024, step=64),
                 io.Int.Input(
                     "face_index", default=-1, min=-1, max=15,
@@ -46,7 +45,7 @@ class SegTalkerFaceParse(io.ComfyNode):
         frames = image_to_uint8(image, "image")
         model = parser if parser is not None else pipeline.builtin_parser_model()
         pipeline.require_component(model, ("parser",), slot="parser")
-        with model_on_device(model):
+        with model_on_device(model, frame_size=crop_size):
             faces = pipeline.parse_faces(
                 frames,
                 model,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from segtalker_core.labels import REGIONS_12
+from ..segtalker_core.labels import REGIONS_12
 
 
 def region_toggles(default_on: tuple[str, ...]) -> list[io.Boolean.Input]:

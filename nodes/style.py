@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from segtalker_core import pipeline
-
+from ..segtalker_core import pipeline
 from .model_runs import model_on_device
 from .region_inputs import region_toggles, selected_regions
-from .sockets import CATEGORY, Faces, Model, Style
+from .sockets import CATEGORY, EncoderModel, Faces, Style
 
 
 class SegTalkerEncodeStyle(io.ComfyNode):
@@ -23,7 +22,7 @@ class SegTalkerEncodeStyle(io.ComfyNode):
             ),
             inputs=[
                 Faces.Input("faces"),
-                Model.Input("encoder", optional=True, tooltip="a mask-guided encoder bundle; built-in when empty"),
+                EncoderModel.Input("encoder", optional=True, tooltip="a mask-guided encoder bundle; built-in when empty"),
                 io.Int.Input("frame", default=0, min=0, max=100000, tooltip="which frame of the faces is the reference"),
             ],
             outputs=[Style.Output(display_name="style")],
@@ -31,7 +30,7 @@ class SegTalkerEncodeStyle(io.ComfyNode):
 
     @classmethod
     def execute(cls, faces, frame: int, encoder=None) -> io.NodeOutput:
-        with model_on_device(encoder):
+        with model_on_device(encoder, frame_size=faces.crop_size):
             style = pipeline.encode_style(faces, model=encoder, frame=frame)
         return io.NodeOutput(style)
 

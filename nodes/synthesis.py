@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from segtalker_core import pipeline
-
+from ..segtalker_core import pipeline
 from .comfy_glue import image_to_uint8, progress_for, uint8_to_image
 from .model_runs import model_on_device
-from .sockets import CATEGORY, Model, Segmentation, Style
+from .sockets import CATEGORY, GeneratorModel, Segmentation, Style
 
 
 class SegTalkerSynthesize(io.ComfyNode):
@@ -24,7 +23,7 @@ class SegTalkerSynthesize(io.ComfyNode):
             inputs=[
                 Segmentation.Input("segmentation"),
                 Style.Input("style"),
-                Model.Input("generator", optional=True, tooltip="a mask-guided generator bundle; built-in when empty"),
+                GeneratorModel.Input("generator", optional=True, tooltip="a mask-guided generator bundle; built-in when empty"),
                 io.Combo.Input("background", options=["source", "generated"], default="source",
                                tooltip="keep the source frame's background, or render it from its own code"),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="noise, fixed for the whole video"),
@@ -34,7 +33,7 @@ class SegTalkerSynthesize(io.ComfyNode):
 
     @classmethod
     def execute(cls, segmentation, style, background: str, seed: int, generator=None) -> io.NodeOutput:
-        with model_on_device(generator):
+        with model_on_device(generator, frame_size=segmentation.faces.crop_size):
             crops = pipeline.synthesize(
                 segmentation,
                 style,

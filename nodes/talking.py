@@ -3,12 +3,11 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from segtalker_core import pipeline
-
+from ..segtalker_core import pipeline
+from ..segtalker_core.labels import REGIONS_12
 from .comfy_glue import progress_for, uint8_to_image
 from .model_runs import model_on_device
-from .sockets import CATEGORY, Faces, Model, Segmentation
-from segtalker_core.labels import REGIONS_12
+from .sockets import CATEGORY, Faces, Segmentation, TSGModel
 
 
 class SegTalkerAudioToSegmentation(io.ComfyNode):
@@ -26,7 +25,7 @@ class SegTalkerAudioToSegmentation(io.ComfyNode):
                 Faces.Input("faces"),
                 io.Audio.Input("audio"),
                 io.Float.Input("fps", default=25.0, min=1.0, max=120.0, step=0.01),
-                Model.Input("tsg", optional=True, tooltip="a TSG bundle; the built-in viseme rig when empty"),
+                TSGModel.Input("tsg", optional=True, tooltip="a TSG bundle; the built-in viseme rig when empty"),
                 io.Float.Input("strength", default=1.0, min=0.0, max=2.0, step=0.05, tooltip="mouth motion scale"),
                 io.Combo.Input(
                     "phonemes", options=["auto", "phonemes", "acoustic"], default="auto",
@@ -50,7 +49,7 @@ class SegTalkerAudioToSegmentation(io.ComfyNode):
                 blink: bool, seed: int, tsg=None) -> io.NodeOutput:
         mono = pipeline.load_mono(audio, "audio")
         n_frames = pipeline.audio_frame_count(mono, fps)
-        with model_on_device(tsg):
+        with model_on_device(tsg, frame_size=faces.crop_size):
             segmentation = pipeline.talking_segmentation(
                 faces,
                 mono,

@@ -1,0 +1,67 @@
+"""Working memory of one batched forward pass, estimated from batch size and resolution.
+
+Why an estimate: a host that manages GPU memory (ComfyUI's ``model_management.free_memory``)
+must be told how much to free *before* the run: the module's size plus its activations. The
+numbers below count the largest activations each network holds at once (a few full-resolution
+feature maps, the masks and the logits), times a safety factor; they are deliberately on the
+high side. When they are still too low, the OOM retry (:mod:`.batching`) halves the batch.
+
+Counts are in elements; the element size is the compute dtype's (float32: 4 bytes, halves: 2),
+plus one half-precision copy of the weights that autocast makes during a half run.
+"""
+from __future__ import annotations
+
+import torch
+
+from .components import ENCODER, GENERATOR, PARSER, TSG
+from .model_handle import LoadedModel
+
+SAFETY = 1.5  # allocator fragmentation, cuDNN workspaces, temporaries we did not count
+
+
+def working_memory_bytes(model: LoadedModel | None, dtype: torch.dtype | None = None,
+                         batch: int | None = None, frame_size: int = 512) -> int:
+    """Bytes to keep free for a run of ``model`` (0 for built-ins and None).
+
+    ``dtype``: the compute dtype (default: the model's); ``batch``: frames per forward pass
+    (default: the run's default batch); ``frame_size``: the crop size maps come back to (TSG
+    logits, generator output) .
+    """
+    if model is None or model.torch_module is None:
+        return 0
+    dtype = dtype or model.compute_dtype
+    element = torch.empty((), dtype=dtype).element_size()
+    per_sample, default_batch = _activation_elements(model, frame_size)
+    n = batch or default_batch
+    weights = sum(p.numel() for p in model.torch_module.parameters())
+    cast_copy = weights * element if dtype != torch.float32 else 0
+    # The maps at frame size come back in float32 (upcast before argmax / resizing).
+    return int(SAFETY * (n * per_sample * element) + cast_copy)
+
+
+def _activation_elements(model: LoadedModel, frame_size: int) -> tuple[int, int]:
+    """(elements per sample at the peak, the run's default batch)."""
+    from .learned import GENERATOR_BATCH, TSG_BATCH
+
+    runner = model.runner
+    if model.component == PARSER:
+        s = int(getattr(runner, "input_size", 512))
+        # 64-channel stem at s/2 (x3 live: conv, BN, ReLU), 19 logits at s (+ float32 copy),
+        # the normalised input.
+        return s * s * (64 // 4 * 3 + 19 * 2 + 3), int(getattr(runner, "batch_size", 4))
+    config = runner.config
+    if model.component == TSG:
+        r, c = config.resolution, config.base_channels
+        # U-Net: encoder + decoder + skips at full resolution ~4c, inputs 2x12 + mask, logits
+        # (and their float32 copy at frame size).
+        return r * r * (4 * c + 25) + 2 * 12 * frame_size ** 2, TSG_BATCH
+    if model.component == ENCODER:
+        s = config.input_size
+        return s * s * (4 * config.stem_channels + 3 + 12), 1
+    if model.component == GENERATOR:
+        peak = max(config.channels(2 ** k) * 4 ** k for k in range(2, config.log_size + 1))
+        size = config.size
+        # x, modulated input, conv output, noise-added and activated copies (~5x the widest map),
+        # the 12 region masks at output size, the RGB skip.
+        return 5 * peak + (12 + 6) * size * size + 3 * frame_size ** 2, GENERATOR_BATCH
+    return 0, 1

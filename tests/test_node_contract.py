@@ -16,6 +16,7 @@ frontend-only extras such as ``control_after_generate``); the server test runs t
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -149,6 +150,64 @@ def test_comfyui_loads_every_pack_node(pack_description, comfy_table):
     problems += [f"{k}: node info failed:\n{v}" for k, v in errors.items()]
     problems += comfyui_host.pack_log_problems(comfy_table["_stderr"], REPO_DIR,
                                                Path(comfyui_host.PACK_LINK_NAME))
+    assert not problems, "\n".join(problems)
+
+
+# Each model slot has its own socket type: a loader's output links only into its slot.
+MODEL_SOCKETS = {
+    "SegTalkerLoadParser": ("SEGTALKER_PARSER", [("SegTalkerFaceParse", "parser")]),
+    "SegTalkerLoadTSG": ("SEGTALKER_TSG", [("SegTalkerAudioToSegmentation", "tsg")]),
+    "SegTalkerLoadEncoder": ("SEGTALKER_ENCODER", [("SegTalkerEncodeStyle", "encoder")]),
+    "SegTalkerLoadGenerator": ("SEGTALKER_GENERATOR", [("SegTalkerSynthesize", "generator")]),
+}
+PRECISION_OPTIONS = ["auto", "fp32", "bf16", "fp16"]
+
+
+def _combo_options(spec) -> list:
+    if isinstance(spec[0], list):
+        return list(spec[0])
+    return list((spec[1] if len(spec) > 1 else {}).get("options", []))
+
+
+def test_model_sockets_are_typed_per_slot(comfy_table):
+    info = comfy_table["object_info"]
+    problems = []
+    for loader, (socket, consumers) in MODEL_SOCKETS.items():
+        if loader not in info:
+            problems.append(f"{loader}: missing")
+            continue
+        if info[loader]["output"][0] != socket:
+            problems.append(f"{loader}: outputs {info[loader]['output'][0]!r}, not {socket!r}")
+        precision = info[loader]["input"]["required"].get("precision")
+        if precision is None or _combo_options(precision) != PRECISION_OPTIONS:
+            problems.append(f"{loader}: no precision combo {PRECISION_OPTIONS}")
+        for node, name in consumers:
+            specs, _ = _input_specs(info[node])
+            if specs.get(name) != socket:
+                problems.append(f"{node}.{name} takes {specs.get(name)!r}, not {socket!r}")
+            for other, (other_socket, _) in MODEL_SOCKETS.items():
+                if other != loader and types_match(other_socket, specs.get(name)):
+                    problems.append(f"{node}.{name} would accept {other}'s {other_socket}")
+    ours = [v for k, v in info.items() if v.get("python_module") == PACK_MODULE]
+    for node in ours:
+        specs, _ = _input_specs(node)
+        types = list(specs.values()) + list(node.get("output") or [])
+        if "SEGTALKER_MODEL" in types:
+            problems.append(f"{node['name']}: still uses the untyped SEGTALKER_MODEL socket")
+    assert not problems, "\n".join(problems)
+
+
+def test_nodes_reach_the_core_by_relative_import():
+    """No sys.path edits: nodes/* import the core as ``..segtalker_core`` (ComfyUI imports the
+    pack folder as a package), so another ``segtalker_core`` on the path can never be picked."""
+    problems = []
+    if re.search(r"sys\.path\.(append|insert)|sys\.path\s*[+=]", (REPO_DIR / "__init__.py").read_text()):
+        problems.append("__init__.py edits sys.path")
+    for path in sorted((REPO_DIR / "nodes").glob("*.py")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            stripped = line.strip()
+            if stripped.startswith(("from segtalker_core", "import segtalker_core")):
+                problems.append(f"nodes/{path.name}:{number}: absolute import {stripped!r}")
     assert not problems, "\n".join(problems)
 
 

@@ -395,6 +395,33 @@ def write_random_bundles(server: ComfyUIServer, resolution: int = 64) -> None:
         cwd=REPO_DIR, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, f"random-bundle failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}"
+    _assert_loaders_list_only_their_files(server)
+
+
+# Which random bundle each per-slot loader must list (the syncnet one is listed by none).
+LOADER_FILES = {
+    "SegTalkerLoadTSG": "segtalker/tsg_random_64.safetensors",
+    "SegTalkerLoadEncoder": "segtalker/encoder_random_64.safetensors",
+    "SegTalkerLoadGenerator": "segtalker/generator_random_64.safetensors",
+}
+
+
+def _combo_options(info: dict, name: str) -> list:
+    spec = info["input"]["required"][name]
+    if isinstance(spec[0], list):  # V1 form: the options are the type
+        return list(spec[0])
+    return list((spec[1] if len(spec) > 1 else {}).get("options", []))
+
+
+def _assert_loaders_list_only_their_files(server: ComfyUIServer) -> None:
+    """Each loader lists exactly its component's files (read from the headers), the parser
+    loader none of the learned bundles."""
+    info = server.object_info()
+    for node_id, expected in LOADER_FILES.items():
+        options = _combo_options(info[node_id], "model")
+        assert options == [expected], f"{node_id} lists {options}, expected only {expected!r}"
+    parser_options = _combo_options(info["SegTalkerLoadParser"], "parser")
+    assert not [o for o in parser_options if o.startswith("segtalker/")], parser_options
 
 
 @register("learned_random", timeout=600, prepare=write_random_bundles)

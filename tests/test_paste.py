@@ -220,22 +220,24 @@ def test_passthrough_cases(scene):
     assert np.array_equal(P.paste_face(frame, crop, far_away, P.face_blend_mask(regions, 4)), frame)
 
 
-def test_batch_paste_with_progress_source_index_and_missing_faces(scene):
+def test_stream_paste_follows_source_index_and_passes_faceless_frames(scene):
+    """pipeline.iter_paste_back: each crop onto the frame its segmentation frame names."""
+    from segtalker_core import pipeline
+    from segtalker_core.containers import FaceTrack, SegmentationFrame
+
     frame, matrix, crop, regions = scene
     painted, _ = paint_mouth(crop, regions)
     frames = np.stack([frame, frame[::-1].copy()])
-    transforms = np.stack([matrix, matrix])
-    calls = []
-    out = P.paste_faces(
-        frames, np.stack([painted, painted, painted]), transforms, P.face_blend_mask(regions, 4),
-        found=np.array([True, False]), source_index=np.array([0, 1, 0]),
-        progress=lambda i, n: calls.append((i, n)),
+    faces = FaceTrack(
+        frames=frames, crops=np.stack([crop, crop]), labels=L.REGIONS_TO_BISENET[np.stack([regions] * 2)].astype(np.uint8),
+        landmarks=np.zeros((2, T.NUM_POINTS, 3), np.float32), transforms=np.stack([matrix, matrix]),
+        found=np.array([True, False]),
     )
-    assert out.shape == (3,) + frame.shape and calls == [(1, 3), (2, 3), (3, 3)]
+    pairs = [(painted, SegmentationFrame(regions, i)) for i in (0, 1, 0)]
+    out = list(pipeline.iter_paste_back(pairs, faces, feather_px=4))
+    assert len(out) == 3 and out[0].shape == frame.shape
     assert (out[0] != frame).any() and np.array_equal(out[0], out[2])
     assert np.array_equal(out[1], frames[1])  # no face: passthrough
-    with pytest.raises(ValueError, match="source_index"):
-        P.paste_faces(frames, np.stack([painted] * 3), transforms, P.face_blend_mask(regions, 4))
 
 
 def test_bad_inputs_name_the_problem(scene):

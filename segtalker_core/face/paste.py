@@ -33,7 +33,7 @@ the frame size.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 
 import cv2
@@ -42,7 +42,6 @@ import numpy as np
 from .. import labels as L
 from ..containers import invert_affine
 from ..masks import dilate, erode
-from ..progress import Progress, report_progress
 from . import mesh_topology as T
 
 FACE_REGIONS: tuple[int, ...] = tuple(
@@ -194,71 +193,6 @@ def paste_face(
     alpha[alpha < MASK_EPSILON] = 0.0
     target = out[y0:y1, x0:x1]
     target[...] = cv2.blendLinear(warped, np.ascontiguousarray(target), alpha, 1.0 - alpha)
-    return out
-
-
-def iter_paste_faces(
-    frames: np.ndarray,
-    crops: np.ndarray,
-    transforms: np.ndarray,
-    masks: np.ndarray,
-    found: np.ndarray | None = None,
-    *,
-    source_index: np.ndarray | None = None,
-    color_correct: bool = True,
-    progress: Progress = None,
-) -> Iterator[np.ndarray]:
-    """Yield pasted frames one at a time (feed a video writer without holding the video).
-
-    ``frames [N, H, W, 3]``, ``transforms [N, 2, 3]``, ``found [N]`` describe the input frames;
-    ``crops [T, S, S, 3]`` and ``masks [T, S, S]`` (or one shared ``[S, S]``) are the output
-    frames, drawn on ``frames[source_index[t]]`` (default: ``t``, then T must equal N).
-    Frames without a face pass through. ``progress(i, T)`` is called after frame i (1-based).
-    """
-    n_out = len(crops)
-    index = np.arange(n_out) if source_index is None else np.asarray(source_index, np.int64)
-    if source_index is None and len(frames) != n_out:
-        raise ValueError(
-            f"{n_out} crops for {len(frames)} frames: pass source_index to say which frame each "
-            "crop belongs to"
-        )
-    if index.shape != (n_out,) or (n_out and (index.min() < 0 or index.max() >= len(frames))):
-        raise ValueError(f"source_index must be [T={n_out}] indices into the {len(frames)} frames")
-    if len(transforms) != len(frames):
-        raise ValueError(f"transforms has {len(transforms)} entries for {len(frames)} frames")
-    shared_mask = np.asarray(masks).ndim == 2
-    if not shared_mask and len(masks) != n_out:
-        raise ValueError(f"masks has {len(masks)} entries for {n_out} crops (or pass one [S, S])")
-    found = np.ones(len(frames), bool) if found is None else np.asarray(found, bool)
-    for t in range(n_out):
-        i = int(index[t])
-        if found[i]:
-            mask = masks if shared_mask else masks[t]
-            yield paste_face(frames[i], crops[t], transforms[i], mask, color_correct=color_correct)
-        else:
-            yield frames[i].copy()
-        report_progress(progress, t + 1, n_out)
-
-
-def paste_faces(
-    frames: np.ndarray,
-    crops: np.ndarray,
-    transforms: np.ndarray,
-    masks: np.ndarray,
-    found: np.ndarray | None = None,
-    *,
-    source_index: np.ndarray | None = None,
-    color_correct: bool = True,
-    progress: Progress = None,
-) -> np.ndarray:
-    """Batch form of :func:`iter_paste_faces`: returns ``[T, H, W, 3]`` uint8."""
-    frames = np.asarray(frames)
-    out = np.empty((len(crops),) + frames.shape[1:], dtype=np.uint8)
-    for t, pasted in enumerate(iter_paste_faces(
-        frames, crops, transforms, masks, found, source_index=source_index,
-        color_correct=color_correct, progress=progress,
-    )):
-        out[t] = pasted
     return out
 
 

@@ -287,3 +287,65 @@ def test_adaptive_batch_reraises_at_one_and_passes_other_errors():
         batching.AdaptiveBatch(4).run(3, broken, release=lambda: None)
     assert batching.is_out_of_memory(RuntimeError("CUDA error: out of memory"))
     assert not batching.is_out_of_memory(RuntimeError("shape mismatch"))
+
+
+# ------------------------------------------------------------------------------ fp16 safeguards
+
+
+def test_fp16_prenormalisation_keeps_a_hot_modulated_conv_finite():
+    """Styles and inputs whose product overflows fp16 (300 * 300 > 65504): NVlabs'
+    pre-normalisation keeps the demodulated result finite and equal to fp32's."""
+    from segtalker_core.models.layers import fir_kernel, modulated_conv2d
+    from segtalker_core.models.mask_guided import mask_guided_conv_fast
+
+    gen = torch.Generator().manual_seed(0)
+    x = 300 * torch.randn(2, 8, 8, 8, generator=gen)
+    weight = torch.randn(4, 8, 3, 3, generator=gen) / 3
+    styles = 300 * (1 + torch.rand(2, 8, generator=gen))
+    reference = modulated_conv2d(x, weight, styles)
+    with precision.compute("cpu", torch.float16):
+        plain = modulated_conv2d(x, weight, styles)
+        up = modulated_conv2d(x, weight, styles, up=2, blur=fir_kernel([1, 3, 3, 1]))
+    assert plain.dtype == torch.float16 and torch.isfinite(plain).all() and torch.isfinite(up).all()
+    assert (plain.float() - reference).abs().max() < 0.02 * reference.abs().max()
+    # Without the safeguard the same product overflows: the test input really is hot.
+    assert not torch.isfinite((x.half() * styles.half()[:, :, None, None])).all()
+
+    region_styles = styles[:, None].expand(-1, 3, -1).contiguous()
+    masks = torch.nn.functional.one_hot(torch.randint(0, 3, (2, 8, 8), generator=gen), 3)
+    masks = masks.permute(0, 3, 1, 2).float()
+    fast_ref = mask_guided_conv_fast(x, weight, region_styles, masks)
+    with precision.compute("cpu", torch.float16):
+        fast = mask_guided_conv_fast(x, weight, region_styles, masks)
+    assert torch.isfinite(fast).all()
+    assert (fast.float() - fast_ref).abs().max() < 0.02 * fast_ref.abs().max()
+
+
+def test_fp16_clamps_generator_activations_and_fp32_does_not():
+    from segtalker_core.models.layers import FP16_CLAMP, LRELU_GAIN
+    from segtalker_core.models.stylegan import StyledConv
+
+    torch.manual_seed(0)
+    layer = StyledConv(4, 4, 8, False, (1, 3, 3, 1), "fast")
+    with torch.no_grad():
+        layer.bias.fill_(1000.0)  # pushes every activation far past the clamp
+    x, w = torch.randn(1, 4, 8, 8), torch.randn(1, 8)
+    noise = torch.zeros(1, 1, 8, 8)
+    assert layer(x, w, None, noise, None).max() > FP16_CLAMP * LRELU_GAIN
+    with precision.compute("cpu", torch.float16):
+        hot = layer(x, w, None, noise, None)
+    assert hot.float().max() <= FP16_CLAMP * LRELU_GAIN
+
+
+def test_working_memory_grows_with_batch_and_is_zero_for_builtins(paths):
+    from segtalker_core import pipeline
+    from segtalker_core.working_memory import working_memory_bytes
+
+    assert working_memory_bytes(None) == 0
+    assert working_memory_bytes(pipeline.builtin_parser_model()) == 0
+    for name, slot in SLOT.items():
+        model = model_loading.load_model(paths[name], "cpu", slot=slot)
+        one = working_memory_bytes(model, torch.float32, batch=1)
+        four = working_memory_bytes(model, torch.float32, batch=4)
+        assert 0 < one < four, name
+        assert working_memory_bytes(model, torch.float16, batch=4) < four, name

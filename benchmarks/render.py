@@ -10,10 +10,12 @@ mouth is closed for silence and the source's teeth are reused) and a closed-mout
 Rows (per frame, wall clock; median and best over the frames, plus process CPU time which is
 less sensitive to other jobs on a shared machine):
 
-* ``portrait drive``  -- landmarks + 12-region map (the talking segmentation);
-* ``portrait render`` -- the RGB crop;
-* ``portrait total``  -- both (what a Talk node does per frame);
-* ``dubbing frame``   -- a frame drawn on its own crop/landmarks (preparation included), i.e. the
+* ``drive``  -- the pose: landmarks, warp and 12-region map (the talking segmentation);
+* ``paint`` -- the RGB crop of a pose;
+* ``drive + paint`` -- both (what the built-in chain does per portrait frame);
+* ``follow a hint-less map`` -- a map that comes without its articulation (edited, or from a
+  TSG): read its mouth and eyes, fit the rig, pose (the paint is the same as above);
+* ``dubbing frame`` -- a frame drawn on its own crop/landmarks (preparation included), i.e. the
   renderer's share of the per-frame video-dubbing chain (detection, parsing, paste-back and
   encoding are not included).
 """
@@ -29,9 +31,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from segtalker_core import labels as L  # noqa: E402
+from segtalker_core import builtin, labels as L  # noqa: E402
+from segtalker_core.containers import SegmentationFrame  # noqa: E402
 from segtalker_core.procedural.renderer import (  # noqa: E402
-    DubbingRenderer, PortraitRenderer, RenderOptions,
+    RenderOptions, SourceFace, eye_closure_schedule,
 )
 
 
@@ -79,7 +82,7 @@ def main() -> None:
 
     crop, landmarks, regions = astronaut_source(args.size)
     params = speech_params(args.frames)
-    closed = PortraitRenderer(crop, landmarks, regions).frame(np.zeros(5))
+    closed = SourceFace(crop, landmarks, regions).frame(np.zeros(5))
     sources = {
         "astronaut (teeth)": (crop, landmarks, regions),
         "astronaut closed": (closed.crop, closed.landmarks, closed.regions),
@@ -87,21 +90,27 @@ def main() -> None:
     rows = []
     for name, (c, lm, reg) in sources.items():
         start = time.perf_counter()
-        renderer = PortraitRenderer(c, lm, reg, RenderOptions())
+        options = RenderOptions()
+        renderer = SourceFace(c, lm, reg, options)
         setup = 1e3 * (time.perf_counter() - start)
-        renderer.drive(params[:2], 25.0)  # warm-up
-        closure = renderer.eye_closure(len(params), 25.0)
-        drive = timed(lambda i: renderer.source.frame(params[i], float(closure[i]), image=False), len(params))
-        render = timed(lambda i: renderer.render(params[i], float(closure[i])), len(params))
+        renderer.frame(params[0])  # warm-up
+        closure = eye_closure_schedule(options, len(params), 25.0)
+        poses = [renderer.drive(params[i], float(closure[i])) for i in range(len(params))]
+        drive = timed(lambda i: renderer.drive(params[i], float(closure[i])), len(params))
+        paint = timed(lambda i: renderer.paint(poses[i]), len(params))
         total = timed(lambda i: renderer.frame(params[i], float(closure[i])), len(params))
-        dubber = DubbingRenderer()
-        dub = timed(lambda i: dubber.frame(c, lm, reg, params[i]), len(params))
+        # Following a map that carries no hint: read the mouth and eyes, fit the rig, pose.
+        renderer.mouth_reader, renderer.eye_reader  # built once per source
+        follow = timed(lambda i: builtin.MapFollower().pose(renderer, SegmentationFrame(poses[i].regions.copy(), 0)), len(params))
+        # Dubbing prepares each frame's own face (rig, mesh, colours), then draws it.
+        dub = timed(lambda i: SourceFace(c, lm, reg, RenderOptions(blink=False)).frame(params[i]), len(params))
         rows += [
             (name, "portrait setup (once)", (setup, setup, float("nan"))),
-            (name, "portrait drive", drive),
-            (name, "portrait render", render),
-            (name, "portrait total", total),
-            (name, "dubbing frame", dub),
+            (name, "drive (pose + map)", drive),
+            (name, "paint (pixels)", paint),
+            (name, "drive + paint", total),
+            (name, "follow a hint-less map (fit + pose)", follow),
+            (name, "dubbing frame (prepare + draw)", dub),
         ]
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -8,7 +8,7 @@ Rows:
 * portrait 512: ``pipeline.iter_talk`` on ``examples/portrait.png`` resized to 512x512 (crop 512),
   end to end (face parsing, articulation with phonemes, rendering, paste-back) as the first call
   in the process (MediaPipe and pocketsphinx model loading in it) and again warm, and the
-  per-frame part alone (``builtin.iter_talk`` on a track parsed and articulated beforehand);
+  per-frame part alone (``pipeline.iter_talk_track`` on a track parsed and articulated beforehand);
 * dubbing 1080p: ``examples/video.mp4`` upscaled into a 1920x1080 canvas, then
   ``pipeline.iter_talk`` (ping-pong over the 50 input frames) into ``video_io.Mp4Writer`` (on a
   ``BackgroundWriter`` thread, as the CLI)
@@ -60,7 +60,7 @@ def load_text() -> str:
 
 
 def portrait_rows(seconds: float) -> list[tuple]:
-    from segtalker_core import builtin, pipeline
+    from segtalker_core import pipeline
     from segtalker_core.audio.articulation import articulation_from_audio
     from segtalker_core.audio.timing import frame_count
     from segtalker_core.frame_schedule import source_indices
@@ -84,7 +84,7 @@ def portrait_rows(seconds: float) -> list[tuple]:
     articulated = time.perf_counter()
     index = source_indices(1, frames)
     start_render = time.perf_counter()
-    m = sum(1 for _ in builtin.iter_talk(faces, track, index))
+    m = sum(1 for _ in pipeline.iter_talk_track(faces, track.params, FPS, index, None, True, 0, None))
     render = time.perf_counter() - start_render
     note = f"one-time: parse {parsed - start:.2f} s, articulation {articulated - parsed:.2f} s"
     return [

@@ -528,7 +528,7 @@ def _swapped_style(faces: FaceTrack, swaps, crop_size: int) -> StyleCodes | None
     return style
 
 
-def _talk_track(
+def iter_talk_track(
     faces: FaceTrack,
     params: np.ndarray,  # [T, 5] articulation of the output frames
     fps: float,
@@ -538,7 +538,9 @@ def _talk_track(
     seed: int,
     portrait: bool | None,
 ):
-    """The built-in stages chained on one face track: full-resolution frames, one at a time."""
+    """The built-in stages chained on one parsed face track -- talking segmentation, synthesis,
+    paste-back -- streaming full-resolution frames ``[H, W, 3]`` uint8, one at a time. The rig
+    poses each frame once: its pose travels with the segmentation frame to the renderer."""
     from . import builtin
 
     frames = builtin.iter_talking_segmentation(faces, params, fps, source_index, blink, seed, portrait)
@@ -572,7 +574,7 @@ def iter_talk(
     articulation = _articulation(audio, fps, method, strength)
     style = _swapped_style(faces, swaps, crop_size)
     index = source_indices(len(faces), len(articulation), video_mode)
-    stream = _talk_track(faces, articulation.params, articulation.fps, index, style, blink, seed, None)
+    stream = iter_talk_track(faces, articulation.params, articulation.fps, index, style, blink, seed, None)
     yield from _reporting(stream, len(articulation), progress)
 
 
@@ -604,7 +606,7 @@ def iter_talk_chunks(
         if swaps and style is None and faces.found.any():
             style = _swapped_style(faces, swaps, crop_size)
         n = len(faces)
-        stream = _talk_track(
+        stream = iter_talk_track(
             faces, articulation.params[done : done + n], articulation.fps, np.arange(n), style,
             blink=False, seed=0, portrait=False,
         )

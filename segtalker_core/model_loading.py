@@ -48,14 +48,13 @@ def load_model(path: str | os.PathLike[str], device="cpu", dtype=None, *,
     if p.suffix.lower() in checkpoints.SAFETENSORS_SUFFIXES:
         config = checkpoints.read_config(p)
         _refuse_other_component(p, config, slot)
-        component = config.component
     else:
         if slot is not None and slot != PARSER:
             raise checkpoints.ComponentMismatchError(
                 f"{p} is a {p.suffix} file, but a {_slot_title(slot)} is always a SegTalker "
                 f".safetensors bundle; pick a {slot} bundle")
-        component = "bisenet"  # the only legacy format we read; its load checks the tensors
-    model = _load(p, component)
+        config = None  # bisenet is the only legacy format we read; its load checks the tensors
+    model = _load(p, config)
     model.precision = choice
     import torch
 
@@ -64,14 +63,16 @@ def load_model(path: str | os.PathLike[str], device="cpu", dtype=None, *,
     return model
 
 
-def _load(path: Path, component: str) -> LoadedModel:
+def _load(path: Path, config: checkpoints.BundleConfig | None) -> LoadedModel:
+    """The file's model; ``config`` is its header's (None for a legacy ``.pth``)."""
+    component = "bisenet" if config is None else config.component
     if component == "bisenet":
         from .parsing.bisenet import load_bisenet
 
         runner = load_bisenet(path)
         return LoadedModel(
             component=PARSER, runner=runner, source=str(path),
-            config=checkpoints.read_config(path) if path.suffix.lower() == ".safetensors" else None,
+            config=config,
             description=f"BiSeNet face parser (19 classes, {runner.input_size} input) from {path}",
         )
     from .models import bundles
@@ -79,7 +80,7 @@ def _load(path: Path, component: str) -> LoadedModel:
     if component not in COMPONENTS or COMPONENTS[component].learned is None:
         raise checkpoints.CheckpointError(
             f"{path} holds no SegTalker component this pack can run (it looks like "
-            f"{checkpoints.read_config(path).description or component}); pick a SegTalker file")
+            f"{config.description or component}); pick a SegTalker file")
     module, config = bundles.load_component(path, component)
     return LoadedModel(component=COMPONENTS[component].slot, runner=module, source=str(path),
                        config=config, description=bundles.describe(path))

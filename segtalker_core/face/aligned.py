@@ -117,7 +117,7 @@ class StreamingAligner:
         self._context_raw = np.empty((0, 4))  # the last `radius` frames already returned
         self._context_found = np.empty(0, bool)
 
-    def push(self, frames, progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, AlignedFaces] | None:
+    def push(self, frames, progress: Progress = None) -> tuple[np.ndarray, AlignedFaces] | None:
         """Add consecutive frames ``[n, H, W, 3]``; the frames now final (``[k, H, W, 3]`` uint8
         and their alignment), or None."""
         rgb = to_rgb_uint8_batch(frames, "frames")
@@ -153,7 +153,7 @@ class StreamingAligner:
         return rgb, out
 
 
-def _detect(rgb: np.ndarray, detector: FaceMeshDetector, face_index: int, progress) -> tuple[np.ndarray, np.ndarray]:
+def _detect(rgb: np.ndarray, detector: FaceMeshDetector, face_index: int, progress: Progress) -> tuple[np.ndarray, np.ndarray]:
     """Per frame the chosen face's landmarks ``[N, 478, 3]`` (frame px, NaN: none) and ``found [N]``."""
     n = len(rgb)
     frame_landmarks = np.full((n, NUM_LANDMARKS, 3), np.nan, dtype=np.float32)
@@ -163,8 +163,7 @@ def _detect(rgb: np.ndarray, detector: FaceMeshDetector, face_index: int, progre
         if face is not None:
             frame_landmarks[i] = face.landmarks
             found[i] = True
-        if progress is not None:
-            progress(i + 1, n)
+        report_progress(progress, i + 1, n)
     return frame_landmarks, found
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+_MARGIN = 5  # px around the changed pixels: the 9-tap blur of sigma 1 reaches 4
+
 
 def nearest_pixel_index(region_mask: np.ndarray) -> np.ndarray:
     """``[S, S]`` int: flat index of the nearest pixel inside ``region_mask`` for every pixel."""
@@ -32,15 +34,24 @@ def paint_shape_edits(
     changed = wanted_regions != rendered_regions
     if not changed.any():
         return crop
+    # Work in the box of the changed pixels grown past the blur's reach (radius 4 at sigma 1):
+    # outside it the feather weight is exactly zero, so the result is the same as full-frame.
+    rows, cols = np.nonzero(changed.any(axis=1))[0], np.nonzero(changed.any(axis=0))[0]
+    size_y, size_x = changed.shape
+    box = (
+        slice(max(0, rows[0] - _MARGIN), min(size_y, rows[-1] + 1 + _MARGIN)),
+        slice(max(0, cols[0] - _MARGIN), min(size_x, cols[-1] + 1 + _MARGIN)),
+    )
     out = crop.copy()
+    window = out[box]
     flat_source = source_crop.reshape(-1, 3)
     for region in np.unique(wanted_regions[changed]):
         inside = source_regions == region
         if not inside.any():
             continue
-        target = changed & (wanted_regions == region)
-        fill = flat_source[nearest_pixel_index(inside)].reshape(crop.shape)
+        target = (changed & (wanted_regions == region))[box]
+        fill = flat_source[nearest_pixel_index(inside)[box]]
         weight = cv2.GaussianBlur(target.astype(np.float32), (0, 0), 1.0)[..., None]
         weight = np.maximum(weight, target[..., None])
-        out = (out * (1 - weight) + fill * weight + 0.5).astype(np.uint8)
+        window[...] = (window * (1 - weight) + fill * weight + 0.5).astype(np.uint8)
     return out

@@ -22,7 +22,6 @@ from . import labels as L
 from .containers import FaceTrack, SegmentationFrame, StyleCodes
 from .masks import dilate
 from .procedural.renderer import DrivenFrame, RenderOptions, SourceFace, eye_closure_schedule
-from .progress import Progress
 
 log = logging.getLogger("segtalker")
 

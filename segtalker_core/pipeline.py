@@ -7,7 +7,6 @@ an optional ``progress(done, total)`` callback, called once per frame.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Mapping
 
 import numpy as np
 
@@ -200,17 +199,14 @@ def _parse_aligned(rgb: np.ndarray, aligned, parser: LoadedModel, input_name: st
 
 
 def _warn_if_turned(landmarks: np.ndarray, found: np.ndarray, input_name: str) -> None:
-    import warnings
-
     from .face.pose import MAX_FRONTAL_YAW_DEG, turned_frames
 
     turned, worst = turned_frames(landmarks, found)
     if len(turned):
-        warnings.warn(
-            f"the face in {len(turned)} frame(s) of '{input_name}' is turned up to {worst:.0f} degrees "
-            f"(profile-ish; the built-in backends are made for faces within about "
-            f"{MAX_FRONTAL_YAW_DEG:.0f} degrees of frontal): the result is best effort",
-            stacklevel=3,
+        log.warning(
+            "the face in %d frame(s) of '%s' is turned up to %.0f degrees (profile-ish; the built-in "
+            "backends are made for faces within about %.0f degrees of frontal): the result is best effort",
+            len(turned), input_name, worst, MAX_FRONTAL_YAW_DEG,
         )
 
 

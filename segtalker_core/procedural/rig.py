@@ -32,12 +32,14 @@ is open (jaw and lip retraction, see :func:`estimate_reference_params`), takes t
 """
 from __future__ import annotations
 
-import warnings
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..face import mesh_topology as T
+
+log = logging.getLogger("segtalker.rig")
 
 PARAM_NAMES: tuple[str, ...] = ("jaw_open", "lip_width", "lip_round", "lip_closure", "teeth_visible")
 NUM_PARAMS = 5
@@ -272,7 +274,7 @@ def check_params(params: np.ndarray, name: str) -> np.ndarray:
     clipped = np.clip(p, low, high)
     if np.abs(clipped - p).max(initial=0.0) > 1e-3:
         bad = [PARAM_NAMES[i] for i in range(NUM_PARAMS) if np.abs(clipped[:, i] - p[:, i]).max() > 1e-3]
-        warnings.warn(f"{name}: values outside their range were clipped ({', '.join(bad)})", stacklevel=3)
+        log.warning("%s: values outside their range were clipped (%s)", name, ", ".join(bad))
     return clipped
 
 

@@ -45,15 +45,16 @@ def _files_of(slot: str, folders: tuple[str, ...]) -> list[str]:
 class SegTalkerLoadParser(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        choices = [BUILTIN] + _files_of(PARSER, (model_folders.FACE_PARSING, model_folders.SEGTALKER))
+        folders = (model_folders.FACE_PARSING, model_folders.SEGTALKER)
+        choices = [BUILTIN] + _files_of(PARSER, folders)
         return io.Schema(
             node_id="SegTalkerLoadParser",
             display_name="SegTalker Load Face Parser",
             category=f"{CATEGORY}/loaders",
             description=(
-                "Face parser for SegTalker Face Parse: the built-in MediaPipe-landmark parser, or a "
-                "BiSeNet checkpoint (79999_iter.pth / .safetensors) from models/face_parsing. Only "
-                "files that are face parsers are listed."
+                "Face parser for SegTalker Face Parse: the built-in MediaPipe-landmark parser, or "
+                "a BiSeNet checkpoint (79999_iter.pth / .safetensors) from models/face_parsing. "
+                "Only files that are face parsers are listed."
             ),
             inputs=[
                 io.Combo.Input("parser", options=choices, default=BUILTIN),
@@ -66,8 +67,8 @@ class SegTalkerLoadParser(io.ComfyNode):
     def execute(cls, parser: str, precision: str = "auto") -> io.NodeOutput:
         if parser == BUILTIN:
             return io.NodeOutput(pipeline.builtin_parser_model())
-        model = pipeline.load_model(model_folders.resolve(parser), slot=PARSER, precision=precision)
-        return io.NodeOutput(model)
+        path = model_folders.resolve(parser)
+        return io.NodeOutput(pipeline.load_model(path, slot=PARSER, precision=precision))
 
 
 def _learned_schema(node_id: str, display_name: str, slot: str, what: str, socket) -> io.Schema:

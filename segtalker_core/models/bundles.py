@@ -36,7 +36,8 @@ from torch import nn
 
 from .. import checkpoints as ck
 from ..checkpoints import BundleConfig
-from ..components import LEARNED, REGIONS_SCHEME, LearnedSpec
+# REGIONS_SCHEME is re-exported: callers have always found it here.
+from ..components import LEARNED, REGIONS_SCHEME, LearnedSpec  # noqa: F401
 
 # Wav2Lip mel front end (segtalker_core.audio.mel): written into audio-driven bundles so a file
 # says which features it was trained on, and checked on load.

@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-log = logging.getLogger("SegTalker")
+log = logging.getLogger("segtalker.nodes")
 
 
 def image_to_uint8(image: torch.Tensor, name: str) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..segtalker_core import pipeline
-from ..segtalker_core.labels import REGIONS_12
+from ..segtalker_core.labels import REGIONS_12, SHAPE_EDIT_FILLS
 from .comfy_glue import progress_for, uint8_to_image
 from .model_runs import model_on_device
 from .sockets import CATEGORY, Faces, Segmentation, TSGModel
@@ -74,7 +74,9 @@ class SegTalkerEditSegmentation(io.ComfyNode):
             category=f"{CATEGORY}/editing",
             description=(
                 "Edits a region's shape in every frame: take it from another face (its region shape, "
-                "aligned in crop space) or paint a MASK into the region. The video follows the edit."
+                "aligned in crop space) or paint a MASK into the region (one mask for all frames, or "
+                "one per frame). Any region, the lips and mouth interior too: both synthesizers draw "
+                "the edited map."
             ),
             inputs=[
                 Segmentation.Input("segmentation"),
@@ -83,7 +85,7 @@ class SegTalkerEditSegmentation(io.ComfyNode):
                 io.Mask.Input("mask", optional=True, tooltip="paint: pixels > 0.5 become the region"),
                 io.Combo.Input("mask_space", options=["frame", "crop"], default="frame",
                                tooltip="frame: painted on the original image; crop: on the aligned face crop"),
-                io.Combo.Input("fill", options=["skin", "background", "hair"], default="skin",
+                io.Combo.Input("fill", options=list(SHAPE_EDIT_FILLS), default="skin",
                                tooltip="what replaces the region's old pixels that the new shape leaves"),
             ],
             outputs=[

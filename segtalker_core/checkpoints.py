@@ -297,8 +297,8 @@ def _read_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
 
 
 def _corrupt_msg(path: Path, why: str) -> str:
-    return (f"model file {path} is corrupt or truncated: {why}. Re-download it (or re-export / "
-            f"re-convert it) and try again.")
+    return (f"model file {path} is corrupt or truncated: {why}. Re-download it (or re-convert "
+            f"it) and try again.")
 
 
 def _config_from_metadata(path: Path, metadata: Mapping[str, str],

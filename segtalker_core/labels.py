@@ -55,6 +55,8 @@ LEFT_RIGHT_CONVENTION = (
 
 NUM_CLASSES_19 = 19
 NUM_REGIONS = 12
+# What may take the place of a region's old pixels when a shape edit moves it (node option).
+SHAPE_EDIT_FILLS = ("skin", "background", "hair", "lips")
 
 
 def _index_map(source: tuple[str, ...], target: tuple[str, ...]) -> np.ndarray:

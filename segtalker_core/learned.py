@@ -1,7 +1,7 @@
 """The learned backends of each stage (TSG, mask-guided encoder, mask-guided StyleGAN).
 
 Models arrive as :class:`LoadedModel` already placed on their device (the caller decides: the
-ComfyUI nodes through model_management, the CLI from ``--device``). Each run computes in the
+ComfyUI nodes through model_management; the CLI and plain calls default to the CPU). Each run computes in the
 model's ``compute_dtype`` under autocast (:mod:`.precision`): inputs are built in float32, the
 weights are never cast, and every network output is checked for NaN/inf with an error that names
 the precision. Batched runs (TSG, generator) halve their batch on an out-of-memory error and
@@ -9,7 +9,6 @@ retry, down to 1 (:mod:`.batching`); the halved size holds for the rest of the c
 """
 from __future__ import annotations
 
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -19,9 +18,9 @@ import torch.nn.functional as F
 from . import precision
 from .batching import AdaptiveBatch
 from .containers import FaceTrack, StyleCodes, TalkingSegmentation
+from .progress import Progress
 from .model_handle import LoadedModel
 
-Progress = Callable[[int, int], None] | None
 
 # Default batches of the learned runs (frames per forward pass); OOM halves them at run time.
 TSG_BATCH = 8
@@ -57,7 +56,7 @@ def tsg_segmentation(
     tsg = model.runner
     device, dtype = _placement(model)
     batch = AdaptiveBatch(batch_size, "TSG")  # shared by the chunks: a size that failed stays off
-    # DESIGN 6/8: the 0.2 s window is centred on the frame; a bundle trained otherwise says so.
+    # The 0.2 s window is centred on the frame; a bundle trained otherwise says so.
     align = ((model.config.extra or {}).get("mel_align") if model.config is not None else None) or "centre"
     regions = faces.regions
     reference = regions[reference_frame] if faces.found[reference_frame] else regions[np.argmax(faces.found)]

@@ -14,7 +14,7 @@ from . import labels as L
 from .containers import FaceTrack, TalkingSegmentation
 
 ANIMATED = ("lips", "mouth_interior")
-FILLS = ("skin", "background", "hair", "lips")
+FILLS = L.SHAPE_EDIT_FILLS
 MASK_SPACES = ("frame", "crop")
 
 

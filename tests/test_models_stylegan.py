@@ -27,7 +27,6 @@ from segtalker_core.models.layers import (
     ModulatedConv2d,
     Upsample,
     demodulation,
-    modulated_conv2d,
     upfirdn2d,
 )
 from segtalker_core.models.mask_guided import (

@@ -22,8 +22,8 @@ unrelated latent spaces). So
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +45,8 @@ WAV2LIP_AUDIO: Mapping[str, Any] = {
     "sample_rate": 16000, "n_fft": 800, "hop_length": 200, "win_length": 800, "n_mels": 80,
     "fmin": 55.0, "fmax": 7600.0, "preemphasis": 0.97, "window_steps": 16,
 }
+
+log = logging.getLogger("segtalker.models")
 
 
 # ------------------------------------------------------------------------------------ registry
@@ -79,7 +81,7 @@ def model_config_from_architecture(component: str, architecture: Mapping[str, An
     except (TypeError, ValueError) as exc:
         raise ck.CorruptCheckpointError(
             f"the {ck.COMPONENTS[component]} architecture in this file does not fit this version "
-            f"of SegTalker ({exc}); re-export it or update the node pack"
+            f"of SegTalker ({exc}); re-save it with models.bundles.save_component or update the node pack"
         ) from None
 
 
@@ -195,10 +197,6 @@ def check_style_codes(codes: torch.Tensor, encoder_id: str | None,
         )
 
 
-class ResolutionMismatchWarning(UserWarning):
-    """TSG and generator work at different resolutions; maps are resampled."""
-
-
 @dataclass(frozen=True)
 class ResizePlan:
     """How talking maps made at the TSG's resolution reach the generator's."""
@@ -236,7 +234,7 @@ class ResizePlan:
 
 
 def plan_segmentation_resize(tsg: BundleConfig | int, generator: BundleConfig | int) -> ResizePlan:
-    """Compare TSG and generator resolutions; warn (:class:`ResolutionMismatchWarning`) when
+    """Compare TSG and generator resolutions; log a warning (logger ``segtalker.models``) when
     they differ and return the plan either way."""
     resolutions = []
     for value, want in ((tsg, "tsg"), (generator, "generator")):
@@ -249,7 +247,7 @@ def plan_segmentation_resize(tsg: BundleConfig | int, generator: BundleConfig | 
         resolutions.append(value)
     plan = ResizePlan(*resolutions)
     if plan.resize:
-        warnings.warn(plan.message, ResolutionMismatchWarning, stacklevel=2)
+        log.warning(plan.message)
     return plan
 
 
@@ -346,8 +344,8 @@ def load_component(path: str | os.PathLike[str], expected_component: str,
     if config.inferred:
         raise ck.CheckpointError(
             f"{p} has no SegTalker config (it looks like {config.description}), so the "
-            f"{ck.COMPONENTS[expected_component]} architecture is unknown; use a file exported "
-            f"by SegTalker (python -m segtalker_core export)"
+            f"{ck.COMPONENTS[expected_component]} architecture is unknown; use a bundle written by "
+            f"SegTalker (models.bundles.save_component, or random-bundle)"
         )
     spec = REGISTRY[expected_component]
     if spec.label_scheme is not None and config.label_scheme != spec.label_scheme:
@@ -358,7 +356,7 @@ def load_component(path: str | os.PathLike[str], expected_component: str,
     arch_res = int(getattr(model_config, spec.resolution_field))
     if config.resolution is not None and config.resolution != arch_res:
         raise ck.CorruptCheckpointError(f"{p}: its config says resolution {config.resolution} but "
-                                        f"its architecture {arch_res}; re-export it")
+                                        f"its architecture {arch_res}; re-save it with save_component")
     model = build_component(expected_component, model_config)
     ck.load_state_dict_strict(model, state_dict, f"{ck.COMPONENTS[expected_component]} from {p.name}")
     model.to(device=device, dtype=dtype).eval()

@@ -11,34 +11,24 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..segtalker_core.face.image import to_rgb_uint8_batch
+
 log = logging.getLogger("segtalker.nodes")
 
 
 def image_to_uint8(image: torch.Tensor, name: str) -> np.ndarray:
-    """ComfyUI IMAGE ``[B,H,W,C]`` float 0..1 -> ``[B,H,W,3]`` uint8 RGB (gray/RGBA handled)."""
+    """ComfyUI IMAGE ``[B,H,W,C]`` float 0..1 -> ``[B,H,W,3]`` uint8 RGB.
+
+    Only the ComfyUI side is checked here (a 4-d tensor); channels, alpha, range and NaN follow
+    the core's one image policy (:func:`segtalker_core.face.image.to_rgb_uint8_batch`).
+    """
     if not isinstance(image, torch.Tensor) or image.ndim != 4:
         shape = tuple(image.shape) if hasattr(image, "shape") else type(image).__name__
         raise ValueError(
             f"input '{name}' must be a ComfyUI IMAGE batch [B,H,W,C], got {shape}; "
             "connect an image output (e.g. Load Image) to it"
         )
-    if image.shape[0] == 0:
-        raise ValueError(f"input '{name}' is an empty image batch; connect at least one image")
-    if not torch.isfinite(image).all():
-        raise ValueError(
-            f"input '{name}' contains NaN or infinite values; check the node that produced it"
-        )
-    channels = image.shape[-1]
-    if channels == 1:
-        image = image.expand(-1, -1, -1, 3)
-    elif channels == 4:
-        image = image[..., :3]
-    elif channels != 3:
-        raise ValueError(
-            f"input '{name}' has {channels} channels; expected 1 (gray), 3 (RGB) or 4 (RGBA)"
-        )
-    array = image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
-    return np.ascontiguousarray(array)
+    return to_rgb_uint8_batch(image.detach().float().cpu().numpy(), f"input '{name}'")
 
 
 def uint8_to_image(array: np.ndarray) -> torch.Tensor:

@@ -229,7 +229,9 @@ def iter_synthesize(
     follower = MapFollower()
     for frame in frames:
         i = frame.source_index
-        source = driver.source(i)
+        # A frame the rig just posed brings its prepared face along (a video's is per frame).
+        own = frame.pose is not None and frame.pose.regions is frame.regions
+        source = frame.pose.face if own else driver.source(i)
         if source is None:
             yield faces.crops[i].copy(), frame
             continue

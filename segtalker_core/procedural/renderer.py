@@ -75,7 +75,8 @@ class DrivenFrame:
 
     ``params`` [5] float32 (as used, clipped to range); ``eye_closure`` 0..1; ``landmarks``
     [478, 3] float32 driven points (lids included); ``regions`` [S, S] uint8 12-region map;
-    ``warp``: the backward map of the lower face that moves the source to this pose.
+    ``warp``: the backward map of the lower face that moves the source to this pose; ``face``:
+    the :class:`SourceFace` that posed it (and paints it).
     """
 
     params: np.ndarray
@@ -83,6 +84,7 @@ class DrivenFrame:
     landmarks: np.ndarray
     regions: np.ndarray
     warp: WarpField
+    face: "SourceFace"
 
 
 @dataclass
@@ -161,7 +163,7 @@ class SourceFace:
         if eye_closure > 0:
             driven = close_eyelids(driven, eye_closure)
             close_eye_regions(regions, self.rig.reference, driven, self.iod)
-        return DrivenFrame(p.astype(np.float32), eye_closure, driven, regions, warp)
+        return DrivenFrame(p.astype(np.float32), eye_closure, driven, regions, warp, self)
 
     def paint(self, pose: DrivenFrame) -> np.ndarray:
         """The crop [S, S, 3] uint8 of a pose made by :meth:`drive`."""

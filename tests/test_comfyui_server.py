@@ -2,8 +2,10 @@
 
 One server per session, with this pack symlinked into its ``custom_nodes``: every pack node is
 served by ``/object_info`` as the pack's, the start-up log holds no import error or traceback of
-the pack, and every ``workflows/<name>.api.json`` runs to completion and produces what its checker
-in ``workflow_checks.py`` asserts (a workflow without a checker fails).
+the pack, and every ``api_workflows/<name>.api.json`` runs to completion and produces what its
+checker in ``workflow_checks.py`` asserts (a workflow without a checker fails), or, for a workflow
+that needs a model file no test can have (a Stable Diffusion checkpoint), is refused by ``/prompt``
+for exactly that missing file and nothing else.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import comfyui_host
 import workflow_checks
 
 REPO_DIR = comfyui_host.REPO_DIR
-WORKFLOWS_DIR = REPO_DIR / "workflows"
+WORKFLOWS_DIR = REPO_DIR / "api_workflows"
 EXAMPLES_DIR = REPO_DIR / "examples"
 PACK_MODULE = f"custom_nodes.{comfyui_host.PACK_LINK_NAME}"
 API_WORKFLOWS = sorted(p.name[: -len(".api.json")] for p in WORKFLOWS_DIR.glob("*.api.json"))
@@ -69,7 +71,7 @@ def staged_inputs(comfyui_server) -> list[str]:
 
 @pytest.mark.parametrize("name", API_WORKFLOWS or ["<none>"])
 def test_workflow_runs_and_produces_expected_output(name, request):
-    assert name != "<none>", f"no workflows/*.api.json to run in {WORKFLOWS_DIR}"
+    assert name != "<none>", f"no api_workflows/*.api.json to run in {WORKFLOWS_DIR}"
     checker = workflow_checks.CHECKERS.get(name)
     assert checker is not None, (
         f"no output checker registered for workflow {name!r}: add "
@@ -79,6 +81,9 @@ def test_workflow_runs_and_produces_expected_output(name, request):
     request.getfixturevalue("staged_inputs")
     if checker.prepare is not None:
         checker.prepare(comfyui_server)
+    if checker.rejection is not None:
+        workflow_checks.assert_only_rejection(comfyui_server, api, checker.rejection)
+        return
     history = comfyui_server.run_workflow(api, timeout=checker.timeout)
     run = workflow_checks.WorkflowRun(
         name=name, api=api, history=history, outputs=comfyui_server.output_files(history),

@@ -6,9 +6,11 @@
 * Every node: id and category prefixed ``SegTalker``, a display name, socket types that are core
   ComfyUI types or ``SEGTALKER_*``, no clash with a core node id, every node class defined in
   ``nodes/`` registered.
-* Every example workflow: UI copies in ``workflows/`` and ``example_workflows/`` identical, an API
-  twin for each, every node type known to ComfyUI (core + this pack), API inputs that exist, links
-  between matching types, and the UI and API files describing the same graph.
+* Every example workflow: a UI file in ``example_workflows/`` (the one folder ComfyUI's template
+  browser should list them from) with an API twin in ``api_workflows/``, no workflow files in the
+  other folders the template scan reads, every node type known to ComfyUI (core + this pack), API
+  inputs that exist, links between matching types, and the UI and API files describing the same
+  graph.
 
 Widget *values* are not compared between the UI and API files (the UI stores them positionally with
 frontend-only extras such as ``control_after_generate``); the server test runs the API files.
@@ -24,8 +26,10 @@ import pytest
 import comfyui_host
 
 REPO_DIR = comfyui_host.REPO_DIR
-WORKFLOWS_DIR = REPO_DIR / "workflows"
-EXAMPLE_WORKFLOWS_DIR = REPO_DIR / "example_workflows"
+UI_DIR = REPO_DIR / "example_workflows"
+API_DIR = REPO_DIR / "api_workflows"
+# Besides example_workflows/, ComfyUI's template scan (app/custom_node_manager.py) reads these.
+OTHER_TEMPLATE_DIRS = ("example", "examples", "workflow", "workflows")
 HEAVY_MODULES = ("mediapipe", "pocketsphinx", "librosa")
 FRONTEND_ONLY_NODES = {"Note", "MarkdownNote"}  # UI-only, never exported to the API format
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
@@ -41,7 +45,7 @@ def _api_names(directory: Path) -> set[str]:
     return {p.name[: -len(".api.json")] for p in directory.glob("*.api.json")}
 
 
-WORKFLOW_NAMES = sorted(_ui_names(WORKFLOWS_DIR) | _api_names(WORKFLOWS_DIR))
+WORKFLOW_NAMES = sorted(_ui_names(UI_DIR) | _api_names(API_DIR))
 
 
 @pytest.fixture(scope="module")
@@ -215,17 +219,14 @@ def test_nodes_reach_the_core_by_relative_import():
 
 
 def test_example_workflows_present_and_paired():
-    ui, api = _ui_names(WORKFLOWS_DIR), _api_names(WORKFLOWS_DIR)
-    assert ui, f"no example workflows (*.json + *.api.json) in {WORKFLOWS_DIR}"
-    assert ui == api, (f"UI files without an API twin: {sorted(ui - api)}; "
-                       f"API files without a UI twin: {sorted(api - ui)}")
-    shown = {p.name[: -len(".json")] for p in EXAMPLE_WORKFLOWS_DIR.glob("*.json")}
-    assert shown == ui, (f"example_workflows/ must hold exactly the UI files of workflows/: missing "
-                         f"{sorted(ui - shown)}, extra {sorted(shown - ui)}")
-    for name in sorted(ui):
-        a = json.loads((WORKFLOWS_DIR / f"{name}.json").read_text())
-        b = json.loads((EXAMPLE_WORKFLOWS_DIR / f"{name}.json").read_text())
-        assert a == b, f"workflows/{name}.json and example_workflows/{name}.json differ"
+    ui, api = _ui_names(UI_DIR), _api_names(API_DIR)
+    assert ui, f"no example workflows (*.json) in {UI_DIR}"
+    assert ui == api, (f"UI files without an API twin in {API_DIR.name}/: {sorted(ui - api)}; "
+                       f"API files without a UI twin in {UI_DIR.name}/: {sorted(api - ui)}")
+    assert not list(UI_DIR.glob("*.api.json")), "API files in example_workflows/ show up as broken templates"
+    # Every .json in a scanned folder is listed as a template: only example_workflows/ may hold any.
+    stray = sorted(str(p.relative_to(REPO_DIR)) for d in OTHER_TEMPLATE_DIRS for p in (REPO_DIR / d).glob("*.json"))
+    assert not stray, f"workflow files where ComfyUI's template browser would list them twice: {stray}"
 
 
 def types_match(received, expected) -> bool:
@@ -380,9 +381,9 @@ def compare_ui_and_api(ui: dict, api: dict) -> list[str]:
 
 @pytest.mark.parametrize("name", WORKFLOW_NAMES or ["<none>"])
 def test_example_workflow_graph(name, request):
-    assert name != "<none>", f"no example workflows in {WORKFLOWS_DIR}"
+    assert name != "<none>", f"no example workflows in {UI_DIR}"
     comfy_table = request.getfixturevalue("comfy_table")
-    ui_path, api_path = WORKFLOWS_DIR / f"{name}.json", WORKFLOWS_DIR / f"{name}.api.json"
+    ui_path, api_path = UI_DIR / f"{name}.json", API_DIR / f"{name}.api.json"
     assert ui_path.is_file() and api_path.is_file(), f"{name}: needs both {ui_path.name} and {api_path.name}"
     ui, api = json.loads(ui_path.read_text()), json.loads(api_path.read_text())
     info = comfy_table["object_info"]

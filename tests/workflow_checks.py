@@ -1,6 +1,6 @@
 """What each example workflow must produce when a real ComfyUI runs it.
 
-``tests/test_comfyui_server.py`` runs every ``workflows/<name>.api.json`` and then calls the checker
+``tests/test_comfyui_server.py`` runs every ``api_workflows/<name>.api.json`` and then calls the checker
 registered here under ``<name>``. A workflow without a checker fails that test, so every new
 example comes with a statement of what its output must look like.
 
@@ -16,6 +16,7 @@ Register one with::
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -57,15 +58,33 @@ class WorkflowRun:
         return [nid for nid, node in self.api.items() if node["class_type"] == class_type]
 
 
+@dataclass(frozen=True)
+class Rejection:
+    """The one validation error a workflow may get from ``/prompt``: ``input`` of the node of
+    ``class_type`` names a model file the test machine cannot have (``value_not_in_list``)."""
+
+    class_type: str
+    input: str
+
+
 @dataclass
 class Checker:
     name: str
-    check: Callable[[WorkflowRun], None]
+    check: Callable[[WorkflowRun], None] | None  # None: see rejection
     timeout: float = 300.0
     prepare: Callable[["ComfyUIServer"], None] | None = None
+    rejection: Rejection | None = None
 
 
 CHECKERS: dict[str, Checker] = {}
+
+
+def expect_rejection(name: str, rejection: Rejection) -> None:
+    """Workflow ``name`` cannot run here (it needs a model file no test has): ``/prompt`` must
+    refuse it for exactly ``rejection`` and nothing else."""
+    if name in CHECKERS:
+        raise ValueError(f"two checkers registered for workflow {name!r}")
+    CHECKERS[name] = Checker(name, None, rejection=rejection)
 
 
 def register(name: str, *, timeout: float = 300.0,
@@ -245,7 +264,7 @@ def assert_audio(path: Path, min_seconds: float = 0.1, sample_rate: int | None =
 
 
 # --------------------------------------------------------------------------- registered checkers
-# One per workflows/<name>.api.json.
+# One per api_workflows/<name>.api.json.
 
 
 def read_video_frames(path: Path) -> np.ndarray:
@@ -438,3 +457,43 @@ def _check_learned_random(run: WorkflowRun) -> None:
     below = np.abs(frames[(slice(None), *BELOW_FACE)] - portrait[BELOW_FACE]).mean(axis=(1, 2, 3))
     assert below.max() < 4.0, (f"{video.path}: the picture below the face is not the portrait's "
                                f"(mean abs difference up to {below.max():.1f} levels)")
+
+
+@register("fuller_hair", timeout=600)
+def _check_fuller_hair(run: WorkflowRun) -> None:
+    frames = assert_talking_portrait(run)
+    portrait = load_rgb(run.input_dir / "portrait.png").astype(np.int16)
+    # The hair grew: above the mouth, a band of pixels now shows hair where the portrait had skin
+    # or background, in every frame alike (the edit is one shape for the whole video).
+    above = slice(0, MOUTH_BOX[0].start - 10)
+    changed = np.abs(frames[:, above] - portrait[above]).max(axis=-1) > 24
+    counts = changed.sum(axis=(1, 2))
+    assert counts.min() >= 200, (f"the hair edit shows in too few pixels above the mouth "
+                                 f"({counts.min()} in the weakest frame, need 200)")
+    steady = (changed == changed[0]).mean()
+    assert steady > 0.98, f"the edited hair is not the same shape from frame to frame ({steady:.3f} agree)"
+
+
+def assert_only_rejection(server: "ComfyUIServer", api: dict, rejection: Rejection) -> None:
+    """``POST /prompt`` refuses ``api`` with one node error: ``rejection``'s model file is absent."""
+    import urllib.error
+
+    try:
+        reply = server.post_json("/prompt", {"prompt": api, "client_id": server.client_id})
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 400, f"/prompt answered HTTP {exc.code}"
+        body = json.loads(exc.read().decode(errors="replace"))
+    else:
+        raise AssertionError(f"/prompt accepted a workflow whose {rejection.class_type} file cannot be "
+                             f"here (prompt {reply.get('prompt_id')}); expected it to be refused")
+    errors = body.get("node_errors") or {}
+    assert len(errors) == 1, f"expected one refused node ({rejection.class_type}), got {json.dumps(errors)[:2000]}"
+    (node_id, entry), = errors.items()
+    assert api[node_id]["class_type"] == rejection.class_type, entry
+    kinds = {(e.get("type"), (e.get("extra_info") or {}).get("input_name")) for e in entry.get("errors", [])}
+    assert kinds == {("value_not_in_list", rejection.input)}, (
+        f"{rejection.class_type} was refused for {sorted(kinds)}, expected only its missing {rejection.input!r}")
+
+
+# Segmentation to Mask feeding a Stable Diffusion inpaint: no test machine has the checkpoint.
+expect_rejection("lips_inpaint", Rejection("CheckpointLoaderSimple", "ckpt_name"))

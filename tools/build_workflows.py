@@ -1,23 +1,26 @@
 """Writes the example workflows in both ComfyUI formats from one description each.
 
-    .venv/bin/python workflows/build_workflows.py
+    .venv/bin/python tools/build_workflows.py
 
-For every graph below it writes ``workflows/<name>.json`` (UI format: drag into ComfyUI),
-``workflows/<name>.api.json`` (API format: POST /prompt) and a copy of the UI file in
-``example_workflows/`` (ComfyUI's template browser). Widget order, defaults and socket types come
-from ComfyUI's own node table (built offline with the pack loaded, the same way the tests do), so
-the two formats cannot disagree with the nodes. Needs the test cache's ComfyUI (run the tests once).
+For every graph below it writes ``example_workflows/<name>.json`` (UI format: drag into ComfyUI;
+ComfyUI's template browser lists this folder) and ``api_workflows/<name>.api.json`` (API format:
+POST /prompt). The API files stay out of the folders ComfyUI scans for templates
+(``example_workflows``, ``example``, ``examples``, ``workflow``, ``workflows``), where each would
+show up as a template that fails to open. Widget order, defaults and socket types come from
+ComfyUI's own node table (built offline with the pack loaded, the same way the tests do), so the
+two formats cannot disagree with the nodes. Needs the test cache's ComfyUI (run the tests once).
 """
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+UI_DIR = REPO / "example_workflows"
+API_DIR = REPO / "api_workflows"
 sys.path.insert(0, str(REPO / "tests"))
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
@@ -113,9 +116,12 @@ def build(graph: Graph, object_info: dict) -> tuple[dict, dict]:
                 ui_inputs.append(ui_input)
                 api_inputs[name] = [str(src.id), slot]
             elif _is_widget(type_):
-                value = node.values.get(name, _default(name, type_, options))
+                value = node.values[name] if name in node.values else _default(name, type_, options)
                 api_inputs[name] = value
                 widgets_values.append(value)
+                if options.get("control_after_generate"):
+                    # The frontend's extra "control after generate" widget: shipped seeds stay put.
+                    widgets_values.append("fixed")
                 for flag, extras in UPLOAD_EXTRAS.items():
                     if options.get(flag):
                         widgets_values.extend(extras)
@@ -180,7 +186,7 @@ def face_parsing() -> Graph:
 def talk_portrait() -> Graph:
     g = Graph("talk_portrait")
     image = g.add("LoadImage", image="portrait.png")
-    audio = g.add("SegTalkerLoadAudio", audio="speech.wav")
+    audio = g.add("LoadAudio", audio="speech.wav")
     parse = g.add("SegTalkerFaceParse", image=(image, 0))
     talking = g.add("SegTalkerAudioToSegmentation", faces=(parse, 0), audio=(audio, 0), fps=25.0)
     style = g.add("SegTalkerEncodeStyle", faces=(parse, 0))
@@ -195,7 +201,7 @@ def dub_video() -> Graph:
     g = Graph("dub_video")
     video = g.add("LoadVideo", file="video.mp4")
     parts = g.add("GetVideoComponents", video=(video, 0))
-    audio = g.add("SegTalkerLoadAudio", audio="speech.wav")
+    audio = g.add("LoadAudio", audio="speech.wav")
     # The video's own frame rate drives the dubbed frames, so its head motion keeps its timing.
     talk = g.add("SegTalkerTalk", image=(parts, 0), audio=(audio, 0), fps=(parts, 2), video_mode="pingpong")
     out = g.add("CreateVideo", images=(talk, 0), audio=(talk, 1), fps=(talk, 2))
@@ -207,7 +213,7 @@ def lip_colour_edit() -> Graph:
     g = Graph("lip_colour_edit")
     image = g.add("LoadImage", image="portrait.png")
     reference = g.add("LoadImage", title="Reference face", image="reference_face.png")
-    audio = g.add("SegTalkerLoadAudio", audio="speech.wav")
+    audio = g.add("LoadAudio", audio="speech.wav")
     parse = g.add("SegTalkerFaceParse", image=(image, 0))
     parse_ref = g.add("SegTalkerFaceParse", title="Parse reference", image=(reference, 0))
     talking = g.add("SegTalkerAudioToSegmentation", faces=(parse, 0), audio=(audio, 0), fps=25.0)
@@ -227,7 +233,7 @@ def learned_random() -> Graph:
     and size, not a face: swap in trained bundles)."""
     g = Graph("learned_random")
     image = g.add("LoadImage", image="portrait.png")
-    audio = g.add("SegTalkerLoadAudio", audio="speech.wav")
+    audio = g.add("LoadAudio", audio="speech.wav")
     tsg = g.add("SegTalkerLoadTSG", model="segtalker/tsg_random_64.safetensors", precision="auto")
     encoder = g.add("SegTalkerLoadEncoder", model="segtalker/encoder_random_64.safetensors", precision="auto")
     generator = g.add("SegTalkerLoadGenerator", model="segtalker/generator_random_64.safetensors", precision="auto")
@@ -241,7 +247,56 @@ def learned_random() -> Graph:
     return g
 
 
-GRAPHS = [face_parsing, talk_portrait, dub_video, lip_colour_edit, learned_random]
+def fuller_hair() -> Graph:
+    """Edit Segmentation: the portrait talks with fuller hair. The hair mask of Segmentation to
+    Mask, grown by a few pixels, becomes the new hair region in every frame; the renderer continues
+    the portrait's own hair texture into it."""
+    g = Graph("fuller_hair")
+    image = g.add("LoadImage", image="portrait.png")
+    audio = g.add("LoadAudio", audio="speech.wav")
+    parse = g.add("SegTalkerFaceParse", image=(image, 0))
+    hair = g.add("SegTalkerSegmentationToMask", title="Hair, grown", faces=(parse, 0), space="frame",
+                 dilate=8, lips=False, mouth_interior=False, hair=True)
+    talking = g.add("SegTalkerAudioToSegmentation", faces=(parse, 0), audio=(audio, 0), fps=25.0)
+    edited = g.add("SegTalkerEditSegmentation", segmentation=(talking, 0), region="hair", mask=(hair, 0),
+                   mask_space="frame", fill="skin")
+    style = g.add("SegTalkerEncodeStyle", faces=(parse, 0))
+    crops = g.add("SegTalkerSynthesize", segmentation=(edited, 0), style=(style, 0))
+    frames = g.add("SegTalkerPasteBack", crops=(crops, 0), segmentation=(edited, 0))
+    video = g.add("CreateVideo", images=(frames, 0), audio=(audio, 0), fps=25.0)
+    g.add("SaveVideo", video=(video, 0), filename_prefix="segtalker/fuller_hair")
+    return g
+
+
+# A checkpoint most Stable Diffusion 1.5 users have; the graph names it so it opens ready to run.
+INPAINT_CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
+
+
+def lips_inpaint() -> Graph:
+    """Mixing with core diffusion nodes: the lips mask of Segmentation to Mask drives a Stable
+    Diffusion inpaint of the portrait, composited back with ImageCompositeMasked. Needs a
+    checkpoint in models/checkpoints (none ships with the pack)."""
+    g = Graph("lips_inpaint")
+    image = g.add("LoadImage", image="portrait.png")
+    parse = g.add("SegTalkerFaceParse", image=(image, 0))
+    mask = g.add("SegTalkerSegmentationToMask", faces=(parse, 0), space="frame", dilate=4, feather=6,
+                 lips=True)
+    checkpoint = g.add("CheckpointLoaderSimple", ckpt_name=INPAINT_CHECKPOINT)
+    positive = g.add("CLIPTextEncode", title="Positive", clip=(checkpoint, 1),
+                     text="glossy red lipstick, detailed lips, photo")
+    negative = g.add("CLIPTextEncode", title="Negative", clip=(checkpoint, 1), text="blurry, deformed")
+    latent = g.add("VAEEncodeForInpaint", pixels=(image, 0), vae=(checkpoint, 2), mask=(mask, 0), grow_mask_by=6)
+    sampled = g.add("KSampler", model=(checkpoint, 0), positive=(positive, 0), negative=(negative, 0),
+                    latent_image=(latent, 0), seed=7, steps=20, cfg=7.0,
+                    sampler_name="euler", scheduler="normal", denoise=1.0)
+    decoded = g.add("VAEDecode", samples=(sampled, 0), vae=(checkpoint, 2))
+    composite = g.add("ImageCompositeMasked", destination=(image, 0), source=(decoded, 0), x=0, y=0,
+                      resize_source=False, mask=(mask, 0))
+    g.add("SaveImage", images=(composite, 0), filename_prefix="segtalker/lips_inpaint")
+    return g
+
+
+GRAPHS = [face_parsing, talk_portrait, dub_video, lip_colour_edit, learned_random, fuller_hair, lips_inpaint]
 
 
 def main() -> None:
@@ -251,14 +306,13 @@ def main() -> None:
     if table["errors"]:
         raise SystemExit(f"ComfyUI could not describe some nodes: {sorted(table['errors'])}")
     object_info = table["object_info"]
-    (REPO / "example_workflows").mkdir(exist_ok=True)
+    for folder in (UI_DIR, API_DIR):
+        folder.mkdir(exist_ok=True)
     for make in GRAPHS:
         graph = make()
         ui, api = build(graph, object_info)
-        ui_path = REPO / "workflows" / f"{graph.name}.json"
-        ui_path.write_text(json.dumps(ui, indent=2) + "\n")
-        (REPO / "workflows" / f"{graph.name}.api.json").write_text(json.dumps(api, indent=2) + "\n")
-        shutil.copyfile(ui_path, REPO / "example_workflows" / ui_path.name)
+        (UI_DIR / f"{graph.name}.json").write_text(json.dumps(ui, indent=2) + "\n")
+        (API_DIR / f"{graph.name}.api.json").write_text(json.dumps(api, indent=2) + "\n")
         print(f"wrote {graph.name}: {len(graph.nodes)} nodes")
 
 

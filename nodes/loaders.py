@@ -130,7 +130,8 @@ class SegTalkerLoadGenerator(io.ComfyNode):
 
 
 class SegTalkerLoadAudio(io.ComfyNode):
-    """Core LoadAudio needs torchaudio; this one reads any audio or video file through PyAV."""
+    """Speech from a file in the input folder, read through PyAV: for a ComfyUI without
+    torchaudio, where core Load Audio is missing (the example workflows use core Load Audio)."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -144,7 +145,11 @@ class SegTalkerLoadAudio(io.ComfyNode):
             category=f"{CATEGORY}/loaders",
             description="Loads speech from an audio or video file in the input folder (wav, mp3, flac, m4a, mp4).",
             inputs=[
-                io.Combo.Input("audio", options=sorted(files), upload=io.UploadType.audio),
+                # No upload widget: the frontend builds that one only for its own audio nodes
+                # (it looks for an audio preview element that a pack node never gets, and the node
+                # then fails to be created). Upload with core Load Audio, or copy into input/.
+                io.Combo.Input("audio", options=sorted(files),
+                               tooltip="an audio or video file in ComfyUI's input folder"),
             ],
             outputs=[io.Audio.Output(display_name="audio")],
         )

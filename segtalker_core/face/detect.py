@@ -37,6 +37,7 @@ import numpy as np
 
 from ..closing import Closing
 from ..logs import get_logger
+from ..native_logs import quiet_first_call, quiet_native_stderr
 from .image import to_rgb_uint8
 
 log = get_logger("face")
@@ -137,13 +138,14 @@ class FaceMeshDetector(Closing):
         from mediapipe.python.solutions import face_mesh  # heavy: only when detecting
 
         def make(static_mode: bool):
-            return face_mesh.FaceMesh(
-                static_image_mode=static_mode,
-                max_num_faces=self.max_faces,
-                refine_landmarks=True,
-                min_detection_confidence=self.min_confidence,
-                min_tracking_confidence=self.min_confidence,
-            )
+            with quiet_native_stderr():  # MediaPipe's C++ start-up lines (see native_logs)
+                return face_mesh.FaceMesh(
+                    static_image_mode=static_mode,
+                    max_num_faces=self.max_faces,
+                    refine_landmarks=True,
+                    min_detection_confidence=self.min_confidence,
+                    min_tracking_confidence=self.min_confidence,
+                )
 
         if not window or not self.video:
             if self._mesh is None:
@@ -320,9 +322,11 @@ def run_solution(solution, image: np.ndarray):
     """``solution.process(image)`` for a MediaPipe legacy solution, without its protobuf noise.
 
     mediapipe 0.10.14 calls a protobuf API deprecated in newer protobuf on every result, which
-    would print a ``SymbolDatabase.GetPrototype() is deprecated`` warning into every run.
+    would print a ``SymbolDatabase.GetPrototype() is deprecated`` warning into every run. Its
+    first run also prints TFLite/absl lines straight to fd 2; :func:`quiet_first_call` drops those
+    (and only those, see :mod:`..native_logs`).
     """
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), quiet_first_call(solution):
         warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype",
                                 category=UserWarning)
         return solution.process(image)

@@ -40,6 +40,7 @@ import numpy as np
 from ..closing import Closing
 from ..face import mesh_topology as T
 from ..face.detect import run_solution
+from ..native_logs import quiet_native_stderr
 from ..labels import BISENET_19
 from ..logs import get_logger
 from ..masks import dilate, erode
@@ -158,7 +159,8 @@ class LandmarkParser(Closing):
         if self._selfie is None:
             from mediapipe.python.solutions import selfie_segmentation  # heavy: first parse only
 
-            self._selfie = selfie_segmentation.SelfieSegmentation(model_selection=0)
+            with quiet_native_stderr():  # MediaPipe's C++ start-up lines (see native_logs)
+                self._selfie = selfie_segmentation.SelfieSegmentation(model_selection=0)
         return run_solution(self._selfie, np.ascontiguousarray(small)).segmentation_mask
 
     def _paint_body(self, labels: np.ndarray, body: np.ndarray, g: "_FaceGeometry",

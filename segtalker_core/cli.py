@@ -81,60 +81,90 @@ def _parse_swaps(items: list[str]) -> list[tuple[list[str], np.ndarray]]:
     return swaps
 
 
+def _device(name: str):
+    """``--device``: cpu, cuda, cuda:N, mps or auto (CUDA when there is one, else the CPU)."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device; use cpu, cuda, cuda:N, mps or auto") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"--device {name}: this machine has no CUDA device that torch "
+                             f"{torch.__version__} can use; use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"--device {name}: only cuda:0..cuda:{count - 1} exist")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {name}: MPS is not available here; use --device cpu")
+    return device
+
+
+def _talk_models(args: argparse.Namespace):
+    """The models ``talk`` was given, loaded for their slots and placed on ``--device``."""
+    import torch
+
+    from . import pipeline
+    from .talk_file import TalkModels
+
+    paths = {"parser": args.parser, "tsg": args.tsg, "encoder": args.encoder, "generator": args.generator}
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not any(paths.values()):
+        return TalkModels()
+    device = _device(args.device)
+    loaded = {}
+    for slot, path in paths.items():
+        if path is None:
+            continue
+        try:
+            model = pipeline.load_model(path, device, slot=slot, precision=args.precision)
+        except ValueError as error:
+            raise ValueError(f"--{slot}: {error}") from None
+        if device.type == "cpu" and model.torch_module is not None and model.compute_dtype != torch.float32:
+            logging.getLogger("segtalker").warning(
+                "--%s computes in %s on the CPU: it works, but is usually slower than fp32 there",
+                slot, str(model.compute_dtype).replace("torch.", ""))
+        if args.batch_size is not None and hasattr(model.runner, "batch_size"):
+            model.runner.batch_size = args.batch_size  # the BiSeNet parser's crops per pass
+        loaded[slot] = model
+    return TalkModels(batch_size=args.batch_size, **loaded)
+
+
 def cmd_talk(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from . import pipeline
-    from .audio.io import read_audio_file
     from .face.image import to_rgb_uint8
-    from .video_io import BackgroundWriter, Mp4Writer, VideoReader, probe_video
+    from .talk_file import TalkSettings, talk_image_file, talk_video_file
+    from .video_io import probe_video
 
-    swaps = _parse_swaps(args.swap)
-    options = dict(strength=args.strength, method=args.phonemes, crop_size=args.size, swaps=swaps)
+    settings = TalkSettings(
+        strength=args.strength, method=args.phonemes, video_mode=args.video_mode,
+        blink=not args.no_blink, seed=args.seed, crop_size=args.size, face_index=args.face_index,
+        swaps=tuple(_parse_swaps(args.swap)),
+    )
+    models = _talk_models(args)
     mono = pipeline.load_mono(args.audio, args.audio)
-    if args.image:
-        fps = args.fps or 25.0
-        n_frames = pipeline.audio_frame_count(mono, fps)
-        frames = to_rgb_uint8(_read_image(args.image), args.image)[None]
-        stream_factory = lambda progress: pipeline.iter_talk(  # noqa: E731
-            frames, mono, fps, video_mode=args.video_mode, blink=not args.no_blink, seed=args.seed,
-            input_name=args.image, progress=progress, **options,
-        )
-    else:
-        info = probe_video(args.video)
-        # Dubbing keeps the video's timing unless --fps says otherwise.
-        fps = args.fps or float(info.fps)
-        n_frames = pipeline.audio_frame_count(mono, fps)
-        if info.frame_count >= n_frames:
-            # Long enough to cut: read chunk by chunk, so memory does not grow with the length.
-            def stream_factory(progress):
-                with VideoReader(args.video, chunk_size=64, max_frames=n_frames) as reader:
-                    yield from pipeline.iter_talk_chunks(
-                        reader, mono, fps, input_name=args.video, progress=progress, **options,
-                    )
-        else:
-            # Shorter than the audio: loop / ping-pong needs its frames (memory ~ the video's length).
-            with VideoReader(args.video, chunk_size=64) as reader:
-                frames = np.concatenate(list(reader))
-            stream_factory = lambda progress: pipeline.iter_talk(  # noqa: E731
-                frames, mono, fps, video_mode=args.video_mode, blink=False, input_name=args.video,
-                progress=progress, **options,
-            )
-    wave, rate = read_audio_file(args.audio)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=n_frames, unit="frame", desc="talk", disable=args.quiet)
+    # Dubbing keeps the video's timing unless --fps says otherwise; a portrait defaults to 25.
+    fps = args.fps or (25.0 if args.image else float(probe_video(args.video).fps))
+    bar = tqdm(total=pipeline.audio_frame_count(mono, fps), unit="frame", desc="talk", disable=args.quiet)
 
     def progress(done: int, total: int) -> None:
         bar.update(done - bar.n)
 
-    with Mp4Writer(out, fps, audio=wave, sample_rate=rate) as writer:
-        del wave  # the writer keeps its own copy
-        with BackgroundWriter(writer) as background:
-            for frame in stream_factory(progress):
-                background.write(frame)
+    if args.image:
+        image = to_rgb_uint8(_read_image(args.image), args.image)
+        result = talk_image_file(image, args.audio, args.output, fps, settings, models,
+                                 input_name=args.image, progress=progress)
+    else:
+        result = talk_video_file(args.video, args.audio, args.output, fps, settings, models,
+                                 input_name=args.video, progress=progress)
     bar.close()
-    print(f"wrote {out} ({n_frames} frames at {fps:g} fps)")
+    print(f"wrote {result.path} ({result.frames} frames at {fps:g} fps)")
     return 0
 
 
@@ -188,6 +218,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=512, help="face crop size")
     p.add_argument("--swap", action="append", default=[], metavar="REGIONS=IMAGE",
                    help="local style edit, e.g. lips=ref.png (repeatable)")
+    p.add_argument("--face-index", type=int, default=-1, help="-1 largest face, else k-th from the left")
+    models = p.add_argument_group("learned models (default: the built-in backend of each stage)")
+    models.add_argument("--parser", help="BiSeNet face parser .pth/.safetensors")
+    models.add_argument("--tsg", help="TSG bundle (.safetensors): talking segmentation from the audio")
+    models.add_argument("--encoder", help="mask-guided encoder bundle (style codes; needs --generator)")
+    models.add_argument("--generator", help="mask-guided generator bundle (needs --encoder); without "
+                        "it the built-in renderer draws the maps")
+    models.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, mps or auto")
+    models.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                        help="what the learned models compute in (auto: fp32 on a CPU)")
+    models.add_argument("--batch-size", type=int, default=None,
+                        help="frames per forward pass of the learned models (default: theirs)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_talk)
 

@@ -329,13 +329,17 @@ def talking_segmentation(
     blink: bool = True,
     seed: int = 0,
     progress: Progress = None,
+    batch_size: int | None = None,
 ) -> TalkingSegmentation:
-    """:func:`iter_talking_segmentation` collected into the ``SEGTALKER_SEGMENTATION`` socket."""
-    frames, meta = _talking_segmentation(faces, audio, fps, model, strength, method, video_mode, blink, seed, progress)
+    """:func:`iter_talking_segmentation` collected into the ``SEGTALKER_SEGMENTATION`` socket.
+    ``batch_size``: frames per TSG forward pass (default: the learned backend's)."""
+    frames, meta = _talking_segmentation(faces, audio, fps, model, strength, method, video_mode, blink, seed, progress,
+                                         batch_size)
     return TalkingSegmentation.collect(frames, faces, fps, meta)
 
 
-def _talking_segmentation(faces, audio, fps, model, strength, method, video_mode, blink, seed, progress):
+def _talking_segmentation(faces, audio, fps, model, strength, method, video_mode, blink, seed, progress,
+                          batch_size=None):
     """(iterator of frames, provenance meta) of a talking segmentation; inputs checked now."""
     from . import builtin
     from .frame_schedule import source_indices
@@ -356,9 +360,10 @@ def _talking_segmentation(faces, audio, fps, model, strength, method, video_mode
     meta.update(backend="tsg", model=model.source, tsg_resolution=int(model.runner.resolution), blink=False)
 
     def tsg_frames():
-        from .learned import tsg_segmentation
+        from .learned import TSG_BATCH, tsg_segmentation
 
-        regions = tsg_segmentation(faces, mono, fps, n_frames, index, model, progress=progress)
+        regions = tsg_segmentation(faces, mono, fps, n_frames, index, model, batch_size=batch_size or TSG_BATCH,
+                                   progress=progress)
         for t in range(n_frames):
             yield SegmentationFrame(regions[t], int(index[t]), articulation.params[t])
 
@@ -450,8 +455,10 @@ def synthesize(
     background: str = "source",
     seed: int = 0,
     progress: Progress = None,
+    batch_size: int | None = None,
 ) -> np.ndarray:
-    """``[T, S, S, 3]`` uint8 face crops, one per segmentation frame."""
+    """``[T, S, S, 3]`` uint8 face crops, one per segmentation frame. ``batch_size``: frames per
+    generator forward pass (default: the learned backend's)."""
     if not isinstance(segmentation, TalkingSegmentation):
         raise TypeError(f"input 'segmentation' must be SEGTALKER_SEGMENTATION, got {type(segmentation).__name__}")
     if background not in ("source", "generated"):
@@ -465,12 +472,13 @@ def synthesize(
         for t, (crop, _) in enumerate(_reporting(pairs, len(segmentation), progress)):
             out[t] = crop
         return out
-    from .learned import synthesize_learned
+    from .learned import GENERATOR_BATCH, synthesize_learned
 
     require_component(model, (GENERATOR,), slot="generator")
     if style is None:
         raise ValueError("a learned generator needs style codes: connect SegTalker Encode Style (with the encoder bundle)")
-    return synthesize_learned(segmentation, style, model, background=background, seed=seed, progress=progress)
+    return synthesize_learned(segmentation, style, model, background=background, seed=seed,
+                              batch_size=batch_size or GENERATOR_BATCH, progress=progress)
 
 
 def iter_paste_back(
@@ -556,6 +564,8 @@ def iter_talk(
     swaps: list[tuple[list[str], np.ndarray]] | None = None,
     input_name: str = "image",
     progress: Progress = None,
+    parser: LoadedModel | None = None,
+    face_index: int = -1,
 ):
     """Portrait or video frames + speech -> output frames, yielded one at a time (built-in chain).
 
@@ -566,7 +576,7 @@ def iter_talk(
     """
     from .frame_schedule import source_indices
 
-    faces = parse_faces(frames, crop_size=crop_size, input_name=input_name)
+    faces = parse_faces(frames, parser, crop_size=crop_size, face_index=face_index, input_name=input_name)
     articulation = _articulation(audio, fps, method, strength)
     style = _swapped_style(faces, swaps, crop_size)
     index = source_indices(len(faces), len(articulation), video_mode)
@@ -584,6 +594,8 @@ def iter_talk_chunks(
     swaps: list[tuple[list[str], np.ndarray]] | None = None,
     input_name: str = "video",
     progress: Progress = None,
+    parser: LoadedModel | None = None,
+    face_index: int = -1,
 ):
     """Dub a video at least as long as the audio, reading it chunk by chunk.
 
@@ -597,7 +609,8 @@ def iter_talk_chunks(
     n_frames = len(articulation)
     style = None
     done = 0
-    tracks = iter_face_tracks(frame_chunks, crop_size=crop_size, input_name=input_name, max_frames=n_frames)
+    tracks = iter_face_tracks(frame_chunks, parser, crop_size=crop_size, face_index=face_index,
+                              input_name=input_name, max_frames=n_frames)
     for faces in tracks:
         if swaps and style is None and faces.found.any():
             style = _swapped_style(faces, swaps, crop_size)

@@ -14,6 +14,8 @@
 #      vendored ComfyUI server needs to boot in the tests);
 #   4. system tools the tests use: espeak-ng (synthetic speech) and sox; installed with apt-get when
 #      run as root on a Debian/Ubuntu machine, otherwise the missing ones are printed.
+#   5. the browser tests' tools (tests/test_browser_frontend.py): Debian's chromium (apt-get, as
+#      root) and playwright-core (npm ci in tests/browser; needs Node.js >= 20 and npm).
 # The pack is used from the repository root (tests put it on sys.path), so nothing is pip-installed
 # from this repository itself.
 set -euo pipefail
@@ -25,7 +27,7 @@ FORCE=0
 for arg in "$@"; do
   case "$arg" in
     --force) FORCE=1 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -130,4 +132,36 @@ if bad:
     raise SystemExit("setup.sh: these modules do not import:\n  " + "\n  ".join(bad))
 print("all key modules import")
 EOF
+# ---------------------------------------------------------------- 5. browser-test tools
+# Separate from the Python part above: headless Chromium and playwright-core for
+# tests/test_browser_frontend.py (which fails under SEGTALKER_REQUIRE_COMFYUI=1 without them).
+BROWSER_DIR="$REPO_DIR/tests/browser"
+CHROMIUM_BIN="${CHROMIUM:-/usr/bin/chromium}"
+step "browser tests: chromium and playwright-core"
+if [[ -x "$CHROMIUM_BIN" ]]; then
+  echo "present: $("$CHROMIUM_BIN" --version 2>/dev/null | head -1)"
+elif [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing chromium with apt-get"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  [[ -x "$CHROMIUM_BIN" ]] || die "apt-get installed chromium but $CHROMIUM_BIN is not there"
+else
+  echo "MISSING: chromium -- the browser tests need it. Install with:"
+  echo "    sudo apt-get install chromium      (or set CHROMIUM=/path/to/chromium)"
+fi
+if command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1; then
+  NPM_STAMP="$BROWSER_DIR/node_modules/.segtalker-npm.sha256"
+  want_npm="$( { node --version; cat "$BROWSER_DIR/package-lock.json"; } | sha256sum | cut -d' ' -f1)"
+  if [[ "$FORCE" == 0 && -f "$NPM_STAMP" && "$(cat "$NPM_STAMP")" == "$want_npm" ]]; then
+    echo "playwright-core: unchanged since the last npm ci"
+  else
+    echo "npm ci in $BROWSER_DIR ($(node --version))"
+    (cd "$BROWSER_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$want_npm" > "$NPM_STAMP"
+  fi
+else
+  echo "MISSING: Node.js/npm -- the browser tests need Node.js >= 20 with npm, then:"
+  echo "    (cd tests/browser && npm ci)"
+fi
+
 step "done in ${SECONDS}s. Run the tests with: .venv/bin/python -m pytest -q"

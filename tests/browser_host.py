@@ -5,8 +5,9 @@
 * ``ensure_frontend(version)`` installs ``comfyui-frontend-package==version`` with
   ``pip install --no-deps --target`` into the test cache (outside the repository) and returns its
   ``static`` folder, which a server gets with ``--front-end-root``.
-* ``drive(url, workflow, out_dir, ...)`` runs ``tests/browser/drive.mjs`` in a subprocess with a
-  timeout and returns its JSON result (see that script for the fields).
+* ``drive(url, out_dir, workflow=...)`` runs ``tests/browser/drive.mjs`` in a subprocess with a
+  timeout and returns its JSON result (see that script for the fields); ``drive_batch`` runs
+  several workflows in one page, one after another (one page start-up instead of one each).
 * ``prompt_differences(api, prompt, object_info)`` compares what the frontend's ``graphToPrompt()``
   made of a UI workflow with the shipped API-format file, allowing only ``ALLOWED_DIFFERENCES``.
 
@@ -115,45 +116,93 @@ def ensure_frontend(version: str, cache: Path | None = None) -> Path:
     return static
 
 
+def _run_driver(url: str, args: list[str], timeout: float) -> tuple[subprocess.CompletedProcess, float]:
+    cmd = ["node", str(DRIVER), "--url", url, "--chromium", chromium_path(), *args]
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, cwd=BROWSER_DIR, capture_output=True, text=True, timeout=timeout,
+                              env=dict(os.environ, NO_PROXY="127.0.0.1,localhost"))
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"drive.mjs did not finish within {timeout:.0f} s: {' '.join(cmd)}\n"
+                             f"{(exc.stderr or b'')[-3000:]!r}") from None
+    return proc, time.monotonic() - started
+
+
+def _read_result(path: Path, proc: subprocess.CompletedProcess, wall: float) -> dict:
+    if not path.is_file():
+        raise AssertionError(f"drive.mjs wrote no result {path} (exit {proc.returncode}):\n"
+                             f"{(proc.stdout + proc.stderr)[-4000:]}")
+    result = json.loads(path.read_text())
+    result.setdefault("wall_seconds", wall)
+    result["driver_stderr"] = proc.stderr[-4000:]
+    return result
+
+
+def _workflow_file(out_dir: Path, tag: str, workflow: Path | dict) -> Path:
+    if isinstance(workflow, dict):
+        path = out_dir / f"{tag}.workflow.json"
+        path.write_text(json.dumps(workflow))
+        return path
+    return Path(workflow)
+
+
 def drive(url: str, out_dir: Path, *, workflow: Path | dict | None = None, queue: bool = False,
           timeout: float = 120.0, screenshot: Path | None = None, templates: str | None = None,
           tag: str = "run") -> dict:
-    """Run drive.mjs once; returns its result with ``wall_seconds`` added. Raises AssertionError
-    (with the driver's stderr) if it did not write a result within ``timeout`` + a margin."""
+    """One fresh page, one workflow (and/or the template check); returns drive.mjs's result with
+    ``wall_seconds`` added. Raises AssertionError (with the driver's stderr) if it did not write a
+    result within ``timeout`` + a margin."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result_path = out_dir / f"{tag}.result.json"
     result_path.unlink(missing_ok=True)
-    cmd = ["node", str(DRIVER), "--url", url, "--out", str(result_path), "--timeout", str(timeout),
-           "--chromium", chromium_path()]
+    args = ["--out", str(result_path), "--timeout", str(timeout)]
     if workflow is not None:
-        if isinstance(workflow, dict):
-            wf_path = out_dir / f"{tag}.workflow.json"
-            wf_path.write_text(json.dumps(workflow))
-        else:
-            wf_path = Path(workflow)
-        cmd += ["--workflow", str(wf_path)]
+        args += ["--workflow", str(_workflow_file(out_dir, tag, workflow))]
     if queue:
-        cmd.append("--queue")
+        args.append("--queue")
     if screenshot is not None:
-        cmd += ["--screenshot", str(screenshot)]
+        args += ["--screenshot", str(screenshot)]
     if templates is not None:
-        cmd += ["--templates", templates]
-    started = time.monotonic()
+        args += ["--templates", templates]
+    proc, wall = _run_driver(url, args, timeout + 60)
+    return _read_result(result_path, proc, wall)
+
+
+def drive_batch(url: str, out_dir: Path, jobs: dict[str, dict], page_timeout: float = 150.0) -> dict[str, dict]:
+    """Several workflows in one page, one after another: ``jobs`` maps a tag to
+    ``{workflow, queue, timeout, screenshot}``; returns tag -> result (``wall_seconds`` is the time
+    of that job). A job without a result (the driver died or timed out) gets ``driver_error``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    listed, paths = [], {}
+    for tag, job in jobs.items():
+        paths[tag] = out_dir / f"{tag}.result.json"
+        paths[tag].unlink(missing_ok=True)
+        listed.append({"workflow": str(_workflow_file(out_dir, tag, job["workflow"])),
+                       "out": str(paths[tag]), "queue": bool(job.get("queue")),
+                       "timeout": float(job.get("timeout", 120.0)),
+                       "screenshot": str(job["screenshot"]) if job.get("screenshot") else None})
+    batch = out_dir / f"batch-{int(time.time() * 1000)}.json"
+    batch.write_text(json.dumps(listed, indent=1))
+    total = page_timeout + sum(j["timeout"] for j in listed) + 60
     try:
-        proc = subprocess.run(cmd, cwd=BROWSER_DIR, capture_output=True, text=True,
-                              timeout=timeout + 60, env=dict(os.environ, NO_PROXY="127.0.0.1,localhost"))
-    except subprocess.TimeoutExpired as exc:
-        raise AssertionError(f"drive.mjs did not finish within {timeout + 60:.0f} s: {' '.join(cmd)}\n"
-                             f"{(exc.stderr or b'')[-3000:]!r}") from None
-    wall = time.monotonic() - started
-    if not result_path.is_file():
-        raise AssertionError(f"drive.mjs wrote no result (exit {proc.returncode}):\n"
-                             f"{(proc.stdout + proc.stderr)[-4000:]}")
-    result = json.loads(result_path.read_text())
-    result["wall_seconds"] = wall
-    result["driver_stderr"] = proc.stderr[-4000:]
-    return result
+        proc, _wall = _run_driver(url, ["--batch", str(batch), "--timeout", str(page_timeout)], total)
+        failure = None
+    except AssertionError as exc:
+        proc, failure = None, str(exc)
+    results = {}
+    for tag, path in paths.items():
+        if path.is_file():
+            result = json.loads(path.read_text())
+            result["wall_seconds"] = result.get("timings", {}).get("done", 0.0)
+            result["driver_stderr"] = proc.stderr[-4000:] if proc is not None else failure
+            results[tag] = result
+        else:
+            detail = failure or f"exit {proc.returncode}:\n{(proc.stdout + proc.stderr)[-4000:]}"
+            results[tag] = {"workflow": listed[0]["workflow"], "driver_error":
+                            f"drive.mjs wrote no result for {tag}: {detail}"}
+    return results
 
 
 def pack_errors(result: dict) -> list[str]:

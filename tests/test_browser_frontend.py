@@ -82,7 +82,8 @@ class Frontend:
     server: comfyui_host.ComfyUIServer
     out_dir: Path
     object_info: dict = field(default_factory=dict)
-    results: dict = field(default_factory=dict)  # workflow name -> driver result (queued once)
+    results: dict = field(default_factory=dict)  # example workflow -> driver result (queued once)
+    frozen: dict = field(default_factory=dict)   # "frozen-<name>" -> driver result (loaded only)
 
     @property
     def url(self) -> str:
@@ -124,6 +125,8 @@ def frontend(request, browser_tools, comfyui_dir, browser_artefacts, tmp_path_fa
 def load_problems(result: dict, what: str) -> list[str]:
     """Everything wrong with loading + converting a workflow in the page."""
     problems = []
+    if result.get("driver_error"):
+        problems.append(f"{what}: {result['driver_error']}")
     if result.get("missing_types"):
         problems.append(f"{what}: node types the frontend does not know (not installed?): "
                         f"{result['missing_types']}")
@@ -158,21 +161,37 @@ def queue_failure(result: dict) -> str | None:
 
 
 def run_in_browser(frontend: Frontend, name: str) -> dict:
-    """Load, convert and queue example workflow ``name`` in the page once per frontend."""
-    if name not in frontend.results:
-        checker = workflow_checks.CHECKERS.get(name)
-        timeout = checker.timeout if checker is not None else 300.0
-        if checker is not None and checker.prepare is not None:
-            checker.prepare(frontend.server)
-        frontend.results[name] = browser_host.drive(
-            frontend.url, frontend.out_dir, workflow=UI_DIR / f"{name}.json", queue=True,
-            timeout=timeout + LOAD_TIMEOUT, screenshot=frontend.out_dir / f"{name}.png", tag=name)
+    """Example workflow ``name`` loaded, converted and queued in the page. On first use, every
+    example workflow goes through one page, queued one after another (each checker's ``prepare``
+    first), so the page starts once per frontend."""
+    if not frontend.results:
+        jobs = {}
+        for wf in UI_WORKFLOWS:
+            checker = workflow_checks.CHECKERS.get(wf)
+            if checker is not None and checker.prepare is not None:
+                checker.prepare(frontend.server)
+            timeout = checker.timeout if checker is not None else 300.0
+            jobs[wf] = {"workflow": UI_DIR / f"{wf}.json", "queue": True, "timeout": timeout + 60,
+                        "screenshot": frontend.out_dir / f"{wf}.png"}
+        frontend.results = browser_host.drive_batch(frontend.url, frontend.out_dir, jobs,
+                                                    page_timeout=LOAD_TIMEOUT)
     return frontend.results[name]
+
+
+def frozen_in_browser(frontend: Frontend, name: str) -> dict:
+    """Frozen UI workflow ``name`` loaded and converted (not run); all of them in one page."""
+    if not frontend.frozen:
+        jobs = {f"frozen-{wf}": {"workflow": FROZEN_DIR / f"{wf}.json", "timeout": 60,
+                                 "screenshot": frontend.out_dir / f"frozen-{wf}.png"}
+                for wf in FROZEN_WORKFLOWS}
+        frontend.frozen = browser_host.drive_batch(frontend.url, frontend.out_dir, jobs,
+                                                   page_timeout=LOAD_TIMEOUT)
+    return frontend.frozen[f"frozen-{name}"]
 
 
 def describe(result: dict) -> str:
     return (f"(frontend {result.get('frontend_version')}, {result.get('wall_seconds', 0):.0f} s; "
-            f"screenshot and driver result beside {result.get('workflow')} in the browser artefacts)")
+            f"screenshot and driver result in the [browser] artefacts folder named at the session start)")
 
 
 # --------------------------------------------------------------------------- example workflows
@@ -333,9 +352,7 @@ def test_frozen_workflow_still_loads_and_converts(frontend, name):
     widget appended at the end may appear in the prompt with its default."""
     assert name != "<none>", f"no frozen workflows in {FROZEN_DIR}"
     api = json.loads((FROZEN_DIR / f"{name}.api.json").read_text())
-    result = browser_host.drive(frontend.url, frontend.out_dir, workflow=FROZEN_DIR / f"{name}.json",
-                                timeout=LOAD_TIMEOUT, tag=f"frozen-{name}",
-                                screenshot=frontend.out_dir / f"frozen-{name}.png")
+    result = frozen_in_browser(frontend, name)
     problems = load_problems(result, f"frozen {name}")
     problems += [f"frozen {name}: {d}" for d in browser_host.prompt_differences(
         api, result.get("prompt"), frontend.object_info, only_api_inputs=True)]

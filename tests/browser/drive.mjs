@@ -2,6 +2,9 @@
 //
 //   node drive.mjs --url http://127.0.0.1:8188 --workflow wf.json --out result.json
 //                  [--queue] [--timeout 600] [--screenshot shot.png] [--templates PACK]
+//   node drive.mjs --url ... --timeout 1800 --batch jobs.json
+//       (one page, the jobs [{workflow, out, queue, screenshot, timeout, templates}] one after
+//       another, each job's result in its own file; --timeout bounds page start-up)
 //
 // Loads the page, waits for the app, loads the UI-format workflow with app.loadGraphData(), and
 // writes one JSON object to --out:
@@ -33,11 +36,12 @@ function parseArgs(argv) {
     else if (a === '--queue') args.queue = true;
     else if (a === '--timeout') args.timeout = Number(next());
     else if (a === '--templates') args.templates = next();
+    else if (a === '--batch') args.batch = next();
     else if (a === '--chromium') args.executablePath = next();
     else throw new Error(`unknown argument ${a}`);
   }
-  if (!args.url || !args.out || (!args.workflow && !args.templates)) {
-    throw new Error('need --url, --out and --workflow and/or --templates');
+  if (!args.url || (!args.batch && (!args.out || (!args.workflow && !args.templates)))) {
+    throw new Error('need --url and --batch, or --out with --workflow and/or --templates');
   }
   return args;
 }
@@ -53,14 +57,21 @@ async function main() {
     process.exit(2);
   }
   const started = Date.now();
-  const result = {
-    url: args.url, workflow: args.workflow ?? null, page_errors: [], console_errors: [],
-    dialogs: [], missing_types: [], link_type_errors: [], http_errors: [], timings: {},
-  };
-  const write = () => writeFileSync(args.out, JSON.stringify(result, null, 1));
-  const mark = (what) => { result.timings[what] = (Date.now() - started) / 1000; };
-  const deadline = started + args.timeout * 1000;
-  const left = () => Math.max(1000, deadline - Date.now());
+  // One page, one or more workflows (--batch: a JSON list of {workflow, out, queue, screenshot,
+  // timeout}), one after another; each gets its own result file.
+  const jobs = args.batch ? JSON.parse(readFileSync(args.batch, 'utf8')) : [{
+    workflow: args.workflow ?? null, out: args.out, queue: args.queue,
+    screenshot: args.screenshot ?? null, timeout: args.timeout, templates: args.templates ?? null,
+  }];
+  let current = null; // the result the page's events are recorded into
+  const newResult = (job) => ({
+    url: args.url, workflow: job.workflow, page_errors: [], console_errors: [], dialogs: [],
+    missing_types: [], link_type_errors: [], http_errors: [], timings: {},
+  });
+  let shared = newResult({ workflow: null }); // events before the first job
+  current = shared;
+  const pageDeadline = started + args.timeout * 1000;
+  const left = (deadline) => Math.max(1000, deadline - Date.now());
 
   const browser = await chromium.launch({
     executablePath: args.executablePath, headless: true,
@@ -71,15 +82,15 @@ async function main() {
     const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
     // The in-page helper (a plain function, shipped as source) on every document of the page.
     await page.addInitScript(`window.__segtalkerLoadAndInspect = ${pageLoadAndInspect.toString()};`);
-    page.on('pageerror', (err) => result.page_errors.push(String(err && (err.stack || err.message) || err)));
+    page.on('pageerror', (err) => current.page_errors.push(String(err && (err.stack || err.message) || err)));
     page.on('console', (msg) => {
-      if (msg.type() === 'error') result.console_errors.push(msg.text());
+      if (msg.type() === 'error') current.console_errors.push(msg.text());
     });
     // The /prompt reply, seen on the wire whatever the frontend does with it.
     let promptReply = null;
     page.on('response', async (resp) => {
       const u = new URL(resp.url());
-      if (resp.status() >= 400) result.http_errors.push(`${resp.status()} ${resp.request().method()} ${u.pathname}${u.search}`);
+      if (resp.status() >= 400) current.http_errors.push(`${resp.status()} ${resp.request().method()} ${u.pathname}${u.search}`);
       if (resp.request().method() === 'POST' && /\/(api\/)?prompt$/.test(u.pathname)) {
         let body = null;
         try { body = await resp.json(); } catch { try { body = await resp.text(); } catch { body = null; } }
@@ -87,79 +98,99 @@ async function main() {
       }
     });
 
-    // No first-run template browser over the canvas; a clean state for every run.
+    // No first-run template browser over the canvas.
     await fetch(`${args.url}/api/settings`, {
       method: 'POST', headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify({ 'Comfy.TutorialCompleted': true }),
     }).catch(() => {});
 
-    await page.goto(`${args.url}/`, { waitUntil: 'domcontentloaded', timeout: left() });
+    await page.goto(`${args.url}/`, { waitUntil: 'domcontentloaded', timeout: left(pageDeadline) });
     await page.waitForFunction(() => {
       const LG = window.LiteGraph ?? window.comfyAPI?.litegraph?.LiteGraph;
       return !!(window.app && window.app.graph && window.app.canvas && LG
         && LG.registered_node_types && LG.registered_node_types.LoadImage);
-    }, null, { timeout: Math.min(left(), 120000), polling: 250 });
-    result.frontend_version = await page.evaluate(() => window.__COMFYUI_FRONTEND_VERSION__ ?? null);
-    mark('app_ready');
+    }, null, { timeout: Math.min(left(pageDeadline), 120000), polling: 250 });
+    const frontendVersion = await page.evaluate(() => window.__COMFYUI_FRONTEND_VERSION__ ?? null);
+    const appReady = (Date.now() - started) / 1000;
     // Let the default graph and start-up dialogs settle, then close whatever start-up opened.
     await sleep(500);
     await closeDialogs(page);
 
-    if (args.templates) {
-      result.templates = await checkTemplates(page, args.url, args.templates);
-      mark('templates');
-    }
-
-    if (args.workflow) {
-      const workflow = JSON.parse(readFileSync(args.workflow, 'utf8'));
-      result.page_errors_before_load = result.page_errors.length;
-      const loaded = await page.evaluate((wf) => window.__segtalkerLoadAndInspect(wf), workflow);
-      Object.assign(result, loaded);
-      result.dialogs = await dialogTexts(page);
-      mark('loaded');
-      write();
-
-      if (args.queue && !result.convert_error) {
-        await closeDialogs(page);
-        const queued = await page.evaluate(async () => {
-          try {
-            const r = await window.app.queuePrompt(0, 1);
-            return { returned: r === undefined ? null : r };
-          } catch (e) {
-            return { threw: String(e && (e.message || e)) };
-          }
-        });
-        // The reply to POST /prompt arrives before queuePrompt resolves; wait a little if not.
-        for (let i = 0; i < 50 && !promptReply; i++) await sleep(100);
-        result.queue = { ...queued, reply: promptReply };
-        mark('queued');
-        if (!promptReply) {
-          result.queue.error = 'the page sent no POST /prompt';
-        } else if (promptReply.status !== 200 || !promptReply.body?.prompt_id) {
-          // Fail fast: the server's own message, no waiting for /history.
-          result.queue.error = `POST /prompt rejected (HTTP ${promptReply.status}): `
-            + JSON.stringify(promptReply.body);
-        } else {
-          const id = promptReply.body.prompt_id;
-          result.prompt_id = id;
-          result.history_status = await waitForHistory(args.url, id, deadline);
-          mark('finished');
-          if (result.history_status?.status_str === 'success') {
-            result.previews = await waitForPreviews(page, result.history_outputs_nodes = await outputNodes(args.url, id));
-            mark('previews');
+    for (const job of jobs) {
+      const result = newResult(job);
+      // What the page logged before (start-up) belongs to the first job.
+      if (shared) {
+        for (const k of ['page_errors', 'console_errors', 'http_errors']) result[k].push(...shared[k]);
+        shared = null;
+      }
+      current = result;
+      result.frontend_version = frontendVersion;
+      result.timings.app_ready = appReady;
+      const jobStart = Date.now();
+      const deadline = jobStart + (job.timeout ?? args.timeout) * 1000;
+      const mark = (what) => { result.timings[what] = (Date.now() - jobStart) / 1000; };
+      const write = () => writeFileSync(job.out, JSON.stringify(result, null, 1));
+      try {
+        if (job.templates) {
+          result.templates = await checkTemplates(page, args.url, job.templates);
+          mark('templates');
+        }
+        if (job.workflow) {
+          const workflow = JSON.parse(readFileSync(job.workflow, 'utf8'));
+          await closeDialogs(page);
+          const loaded = await page.evaluate((wf) => window.__segtalkerLoadAndInspect(wf), workflow);
+          Object.assign(result, loaded);
+          result.dialogs = await dialogTexts(page);
+          mark('loaded');
+          write();
+          if (job.queue && !result.convert_error) {
+            await closeDialogs(page);
+            promptReply = null;
+            const queued = await page.evaluate(async () => {
+              try {
+                const r = await window.app.queuePrompt(0, 1);
+                return { returned: r === undefined ? null : r };
+              } catch (e) {
+                return { threw: String(e && (e.message || e)) };
+              }
+            });
+            // The reply to POST /prompt arrives before queuePrompt resolves; wait a little if not.
+            for (let i = 0; i < 50 && !promptReply; i++) await sleep(100);
+            result.queue = { ...queued, reply: promptReply };
+            mark('queued');
+            if (!promptReply) {
+              result.queue.error = 'the page sent no POST /prompt';
+            } else if (promptReply.status !== 200 || !promptReply.body?.prompt_id) {
+              // Fail fast: the server's own message, no waiting for /history.
+              result.queue.error = `POST /prompt rejected (HTTP ${promptReply.status}): `
+                + JSON.stringify(promptReply.body);
+            } else {
+              const id = promptReply.body.prompt_id;
+              result.prompt_id = id;
+              result.history_status = await waitForHistory(args.url, id, deadline);
+              mark('finished');
+              if (result.history_status?.status_str === 'success') {
+                result.history_outputs_nodes = await outputNodes(args.url, id);
+                result.previews = await waitForPreviews(page, result.history_outputs_nodes);
+                mark('previews');
+              } else if (result.history_status?.status_str === 'timeout') {
+                // Free the worker for whatever comes next.
+                await fetch(`${args.url}/api/interrupt`, { method: 'POST' }).catch(() => {});
+              }
+            }
           }
         }
-        write();
+        if (job.screenshot) {
+          await page.evaluate(() => window.app?.graph?.setDirtyCanvas?.(true, true));
+          await sleep(300);
+          await page.screenshot({ path: job.screenshot });
+        }
+      } catch (e) {
+        result.driver_error = String(e && (e.stack || e.message) || e);
       }
+      mark('done');
+      write();
     }
-
-    if (args.screenshot) {
-      await page.evaluate(() => window.app?.graph?.setDirtyCanvas?.(true, true));
-      await sleep(300);
-      await page.screenshot({ path: args.screenshot });
-    }
-    mark('done');
-    write();
   } finally {
     await browser.close();
   }

@@ -6,11 +6,13 @@ absl::InitializeLog()`` and one ``Feedback manager requires a model with a singl
 model. They reach the ComfyUI server log and the CLI on every parse and mean nothing to a user.
 
 Measured with mediapipe 0.10.14: ``GLOG_minloglevel`` / ``TF_CPP_MIN_LOG_LEVEL`` change nothing
-(even set before the import), and the lines are written while the *first* ``process()`` of a
-solution runs, from its worker threads, and before that call returns. So
-:func:`quiet_native_stderr` points fd 2 at a temporary file around that first call (and the
-solution's creation), then restores fd 2, drops the known lines and writes everything else back,
-in order: a real error printed in the window still shows, only a little later.
+(even set before the import). The lines are written by the graph's worker threads while it
+opens, which starts when the solution is created and may still be going on after the constructor
+returns (seen on a loaded machine); it is over once the first ``process()`` returned. So the
+solution is created *and* run once on a blank image inside one window
+(:func:`segtalker_core.face.detect.open_solution`): :func:`quiet_native_stderr` points fd 2 at a
+temporary file, then restores it, drops the known lines and writes everything else back, in
+order: a real error printed in the window still shows, only a little later.
 
 While the window is open, anything else in the process that writes to fd 2 is delayed the same
 way (not lost); the window lasts one model load and one frame.
@@ -35,7 +37,6 @@ KNOWN_NOISE: tuple[re.Pattern[bytes], ...] = (
 _STDERR_FD = 2
 _lock = threading.RLock()
 _depth = 0  # nested windows share the outermost redirect
-_WARMED = "_segtalker_stderr_warmed"
 
 
 def filter_noise(data: bytes) -> bytes:
@@ -79,19 +80,6 @@ def quiet_native_stderr() -> Iterator[None]:
             held.close()
             while rest:  # os.write may write part of a large buffer
                 rest = rest[os.write(_STDERR_FD, rest):]
-
-
-@contextlib.contextmanager
-def quiet_first_call(solution: object) -> Iterator[None]:
-    """:func:`quiet_native_stderr` around the first call made on ``solution`` (the one that
-    prints); later calls run as they are, without touching fd 2."""
-    if getattr(solution, _WARMED, False):
-        yield
-        return
-    with quiet_native_stderr():
-        yield
-    with contextlib.suppress(AttributeError):  # a slotted object is simply quieted every time
-        setattr(solution, _WARMED, True)
 
 
 def _flush_python_stderr() -> None:

@@ -37,7 +37,7 @@ import numpy as np
 
 from ..closing import Closing
 from ..logs import get_logger
-from ..native_logs import quiet_first_call, quiet_native_stderr
+from ..native_logs import quiet_native_stderr
 from .image import to_rgb_uint8
 
 log = get_logger("face")
@@ -138,14 +138,13 @@ class FaceMeshDetector(Closing):
         from mediapipe.python.solutions import face_mesh  # heavy: only when detecting
 
         def make(static_mode: bool):
-            with quiet_native_stderr():  # MediaPipe's C++ start-up lines (see native_logs)
-                return face_mesh.FaceMesh(
-                    static_image_mode=static_mode,
-                    max_num_faces=self.max_faces,
-                    refine_landmarks=True,
-                    min_detection_confidence=self.min_confidence,
-                    min_tracking_confidence=self.min_confidence,
-                )
+            return open_solution(lambda: face_mesh.FaceMesh(
+                static_image_mode=static_mode,
+                max_num_faces=self.max_faces,
+                refine_landmarks=True,
+                min_detection_confidence=self.min_confidence,
+                min_tracking_confidence=self.min_confidence,
+            ))
 
         if not window or not self.video:
             if self._mesh is None:
@@ -322,14 +321,27 @@ def run_solution(solution, image: np.ndarray):
     """``solution.process(image)`` for a MediaPipe legacy solution, without its protobuf noise.
 
     mediapipe 0.10.14 calls a protobuf API deprecated in newer protobuf on every result, which
-    would print a ``SymbolDatabase.GetPrototype() is deprecated`` warning into every run. Its
-    first run also prints TFLite/absl lines straight to fd 2; :func:`quiet_first_call` drops those
-    (and only those, see :mod:`..native_logs`).
+    would print a ``SymbolDatabase.GetPrototype() is deprecated`` warning into every run.
     """
-    with warnings.catch_warnings(), quiet_first_call(solution):
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype",
                                 category=UserWarning)
         return solution.process(image)
+
+
+def open_solution(factory):
+    """``factory()``, a MediaPipe legacy solution, created and run once on a blank image inside
+    one :func:`quiet_native_stderr` window: its graph prints TFLite/absl start-up lines to fd 2
+    from worker threads until the first result (see :mod:`..native_logs`). The blank run finds
+    nothing, so a tracking solution starts from scratch at the first real frame, as a new one
+    does."""
+    with quiet_native_stderr():
+        solution = factory()
+        run_solution(solution, _WARM_UP_IMAGE)
+    return solution
+
+
+_WARM_UP_IMAGE = np.zeros((64, 64, 3), np.uint8)
 
 
 def _resize(rgb: np.ndarray, factor: float, interpolation: int) -> np.ndarray:

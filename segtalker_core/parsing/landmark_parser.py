@@ -39,8 +39,7 @@ import numpy as np
 
 from ..closing import Closing
 from ..face import mesh_topology as T
-from ..face.detect import run_solution
-from ..native_logs import quiet_native_stderr
+from ..face.detect import open_solution, run_solution
 from ..labels import BISENET_19
 from ..logs import get_logger
 from ..masks import dilate, erode
@@ -159,8 +158,8 @@ class LandmarkParser(Closing):
         if self._selfie is None:
             from mediapipe.python.solutions import selfie_segmentation  # heavy: first parse only
 
-            with quiet_native_stderr():  # MediaPipe's C++ start-up lines (see native_logs)
-                self._selfie = selfie_segmentation.SelfieSegmentation(model_selection=0)
+            # Created and run once quietly: MediaPipe's C++ start-up lines (see native_logs).
+            self._selfie = open_solution(lambda: selfie_segmentation.SelfieSegmentation(model_selection=0))
         return run_solution(self._selfie, np.ascontiguousarray(small)).segmentation_mask
 
     def _paint_body(self, labels: np.ndarray, body: np.ndarray, g: "_FaceGeometry",

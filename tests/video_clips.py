@@ -1,0 +1,61 @@
+"""Small video clips for tests, written with PyAV: silent, with sound, variable frame rate."""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+REPO_DIR = Path(__file__).resolve().parents[1]
+EXAMPLE_VIDEO = REPO_DIR / "examples" / "video.mp4"  # 400x400, 25 fps, 50 frames, no audio
+SPEECH = REPO_DIR / "examples" / "speech.wav"
+
+
+def example_frames(n: int) -> np.ndarray:
+    """The first ``n`` frames of the example video (looped when it is shorter)."""
+    from segtalker_core.video_io import read_video
+
+    frames, _ = read_video(EXAMPLE_VIDEO)
+    return frames[np.arange(n) % len(frames)]
+
+
+def speech_clip(path: Path, seconds: float) -> Path:
+    """The first ``seconds`` of the example speech as a wav."""
+    import soundfile as sf
+
+    wave, rate = sf.read(str(SPEECH), dtype="float32")
+    sf.write(str(path), wave[: int(seconds * rate)], rate)
+    return path
+
+
+def write_clip(path: Path, frames: np.ndarray, fps: float = 25.0, audio: Path | None = None) -> Path:
+    """A constant-rate H.264 mp4 of ``frames``, with ``audio``'s sound (None: no audio stream)."""
+    from segtalker_core.audio.io import read_audio_file
+    from segtalker_core.video_io import write_mp4
+
+    wave, rate = read_audio_file(audio) if audio is not None else (None, None)
+    write_mp4(path, frames, fps, audio=wave, sample_rate=rate)
+    return path
+
+
+def write_vfr_clip(path: Path, frames: np.ndarray, intervals_ms: list[int]) -> Path:
+    """An mp4 whose frames are spaced ``intervals_ms[i % len]`` milliseconds apart (no audio)."""
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        stream.time_base = Fraction(1, 1000)
+        pts = 0
+        for i, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame.pts = pts
+            frame.time_base = Fraction(1, 1000)
+            pts += intervals_ms[i % len(intervals_ms)]
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path

@@ -4,6 +4,7 @@ from .loaders import (SegTalkerLoadAudio, SegTalkerLoadEncoder, SegTalkerLoadGen
 from .parsing import SegTalkerFaceParse, SegTalkerSegmentationToMask
 from .style import SegTalkerEncodeStyle, SegTalkerSwapStyle
 from .synthesis import SegTalkerPasteBack, SegTalkerSynthesize, SegTalkerTalk
+from .talk_video import SegTalkerTalkVideo
 from .talking import SegTalkerAudioToSegmentation, SegTalkerEditSegmentation
 
 NODE_CLASSES = [
@@ -21,4 +22,5 @@ NODE_CLASSES = [
     SegTalkerSynthesize,
     SegTalkerPasteBack,
     SegTalkerTalk,
+    SegTalkerTalkVideo,
 ]

@@ -81,3 +81,43 @@ def recommended_dtype(device: torch.device, param_count: int) -> torch.dtype:
     if mm.should_use_fp16(device, model_params=param_count):
         return torch.float16
     return torch.float32
+
+
+def video_to_path(video, name: str, temp_dir: str) -> str:
+    """A ComfyUI VIDEO -> a file path the core can stream from.
+
+    LoadVideo's ``VideoFromFile`` already is a file: its path is used as it is (nothing decoded
+    here). Other VIDEO objects (``VideoFromComponents`` from Create Video, in-memory files) are
+    written once to ``temp_dir``.
+    """
+    import os
+    import uuid
+
+    from comfy_api.latest import Input
+
+    if not isinstance(video, Input.Video):
+        raise ValueError(f"input '{name}' must be a ComfyUI VIDEO (e.g. from Load Video), got "
+                         f"{type(video).__name__}")
+    # The base class's get_stream_source encodes the whole video into memory: only ask a class
+    # that provides its own (VideoFromFile).
+    if type(video).get_stream_source is not Input.Video.get_stream_source:
+        source = video.get_stream_source()
+        if isinstance(source, (str, os.PathLike)):
+            return os.fspath(source)
+    else:
+        source = None
+    os.makedirs(temp_dir, exist_ok=True)
+    path = os.path.join(temp_dir, f"segtalker_in_{uuid.uuid4().hex[:12]}.mp4")
+    if source is not None:  # an in-memory file (BytesIO)
+        with open(path, "wb") as out:
+            out.write(source.read())
+    else:
+        video.save_to(path)
+    return path
+
+
+def video_from_path(path: str):
+    """A file on disk -> ComfyUI VIDEO (read lazily by whoever consumes it)."""
+    from comfy_api.latest import InputImpl
+
+    return InputImpl.VideoFromFile(path)

@@ -113,7 +113,7 @@ def _to_uint8(array: np.ndarray, name: str) -> np.ndarray:
             )
         return array.astype(np.uint8)
     if np.issubdtype(dtype, np.floating):
-        return np.round(_unit_float(array, name) * 255.0).astype(np.uint8)
+        return _float_to_uint8(array, name)
     raise TypeError(
         f"{name} has dtype {dtype}, which is not an image type; use uint8, uint16, bool or "
         f"float in 0..1"
@@ -129,13 +129,59 @@ def _to_unit_float(array: np.ndarray, name: str) -> np.ndarray:
 
 def _unit_float(array: np.ndarray, name: str) -> np.ndarray:
     values = array.astype(np.float32)
-    finite = np.isfinite(values)
-    if not finite.all():
+    if _checked_divide(values, name):
+        values = values / 255.0
+    return np.clip(values, 0.0, 1.0)
+
+
+# Elements converted at a time by _float_to_uint8 (16 MB of float32): a float video (a ComfyUI
+# IMAGE batch is 24 MB a 1080p frame) then costs its uint8 result plus one block, instead of
+# several full-size float temporaries.
+_BLOCK_ELEMENTS = 1 << 22
+
+
+def _float_to_uint8(array: np.ndarray, name: str) -> np.ndarray:
+    """``np.round(_unit_float(array) * 255).astype(uint8)``, bit for bit, block by block along
+    the first axis (the range is checked over the whole array first)."""
+    divide = _checked_divide(array, name)
+    out = np.empty(array.shape, np.uint8)
+    for block in _blocks(array.shape):
+        values = array[block].astype(np.float32)
+        if divide:
+            values /= np.float32(255.0)
+        np.clip(values, 0.0, 1.0, out=values)
+        values *= np.float32(255.0)
+        out[block] = np.round(values, out=values)
+    return out
+
+
+def _blocks(shape: tuple[int, ...]):
+    """Slices of the first axis covering about :data:`_BLOCK_ELEMENTS` elements each."""
+    if not shape:
+        yield ...
+        return
+    per_row = int(np.prod(shape[1:], dtype=np.int64)) or 1
+    step = max(1, _BLOCK_ELEMENTS // per_row)
+    for start in range(0, shape[0], step):
+        yield slice(start, start + step)
+
+
+def _checked_divide(array: np.ndarray, name: str) -> bool:
+    """Refuse NaN/inf and far-off ranges; True when the values are 0..255 floats to divide by
+    255 (logged), False for 0..1 (slightly outside: logged, then clipped). Reads ``array`` block
+    by block, so a large float batch gets no full-size temporary here."""
+    nonfinite, low, high = 0, np.inf, -np.inf
+    for block in _blocks(array.shape):
+        values = np.asarray(array[block], dtype=np.float32)
+        finite = np.isfinite(values)
+        nonfinite += int(values.size - np.count_nonzero(finite))
+        if nonfinite == 0 and values.size:
+            low, high = min(low, float(values.min())), max(high, float(values.max()))
+    if nonfinite:
         raise ValueError(
-            f"{name} contains {int(values.size - np.count_nonzero(finite))} NaN/inf values; "
+            f"{name} contains {nonfinite} NaN/inf values; "
             f"check what produced it (an image must be finite)"
         )
-    low, high = float(values.min()), float(values.max())
     if low < -_FLOAT_OVERSHOOT or high > 255.0 + _FLOAT_TOLERANCE:
         raise ValueError(
             f"{name} is a float image with values {low:.3g}..{high:.3g}; expected 0..1. "
@@ -146,10 +192,10 @@ def _unit_float(array: np.ndarray, name: str) -> np.ndarray:
             "%s is a float image with values up to %.3g: taken as 0..255 and divided by 255 "
             "(float images are expected in 0..1)", name, high,
         )
-        values = values / 255.0
-    elif low < -_FLOAT_TOLERANCE or high > 1.0 + _FLOAT_TOLERANCE:
+        return True
+    if low < -_FLOAT_TOLERANCE or high > 1.0 + _FLOAT_TOLERANCE:
         log.warning(
             "%s has float values %.3g..%.3g slightly outside 0..1; they are clipped",
             name, low, high,
         )
-    return np.clip(values, 0.0, 1.0)
+    return False

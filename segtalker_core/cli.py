@@ -113,9 +113,9 @@ def _talk_models(args: argparse.Namespace):
     paths = {"parser": args.parser, "tsg": args.tsg, "encoder": args.encoder, "generator": args.generator}
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    device = _device(args.device)  # checked even without models: a wrong --device is a mistake
     if not any(paths.values()):
-        return TalkModels()
-    device = _device(args.device)
+        return TalkModels()  # the built-in backends run on the CPU
     loaded = {}
     for slot, path in paths.items():
         if path is None:

@@ -109,6 +109,8 @@ def test_cuda_without_cuda_is_a_clear_error(tmp_path, speech, bundles, capsys):
     code, _ = talk(tmp_path, speech, "--tsg", bundles["tsg"], "--device", "cuda")
     err = capsys.readouterr().err
     assert code == 2 and "error: --device cuda: this machine has no CUDA device" in err
+    code, _ = talk(tmp_path, speech, "--device", "cuda")  # without models too
+    assert code == 2 and "no CUDA device" in capsys.readouterr().err
 
 
 def test_unknown_device_and_bad_batch_size(tmp_path, speech, bundles, capsys):

@@ -43,11 +43,12 @@ ALLOWED_DIFFERENCES = {
     # The frontend titles a node by its display name ("Load Image"); the API files of the builder
     # title core nodes by their class name ("LoadImage").
     "_meta.title": "the node's display name from /object_info instead of its class name",
-    # LoadAudio's audio player widget (no input of the node) is serialized with an empty value;
-    # the server ignores inputs a node does not declare.
+    # The preview widgets of core LoadAudio / LoadVideo (no inputs of the nodes) are serialized
+    # with an empty value; the server ignores inputs a node does not declare.
     "LoadAudio.inputs.audioUI": "'' added by the frontend's audio preview widget",
+    "LoadVideo.inputs.video-preview": "'' added by the frontend's video preview widget",
 }
-FRONTEND_ONLY_INPUTS = {("LoadAudio", "audioUI"): ("",)}
+FRONTEND_ONLY_INPUTS = {("LoadAudio", "audioUI"): ("",), ("LoadVideo", "video-preview"): ("",)}
 
 # Console noise of the frontend itself in a sandbox with no internet: not the pack's.
 _ENVIRONMENT_NOISE = (

@@ -141,6 +141,12 @@ async function main() {
           const loaded = await page.evaluate((wf) => window.__segtalkerLoadAndInspect(wf), workflow);
           Object.assign(result, loaded);
           result.dialogs = await dialogTexts(page);
+          // The missing-nodes warning may come a moment after loading.
+          for (let i = 0; i < 20 && result.missing_types?.length
+            && !result.dialogs.some((d) => result.missing_types.some((t) => d.includes(t))); i++) {
+            await sleep(150);
+            result.dialogs = await dialogTexts(page);
+          }
           mark('loaded');
           write();
           if (job.queue && !result.convert_error) {
@@ -264,7 +270,9 @@ async function pageLoadAndInspect(wf) {
 }
 
 async function dialogTexts(page) {
-  return page.evaluate(() => [...document.querySelectorAll('[role="dialog"], .p-dialog, .comfy-modal')]
+  // Dialogs (missing-nodes warning of older frontends) and toasts / alerts (newer ones).
+  return page.evaluate(() => [...document.querySelectorAll(
+    '[role="dialog"], .p-dialog, .comfy-modal, .p-toast-message, [role="alert"], [role="status"]')]
     .filter((d) => d.offsetParent !== null || getComputedStyle(d).display !== 'none')
     .map((d) => (d.innerText || '').trim().slice(0, 2000)).filter(Boolean));
 }

@@ -32,7 +32,7 @@ from .progress import Progress
 
 log = get_logger("talk")
 
-CHUNK_FRAMES = 64  # frames decoded at a time when a video is streamed
+CHUNK_FRAMES = 16  # frames decoded at a time when a video is streamed (1080p: 100 MB a chunk)
 
 
 @dataclass(frozen=True)

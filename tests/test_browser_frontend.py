@@ -282,7 +282,8 @@ def test_example_workflow_runs_from_the_page(frontend, name):
 @pytest.mark.slow
 def test_template_browser_lists_and_opens_each_example_once(frontend):
     result = browser_host.drive(frontend.url, frontend.out_dir, templates=PACK,
-                                timeout=LOAD_TIMEOUT + 30 * len(UI_WORKFLOWS), tag="templates")
+                                timeout=LOAD_TIMEOUT + 30 * len(UI_WORKFLOWS), tag="templates",
+                                screenshot=frontend.out_dir / "templates.png")
     templates = result.get("templates") or {}
     assert templates.get("listing_status") == 200, f"/api/workflow_templates: {templates}"
     listing = templates.get("listing") or {}
@@ -300,6 +301,21 @@ def test_template_browser_lists_and_opens_each_example_once(frontend):
         problems += load_problems(entry, f"template {name}", expected_error_classes(name))
         if not entry.get("prompt_nodes"):
             problems.append(f"template {name}: converts to an empty prompt")
+    # The frontend's own template browser: the pack's category lists each workflow once, with a
+    # loaded thumbnail, and a click on a card opens that workflow.
+    ui = templates.get("ui") or {}
+    if ui.get("error"):
+        problems.append(f"template browser: {ui['error']}")
+    cards = Counter(ui.get("cards") or [])
+    if sorted(cards) != UI_WORKFLOWS or any(c != 1 for c in cards.values()):
+        problems.append(f"the template browser shows {dict(cards)} for {PACK}, expected each of "
+                        f"{UI_WORKFLOWS} once")
+    no_thumb = sorted(n for n, w in (ui.get("thumbnails") or {}).items() if not w)
+    if no_thumb:
+        problems.append(f"template cards without a loaded thumbnail: {no_thumb}")
+    for name, entry in (ui.get("opened") or {}).items():
+        if entry.get("error") or not entry.get("matches") or entry.get("missing_types"):
+            problems.append(f"template card {name} did not open its workflow: {entry}")
     problems += [f"template page: {p}" for p in browser_host.pack_errors(result)]
     # The template browser shows NAME.jpg from the same route.
     for name in UI_WORKFLOWS:

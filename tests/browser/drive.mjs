@@ -358,15 +358,18 @@ async function waitForPreviews(page, nodes, ms = 20000) {
 }
 
 async function checkTemplates(page, url, pack) {
-  const out = { listing: null, loads: {} };
+  const out = { listing: null, loads: {}, ui: null };
   const r = await fetch(`${url}/api/workflow_templates`);
   out.listing_status = r.status;
   out.listing = await r.json().catch(() => null);
+  const expected = {};
+  // Each template as the template route serves it, loaded into the graph.
   for (const name of (out.listing?.[pack] ?? [])) {
     const tr = await fetch(`${url}/api/workflow_templates/${encodeURIComponent(pack)}/${encodeURIComponent(name)}.json`);
     const entry = { status: tr.status };
     if (tr.status === 200) {
       const wf = await tr.json();
+      expected[name] = (wf.nodes ?? []).map((n) => n.type).sort();
       Object.assign(entry, await page.evaluate(async (w) => {
         const r2 = await window.__segtalkerLoadAndInspect(w);
         return { missing_types: r2.missing_types, node_count: r2.node_count, load_error: r2.load_error,
@@ -375,7 +378,66 @@ async function checkTemplates(page, url, pack) {
     }
     out.loads[name] = entry;
   }
+  out.ui = await templateDialog(page, pack, expected).catch((e) => ({ error: String(e && (e.stack || e.message) || e) }));
   return out;
+}
+
+// The frontend's own template browser: the pack's category, its cards (with a loaded thumbnail),
+// and each card opened by a click.
+async function templateDialog(page, pack, expected) {
+  const ui = { cards: [], thumbnails: {}, opened: {} };
+  const open = async () => {
+    await closeDialogs(page);
+    await page.evaluate(() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates'));
+    const dlg = page.locator('[role="dialog"]').first();
+    await dlg.getByText(pack, { exact: true }).first().click({ timeout: 20000 });
+    await page.locator('[role="dialog"] [data-testid^="template-workflow-"]').first()
+      .waitFor({ timeout: 20000 });
+    return dlg;
+  };
+  await open();
+  await sleep(500);
+  ui.cards = await page.locator('[role="dialog"] [data-testid^="template-workflow-"]')
+    .evaluateAll((els) => els.map((e) => e.getAttribute('data-testid').replace('template-workflow-', '')));
+  const end = Date.now() + 10000;
+  while (Date.now() < end) {
+    ui.thumbnails = await page.evaluate(() => {
+      const res = {};
+      document.querySelectorAll('[role="dialog"] [data-testid^="template-workflow-"]').forEach((card) => {
+        const name = card.getAttribute('data-testid').replace('template-workflow-', '');
+        const imgs = [...card.querySelectorAll('img')];
+        res[name] = imgs.length ? Math.max(...imgs.map((i) => (i.complete ? i.naturalWidth : 0))) : 0;
+      });
+      return res;
+    });
+    if (Object.values(ui.thumbnails).every((w) => w > 0)) break;
+    await sleep(250);
+  }
+  for (const name of ui.cards) {
+    const entry = {};
+    try {
+      await open();
+      await page.locator(`[role="dialog"] [data-testid="template-workflow-${name}"]`).first().click({ timeout: 20000 });
+      // Opened: the graph holds the template's nodes, all of known types.
+      const want = expected[name];
+      await page.waitForFunction((types) => JSON.stringify((window.app.graph._nodes ?? window.app.graph.nodes ?? [])
+        .map((n) => n.type).sort()) === JSON.stringify(types), want ?? [], { timeout: 20000, polling: 200 })
+        .catch(() => {});
+      Object.assign(entry, await page.evaluate(() => {
+        const LG = window.LiteGraph ?? window.comfyAPI?.litegraph?.LiteGraph;
+        const nodes = window.app.graph._nodes ?? window.app.graph.nodes ?? [];
+        return { node_count: nodes.length, types: nodes.map((n) => n.type).sort(),
+          missing_types: [...new Set(nodes.filter((n) => !LG.registered_node_types[n.type]).map((n) => n.type))] };
+      }));
+      entry.expected_types = want ?? null;
+      entry.matches = JSON.stringify(entry.types) === JSON.stringify(want ?? null);
+    } catch (e) {
+      entry.error = String(e && (e.message || e));
+    }
+    ui.opened[name] = entry;
+  }
+  await closeDialogs(page);
+  return ui;
 }
 
 main().catch((e) => {

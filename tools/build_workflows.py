@@ -67,6 +67,13 @@ def _is_widget(type_: Any) -> bool:
     return isinstance(type_, list) or type_ in WIDGET_TYPES
 
 
+def _has_seed_control(name: str, type_: Any, options: dict) -> bool:
+    """Whether the frontend gives this widget a "control after generate" companion: any input that
+    asks for one, and every INT named ``seed`` or ``noise_seed`` (the frontend adds it by name and
+    fills it with "randomize" when the stored values stop before it)."""
+    return bool(options.get("control_after_generate")) or (type_ == "INT" and name in ("seed", "noise_seed"))
+
+
 def _default(name: str, type_: Any, options: dict) -> Any:
     if "default" in options:
         return options["default"]
@@ -119,7 +126,7 @@ def build(graph: Graph, object_info: dict) -> tuple[dict, dict]:
                 value = node.values[name] if name in node.values else _default(name, type_, options)
                 api_inputs[name] = value
                 widgets_values.append(value)
-                if options.get("control_after_generate"):
+                if _has_seed_control(name, type_, options):
                     # The frontend's extra "control after generate" widget: shipped seeds stay put.
                     widgets_values.append("fixed")
                 for flag, extras in UPLOAD_EXTRAS.items():

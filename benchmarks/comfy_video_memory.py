@@ -195,7 +195,7 @@ def main() -> None:
         rows.append(measure(comfyui_dir, args.work, kind, clip, seconds, args.timeout))
     print()
     print(f"ComfyUI 0.3.75 --cpu, 1920x1080 at {FPS} fps, built-in chain; MB = MiB of the server's RSS")
-    print(f"| path | clip | frames | wall s | fps | RSS before | peak RSS (sampled) | peak RSS (VmHWM) | peak - before per s of video |")
+    print("| path | clip | frames | wall s | fps | RSS before | peak RSS (sampled) | peak RSS (VmHWM) | peak - before per s of video |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         per_second = (r.peak_hwm_mb - r.before_mb) / r.seconds

@@ -382,6 +382,17 @@ def _check_lip_colour_edit(run: WorkflowRun) -> None:
 
 @register("dub_video", timeout=600)
 def _check_dub_video(run: WorkflowRun) -> None:
+    assert_dubbed_video(run)
+
+
+@register("dub_long_video", timeout=600)
+def _check_dub_long_video(run: WorkflowRun) -> None:
+    # Same result as dub_video, made file to file (VIDEO in, VIDEO out) instead of through IMAGE.
+    assert_dubbed_video(run)
+
+
+def assert_dubbed_video(run: WorkflowRun) -> None:
+    """The SaveVideo output of examples/video.mp4 dubbed with speech.wav at the video's 25 fps."""
     (video,) = run.files(class_type="SaveVideo", suffix=".mp4", folder_type="output")
     seconds = audio_seconds(run.input_dir / "speech.wav")
     source = read_video_frames(run.input_dir / "video.mp4").astype(np.int16)

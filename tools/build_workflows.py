@@ -216,6 +216,17 @@ def dub_video() -> Graph:
     return g
 
 
+def dub_long_video() -> Graph:
+    """Talk Video: core VIDEO in, VIDEO out, streamed frame by frame through a file (no IMAGE
+    batch), so a long clip dubs in flat memory. The speech replaces the video's own sound."""
+    g = Graph("dub_long_video")
+    video = g.add("LoadVideo", file="video.mp4")
+    audio = g.add("LoadAudio", audio="speech.wav")
+    talk = g.add("SegTalkerTalkVideo", video=(video, 0), audio=(audio, 0), strength=1.0, video_mode="pingpong")
+    g.add("SaveVideo", video=(talk, 0), filename_prefix="segtalker/dub_long_video")
+    return g
+
+
 def lip_colour_edit() -> Graph:
     g = Graph("lip_colour_edit")
     image = g.add("LoadImage", image="portrait.png")
@@ -303,7 +314,7 @@ def lips_inpaint() -> Graph:
     return g
 
 
-GRAPHS = [face_parsing, talk_portrait, dub_video, lip_colour_edit, learned_random, fuller_hair, lips_inpaint]
+GRAPHS = [face_parsing, talk_portrait, dub_video, dub_long_video, lip_colour_edit, learned_random, fuller_hair, lips_inpaint]
 
 
 def main() -> None:

@@ -66,6 +66,16 @@ def comfyui_required() -> bool:
     return os.environ.get(REQUIRE_ENV, "").strip() not in ("", "0", "false", "no")
 
 
+def skip_or_fail(reason: str) -> None:
+    """Skip a test that needs something this machine lacks, or fail it where it is required
+    (``SEGTALKER_REQUIRE_COMFYUI=1``, as CI sets)."""
+    import pytest
+
+    if comfyui_required():
+        pytest.fail(f"{reason}\n({REQUIRE_ENV}=1, so this is a failure, not a skip)", pytrace=False)
+    pytest.skip(f"{reason} (set {REQUIRE_ENV}=1 to make this a failure)")
+
+
 # --------------------------------------------------------------------------- cache + unpacking
 
 

@@ -26,11 +26,7 @@ import comfyui_host  # noqa: E402
 
 
 def _unavailable(reason: str):
-    msg = f"real ComfyUI unavailable: {reason}"
-    if comfyui_host.comfyui_required():
-        pytest.fail(f"{msg}\n({comfyui_host.REQUIRE_ENV}=1, so this is a failure, not a skip)",
-                    pytrace=False)
-    pytest.skip(f"{msg} (set {comfyui_host.REQUIRE_ENV}=1 to make this a failure)")
+    comfyui_host.skip_or_fail(f"real ComfyUI unavailable: {reason}")
 
 
 @pytest.fixture(scope="session")

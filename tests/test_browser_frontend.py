@@ -55,10 +55,7 @@ BROWSER = [pytest.mark.comfyui, pytest.mark.browser, pytest.mark.slow]
 
 
 def _unavailable(reason: str):
-    if comfyui_host.comfyui_required():
-        pytest.fail(f"{reason}\n({comfyui_host.REQUIRE_ENV}=1, so this is a failure, not a skip)",
-                    pytrace=False)
-    pytest.skip(f"{reason} (set {comfyui_host.REQUIRE_ENV}=1 to make this a failure)")
+    comfyui_host.skip_or_fail(reason)
 
 
 @pytest.fixture(scope="session")

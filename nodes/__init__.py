@@ -1,6 +1,5 @@
 """SegTalker node classes (ComfyUI V3 schema). Thin: every algorithm is in segtalker_core."""
-from .loaders import (SegTalkerLoadAudio, SegTalkerLoadEncoder, SegTalkerLoadGenerator,
-                      SegTalkerLoadParser, SegTalkerLoadTSG)
+from .loaders import SegTalkerLoadEncoder, SegTalkerLoadGenerator, SegTalkerLoadParser, SegTalkerLoadTSG
 from .parsing import SegTalkerFaceParse, SegTalkerSegmentationToMask
 from .style import SegTalkerEncodeStyle, SegTalkerSwapStyle
 from .synthesis import SegTalkerPasteBack, SegTalkerSynthesize, SegTalkerTalk
@@ -12,7 +11,6 @@ NODE_CLASSES = [
     SegTalkerLoadTSG,
     SegTalkerLoadEncoder,
     SegTalkerLoadGenerator,
-    SegTalkerLoadAudio,
     SegTalkerFaceParse,
     SegTalkerSegmentationToMask,
     SegTalkerAudioToSegmentation,

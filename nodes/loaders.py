@@ -1,12 +1,10 @@
-"""Loader nodes: one per model slot (face parser, TSG, encoder, generator), and audio files.
+"""Loader nodes: one per model slot (face parser, TSG, encoder, generator). Audio comes in
+through core Load Audio.
 
 One loader per slot because ComfyUI output types are static: each loader's output has its
 slot's socket type, and each lists only the files its header says fill that slot.
 """
 from __future__ import annotations
-
-import hashlib
-import os
 
 from comfy_api.latest import io
 
@@ -127,51 +125,3 @@ class SegTalkerLoadGenerator(io.ComfyNode):
     @classmethod
     def execute(cls, model: str, precision: str = "auto") -> io.NodeOutput:
         return _load_learned(model, GENERATOR, precision)
-
-
-class SegTalkerLoadAudio(io.ComfyNode):
-    """Speech from a file in the input folder, read through PyAV: for a ComfyUI without
-    torchaudio, where core Load Audio is missing (the example workflows use core Load Audio)."""
-
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        import folder_paths
-
-        input_dir = folder_paths.get_input_directory()
-        files = folder_paths.filter_files_content_types(os.listdir(input_dir), ["audio", "video"])
-        return io.Schema(
-            node_id="SegTalkerLoadAudio",
-            display_name="SegTalker Load Audio",
-            category=f"{CATEGORY}/loaders",
-            description="Loads speech from an audio or video file in the input folder (wav, mp3, flac, m4a, mp4).",
-            inputs=[
-                # No upload widget: the frontend builds that one only for its own audio nodes
-                # (it looks for an audio preview element that a pack node never gets, and the node
-                # then fails to be created). Upload with core Load Audio, or copy into input/.
-                io.Combo.Input("audio", options=sorted(files),
-                               tooltip="an audio or video file in ComfyUI's input folder"),
-            ],
-            outputs=[io.Audio.Output(display_name="audio")],
-        )
-
-    @classmethod
-    def execute(cls, audio: str) -> io.NodeOutput:
-        import folder_paths
-
-        path = folder_paths.get_annotated_filepath(audio)
-        return io.NodeOutput(pipeline.load_audio_for_comfy(path))
-
-    @classmethod
-    def fingerprint_inputs(cls, audio: str):
-        import folder_paths
-
-        with open(folder_paths.get_annotated_filepath(audio), "rb") as handle:
-            return hashlib.sha256(handle.read()).hexdigest()
-
-    @classmethod
-    def validate_inputs(cls, audio: str):
-        import folder_paths
-
-        if not folder_paths.exists_annotated_filepath(audio):
-            return f"audio file {audio!r} is not in the input folder; upload it or pick another"
-        return True

@@ -32,7 +32,7 @@ def graph(video: str, speech: str | None, prefix: str) -> dict:
               "inputs": {"video": ["2", 0], "filename_prefix": prefix, "format": "auto", "codec": "auto"}},
     }
     if speech is not None:
-        nodes["4"] = {"class_type": "SegTalkerLoadAudio", "inputs": {"audio": speech}}
+        nodes["4"] = {"class_type": "LoadAudio", "inputs": {"audio": speech}}
         nodes["2"]["inputs"]["audio"] = ["4", 0]
     return nodes
 

@@ -3,6 +3,7 @@
 Every file the pack writes (videos, images, label maps, bundles) goes through
 :func:`atomic_output`:
 
+* the target must be a regular file or not exist yet (never a device such as ``/dev/full``);
 * the writer fills a hidden temporary file in the target's own folder
   (``.NAME.partial-XXXXXXXX.SUFFIX``: same file system, so the final rename is atomic, and the same
   suffix, so writers that pick a format from the name still do);
@@ -48,6 +49,9 @@ def check_output_path(path: PathLike, inputs: Mapping[str, PathLike | None] | No
     if out.is_dir():
         raise ValueError(f"{what} {text!r} is a folder: give a file name inside it "
                          f"(e.g. {os.path.join(text, 'out' + (out.suffix or '.mp4'))!r})")
+    if out.exists() and not out.is_file():
+        # A device (/dev/full), fifo or socket: renaming over it would replace the node itself.
+        raise ValueError(f"{what} {text!r} exists and is not a regular file; write to a file")
     folder = out.parent if str(out.parent) else Path(".")
     if not folder.is_dir():
         raise FileNotFoundError(f"{what} {text!r}: the folder {str(folder)!r} does not exist; "

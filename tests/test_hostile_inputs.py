@@ -18,6 +18,10 @@ import hostile_inputs  # noqa: E402
 @pytest.mark.parametrize("case", hostile_inputs.CASES, ids=[c.name for c in hostile_inputs.CASES])
 def test_hostile_case(case: hostile_inputs.Case, tmp_path: Path) -> None:
     outcome = hostile_inputs.run_case(case, tmp_path)
+    if outcome.not_applicable:
+        # Only the real-disk cases (a tmpfs needs root); the monkeypatched disk-full test in
+        # test_video_files_hostile.py covers the behaviour everywhere.
+        pytest.skip(outcome.not_applicable)
     assert outcome.passed, (
         f"{case.name}: {'; '.join(outcome.failures)}\n"
         f"  exit {outcome.code}, message: {outcome.message!r}\n  files left: {outcome.files}"

@@ -58,6 +58,11 @@ class Case:
     check: Check | None = None  # more checks on the folder; returns a failure text or None
     partial_may_remain: bool = False  # only after SIGKILL
     timeout: float = 300.0
+    tmpfs: tuple[str, str, bool] | None = None  # (folder, size, read_only) mounted for the run
+
+
+class NotApplicable(Exception):
+    """The case cannot run on this machine (e.g. mounting a tmpfs needs root)."""
 
 
 @dataclass
@@ -67,6 +72,7 @@ class Outcome:
     message: str
     files: str
     failures: list[str] = field(default_factory=list)
+    not_applicable: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -179,8 +185,21 @@ def _pth_state_dict(name: str, kind: str) -> Setup:
     return setup
 
 
-def _none(folder: Path) -> None:
-    return None
+def _mount_tmpfs(folder: Path, size: str, read_only: bool) -> None:
+    """A small (or read-only) file system at ``folder``: a disk that fills up, a target that
+    cannot be written, for real rather than simulated. Needs root."""
+    folder.mkdir()
+    options = f"size={size}" + (",ro" if read_only else "")
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        raise NotApplicable("mounting a tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise NotApplicable(f"mount -t tmpfs refused: {done.stderr.strip()}")
+
+
+def _unmount(folder: Path) -> None:
+    subprocess.run(["umount", str(folder)], capture_output=True)
 
 
 PORTRAIT = _copy("portrait.png")
@@ -287,6 +306,12 @@ CASES: tuple[Case, ...] = (
          message=r"does not exist"),
     Case("talk -o /dev/full", (*TALK_IMAGE, "-o", "/dev/full"), _all(PORTRAIT, SPEECH),
          message=r"not a regular file"),
+    Case("talk -o on a disk that fills up", (*TALK_IMAGE[:3], "--audio", "long.wav", "-q", "-o",
+                                              "small/out.mp4"),
+         _all(PORTRAIT, _speech(20, "long.wav")), message=r"(disk|space).*full|full.*disk|no space",
+         tmpfs=("small", "150k", False)),
+    Case("talk -o on a read-only file system", (*TALK_IMAGE, "-o", "ro/out.mp4"), _all(PORTRAIT, SPEECH),
+         message=r"read-only", tmpfs=("ro", "1m", True)),
     Case("talk -o .gif", (*TALK_IMAGE, "-o", "out.gif"), _all(PORTRAIT, SPEECH), message=r"\.mp4"),
     Case("talk -o .webm is WebM", (*TALK_IMAGE, "-o", "out.webm"), _all(PORTRAIT, SPEECH), code=0,
          makes=("out.webm",), check=_container("out.webm", b"\x1a\x45\xdf\xa3")),
@@ -396,6 +421,26 @@ def run_case(case: Case, root: Path) -> Outcome:
     """Run ``case`` in a new folder under ``root`` and judge what it did."""
     folder = Path(tempfile.mkdtemp(prefix=re.sub(r"\W+", "_", case.name)[:40] + "-", dir=root))
     case.setup(folder)
+    if case.tmpfs is None:
+        return _run_in(case, folder)
+    mount_point = folder / case.tmpfs[0]
+    try:
+        _mount_tmpfs(mount_point, case.tmpfs[1], case.tmpfs[2])
+    except NotApplicable as why:
+        return Outcome(case, None, "", "", not_applicable=str(why))
+    try:
+        outcome = _run_in(case, folder)
+        if case.tmpfs[2] is False:
+            left = sorted(p.name for p in mount_point.iterdir())
+            if left:
+                outcome.failures.append(f"left on the full disk: {', '.join(left)}")
+            outcome.files += f" {case.tmpfs[0]}/[{' '.join(left)}]"
+        return outcome
+    finally:
+        _unmount(mount_point)
+
+
+def _run_in(case: Case, folder: Path) -> Outcome:
     before = _snapshot(folder)
     env = {**os.environ, "PYTHONPATH": str(REPO_DIR)}
     cmd = [sys.executable, "-m", "segtalker_core", *case.argv]
@@ -442,6 +487,8 @@ def _judge(case: Case, code: int | None, message: str, lines: list[str], before:
         if after.get(name) != digest:
             failures.append(f"{name} was {'changed' if name in after else 'deleted'}")
     for name in after.keys() - before.keys():
+        if case.tmpfs is not None and name == case.tmpfs[0]:
+            continue
         if PARTIAL_MARK in name:
             if not case.partial_may_remain:
                 failures.append(f"temporary file {name} was left")
@@ -499,6 +546,9 @@ def main(argv: list[str] | None = None) -> int:
         for case in cases:
             outcome = run_case(case, root)
             outcomes.append(outcome)
+            if outcome.not_applicable:
+                print(f"| {case.name} | - | - | - | n/a: {outcome.not_applicable} |", flush=True)
+                continue
             verdict = "ok" if outcome.passed else "FAIL: " + "; ".join(outcome.failures)
             print(f"| {case.name} | {outcome.code} | {outcome.message[:150]} | {outcome.files} | "
                   f"{verdict} |", flush=True)
@@ -507,8 +557,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"case folders kept in {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
-    failed = [o for o in outcomes if not o.passed]
-    print(f"\n{len(outcomes) - len(failed)} of {len(outcomes)} cases as expected")
+    failed = [o for o in outcomes if not o.passed and not o.not_applicable]
+    skipped = sum(1 for o in outcomes if o.not_applicable)
+    print(f"\n{len(outcomes) - len(failed) - skipped} of {len(outcomes)} cases as expected"
+          + (f", {skipped} not applicable here" if skipped else ""))
     return 1 if failed else 0
 
 

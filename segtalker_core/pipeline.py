@@ -626,9 +626,10 @@ def iter_talk_chunks(
                 progress(done, n_frames)
     if done < n_frames:
         raise ValueError(
-            f"input '{input_name}' ended after {done} frames but the audio needs {n_frames}; "
-            "a video shorter than the audio is looped or ping-ponged (iter_talk, or the CLI's "
-            "--video-mode), which needs all its frames in memory"
+            f"input '{input_name}' ended after {done} frames but the audio needs {n_frames} (the "
+            f"file promised more: is it cut short?); give at most {done / fps:.2f} s of audio, or "
+            "re-encode the video (e.g. ffmpeg -i IN -c:v libx264 OUT.mp4) so that it is looped "
+            "or ping-ponged (--video-mode); from Python, iter_talk does that on frames in memory"
         )
 
 

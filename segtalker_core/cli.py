@@ -1,41 +1,190 @@
 """Command line: ``python -m segtalker_core <command> ...``.
 
 Commands:
-  talk      portrait or video + speech -> lip-synced mp4 (H.264 + AAC), streamed to disk
-  parse     image -> face parsing colour preview PNG (and optional label map PNG)
+  talk      portrait or video + speech -> lip-synced video (H.264 + AAC), streamed to disk
+  parse     image -> face parsing colour preview (and optional label map PNG)
   convert   legacy .pth checkpoint -> .safetensors (bit-identical tensors)
   describe  what a weight file is (component, resolution, parameters)
   random-bundle  write tiny random-init learned bundles (tests, smoke runs)
+
+Exit codes: 0 done; 2 bad input or options (one ``error: ...`` line on stderr that names the
+input, what is wrong and what to do); 1 an internal error (a bug: ``-v`` shows the traceback);
+130 Ctrl-C; 128 + N stopped by signal N (143 SIGTERM, 129 SIGHUP). Outputs are written to a
+temporary file next to the target and renamed only when complete, so a failed or stopped run
+leaves no half-written file and keeps what was at the output's name. ``-v`` (anywhere on the
+line) prints the traceback before that line; the exit code stays the same.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
+import signal
 import sys
+import threading
+import traceback
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-import numpy as np
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL_ERROR = 1
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, as shells report Ctrl-C
+
+# Option ranges. The upper ones keep a typo (an extra zero) from asking for hours or gigabytes.
+FPS_RANGE = (1.0, 120.0)
+CROP_SIZE_RANGE = (64, 2048)  # 64: the smallest crop the parsers and random bundles work at
+STRENGTH_RANGE = (0.0, 2.0)
+MIN_MAX_SIZE = 256  # a smaller cap would shrink faces below what the detector finds
+DEFAULT_MAX_SIZE = 3840  # the long side of 4K
+# The same as models.random_bundle.RESOLUTIONS (a test holds them equal); importing it here would
+# import torch just to build the parser.
+BUNDLE_RESOLUTIONS = (64, 128, 256, 512)
+
+# Measured peak memory per crop pixel (``talk`` on one portrait at --size 256..2048): about 16
+# bytes while a frame is drawn; 5 stay per frame held (crop 3, parsing 1, talking map 1) when a
+# video shorter than the audio, or the learned models, hold every frame.
+WORKING_BYTES_PER_CROP_PIXEL = 16
+HELD_BYTES_PER_CROP_PIXEL = 5
 
 
-def _read_image(path: str) -> np.ndarray:
-    import cv2
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived. Raised in the main thread (a BaseException, so no ``except
+    Exception`` swallows it) so that every ``with`` block and ``finally`` runs: unfinished
+    output files are removed, as for Ctrl-C."""
 
-    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise SystemExit(f"error: cannot read image {path!r} (missing file or unknown format)")
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
-    elif image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    return image
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name
 
 
-def _write_image(path: Path, rgb: np.ndarray) -> None:
-    import cv2
+# -- option values (argparse types: a bad value is argparse's usage error, exit 2) ---------------
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise SystemExit(f"error: cannot write {path}")
+def _number(text: str, kind: type):
+    """``text`` as an int or float; argparse prefixes the message with the option's name."""
+    try:
+        return kind(text)
+    except ValueError:
+        noun = "a whole number" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"must be {noun}, got {text!r}") from None
+
+
+def fps_value(text: str) -> float:
+    """``--fps``: frames per second within :data:`FPS_RANGE` (NaN and inf are outside)."""
+    fps = _number(text, float)
+    low, high = FPS_RANGE
+    if not low <= fps <= high:
+        raise argparse.ArgumentTypeError(
+            f"must be within {low:g}..{high:g} frames per second, got {text}; "
+            "25 or 30 is usual (leave it out to keep a video's own rate)")
+    return fps
+
+
+def _bytes_text(count: float) -> str:
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if count >= size:
+            return f"{count / size:.3g} {unit}"
+    return f"{count / 1e3:.3g} kB"
+
+
+def crop_memory_text(size: int) -> str:
+    """What a ``size`` x ``size`` face crop costs, in words (see the measured constants)."""
+    pixels = size * size
+    return (f"a {size}x{size} face crop needs about {_bytes_text(WORKING_BYTES_PER_CROP_PIXEL * pixels)} "
+            f"while each frame is drawn, and {_bytes_text(HELD_BYTES_PER_CROP_PIXEL * pixels)} for "
+            "every frame held (a video shorter than the audio, or learned models, hold them all)")
+
+
+def crop_size_value(text: str) -> int:
+    """``--size``: the face crop's side in pixels, within :data:`CROP_SIZE_RANGE`."""
+    size = _number(text, int)
+    low, high = CROP_SIZE_RANGE
+    if size < low:
+        raise argparse.ArgumentTypeError(
+            f"{size} is too small: the face parsing needs at least {low} px; use {low}..{high} "
+            "(default 512)")
+    if size > high:
+        raise argparse.ArgumentTypeError(
+            f"{size} is too large (at most {high}): {crop_memory_text(size)}. "
+            f"Use 512 (the default) or up to {high}")
+    return size
+
+
+def batch_size_value(text: str) -> int:
+    size = _number(text, int)
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {size}")
+    return size
+
+
+def strength_value(text: str) -> float:
+    strength = _number(text, float)
+    low, high = STRENGTH_RANGE
+    if not low <= strength <= high:
+        raise argparse.ArgumentTypeError(
+            f"must be within {low:g}..{high:g} (1 is natural, 0 keeps the mouth still), got {text}")
+    return strength
+
+
+def face_index_value(text: str) -> int:
+    index = _number(text, int)
+    if index < -1:
+        raise argparse.ArgumentTypeError(
+            f"must be -1 (the largest face) or 0, 1, ... (from the left), got {index}")
+    return index
+
+
+def max_size_value(text: str) -> int | None:
+    """``--max-size``: the longest output side in pixels; 0 or ``none``: no cap (None)."""
+    if text.strip().lower() == "none":
+        return None
+    size = _number(text, int)
+    if size == 0:
+        return None
+    if size < MIN_MAX_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"{size} is too small: faces would shrink below what the detector finds; "
+            f"use at least {MIN_MAX_SIZE}, or 0 / none for no cap")
+    return size
+
+
+# -- inputs and outputs -------------------------------------------------------------------------
+
+def _swap_specs(items: list[str]) -> list[tuple[list[str], str]]:
+    """``["lips=ref.png", "hair,brows=other.png"]`` -> ``[(region names, image path), ...]``."""
+    from .labels import REGIONS_12, parse_region_list
+
+    specs = []
+    for item in items:
+        regions, sep, path = item.partition("=")
+        if not sep or not regions.strip() or not path:
+            raise ValueError(f"--swap takes REGIONS=IMAGE (e.g. --swap lips=ref.png), got {item!r}")
+        try:
+            names = [REGIONS_12[i] for i in parse_region_list(regions)]
+        except ValueError as error:
+            raise ValueError(f"--swap {item!r}: {error}") from None
+        specs.append((names, path))
+    return specs
+
+
+def _swap_inputs(specs: list[tuple[list[str], str]]) -> dict[str, str]:
+    """The swap references by the option that names them, for the same-file check."""
+    return {f"--swap {','.join(names)} reference": path for names, path in specs}
+
+
+def _model_inputs(args: argparse.Namespace) -> dict[str, str | None]:
+    return {f"--{slot}": getattr(args, slot, None) for slot in ("parser", "tsg", "encoder", "generator")}
+
+
+def _check_video_output(path: str, inputs: dict) -> None:
+    """``talk -o``: refused before any work if it cannot be written or would replace an input."""
+    from .atomic_files import check_output_path
+
+    check_output_path(path, inputs, what="-o")
 
 
 def _parser_model(weights: str | None):
@@ -46,39 +195,35 @@ def _parser_model(weights: str | None):
 
 def cmd_parse(args: argparse.Namespace) -> int:
     from . import pipeline
-    from .face.image import to_rgb_uint8
+    from .atomic_files import atomic_output
+    from .image_files import (check_image_output, check_label_output, encode_image,
+                              encode_label_png, image_format, read_image)
 
-    image = to_rgb_uint8(_read_image(args.image), "image")
+    inputs = {"--image": args.image, "--parser": args.parser}
+    preview_path = check_image_output(args.output, inputs, "-o")
+    label_inputs = {**inputs, "-o": args.output}
+    if args.labels is not None:
+        check_label_output(args.labels, label_inputs, "--labels")
+    image = read_image(args.image, "--image")
     faces = pipeline.parse_faces(
         image[None], _parser_model(args.parser), crop_size=args.size, face_index=args.face_index,
         input_name=args.image,
     )
-    out = Path(args.output)
-    _write_image(out, pipeline.faces_preview(faces)[0])
-    if args.labels:
-        import cv2
-
-        cv2.imwrite(str(args.labels), faces.labels[0])
-    print(f"wrote {out} ({faces.crop_size}x{faces.crop_size}, parser: {faces.parser})")
+    preview = encode_image(pipeline.faces_preview(faces)[0], image_format(preview_path, "-o"))
+    labels = None if args.labels is None else encode_label_png(faces.labels[0])
+    # Both files or neither: the label map is renamed into place just before the preview.
+    with ExitStack() as outputs:
+        _write_into(outputs.enter_context(atomic_output(preview_path, inputs, "-o")), preview)
+        if labels is not None:
+            _write_into(outputs.enter_context(atomic_output(args.labels, label_inputs, "--labels")), labels)
+    also = f" and {args.labels}" if labels is not None else ""
+    print(f"wrote {preview_path}{also} ({faces.crop_size}x{faces.crop_size}, parser: {faces.parser})")
     return 0
 
 
-def _parse_swaps(items: list[str]) -> list[tuple[list[str], np.ndarray]]:
-    """``["lips=ref.png", "hair,brows=other.png"]`` -> [(regions, image), ...]."""
-    from .face.image import to_rgb_uint8
-    from .labels import parse_region_list, REGIONS_12
-
-    swaps = []
-    for item in items:
-        regions, sep, path = item.partition("=")
-        if not sep or not path:
-            raise SystemExit(f"error: --swap takes REGIONS=IMAGE (e.g. lips=ref.png), got {item!r}")
-        try:
-            names = [REGIONS_12[i] for i in parse_region_list(regions)]
-        except ValueError as error:
-            raise SystemExit(f"error: --swap {item!r}: {error}") from None
-        swaps.append((names, to_rgb_uint8(_read_image(path), path)))
-    return swaps
+def _write_into(path: Path, data: bytes) -> None:
+    with open(path, "wb") as out:
+        out.write(data)
 
 
 def _device(name: str):
@@ -111,7 +256,7 @@ def _talk_models(args: argparse.Namespace):
     from .talk_file import TalkModels
 
     paths = {"parser": args.parser, "tsg": args.tsg, "encoder": args.encoder, "generator": args.generator}
-    if args.batch_size is not None and args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:  # also checked by argparse
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     device = _device(args.device)  # checked even without models: a wrong --device is a mistake
     if not any(paths.values()):
@@ -138,40 +283,50 @@ def cmd_talk(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from . import pipeline
-    from .face.image import to_rgb_uint8
+    from .image_files import read_image
     from .talk_file import TalkSettings, talk_image_file, talk_video_file
     from .video_io import probe_video
 
+    # Everything that can be refused without loading anything comes first.
+    specs = _swap_specs(args.swap)
+    inputs = {"--image": args.image, "--video": args.video, "--audio": args.audio,
+              **_swap_inputs(specs), **_model_inputs(args)}
+    _check_video_output(args.output, inputs)
+    image = read_image(args.image, "--image") if args.image else None
+    swaps = tuple((names, read_image(path, f"--swap {','.join(names)} reference")) for names, path in specs)
     settings = TalkSettings(
         strength=args.strength, method=args.phonemes, video_mode=args.video_mode,
         blink=not args.no_blink, seed=args.seed, crop_size=args.size, face_index=args.face_index,
-        swaps=tuple(_parse_swaps(args.swap)),
+        swaps=swaps, max_size=args.max_size,
     )
     models = _talk_models(args)
     mono = pipeline.load_mono(args.audio, args.audio)
     # Dubbing keeps the video's timing unless --fps says otherwise; a portrait defaults to 25.
-    fps = args.fps or (25.0 if args.image else float(probe_video(args.video).fps))
+    fps = args.fps if args.fps is not None else (25.0 if image is not None else float(probe_video(args.video).fps))
     bar = tqdm(total=pipeline.audio_frame_count(mono, fps), unit="frame", desc="talk", disable=args.quiet)
 
     def progress(done: int, total: int) -> None:
         bar.update(done - bar.n)
 
-    if args.image:
-        image = to_rgb_uint8(_read_image(args.image), args.image)
-        result = talk_image_file(image, args.audio, args.output, fps, settings, models,
-                                 input_name=args.image, progress=progress)
-    else:
-        result = talk_video_file(args.video, args.audio, args.output, fps, settings, models,
-                                 input_name=args.video, progress=progress)
-    bar.close()
+    try:
+        if image is not None:
+            result = talk_image_file(image, args.audio, args.output, fps, settings, models,
+                                     input_name=args.image, inputs=inputs, progress=progress)
+        else:
+            result = talk_video_file(args.video, args.audio, args.output, fps, settings, models,
+                                     input_name=args.video, inputs=inputs, progress=progress)
+    finally:
+        bar.close()  # ends the bar's line, so an error message starts a line of its own
     print(f"wrote {result.path} ({result.frames} frames at {fps:g} fps)")
     return 0
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from . import checkpoints
+    from .atomic_files import check_output_path
 
-    dst = args.output or str(Path(args.checkpoint).with_suffix(".safetensors"))
+    dst = args.output if args.output is not None else str(Path(args.checkpoint).with_suffix(".safetensors"))
+    check_output_path(dst, {"checkpoint": args.checkpoint}, what="-o")
     config = checkpoints.convert_pth_to_safetensors(args.checkpoint, dst, component=args.component)
     print(f"wrote {dst} (component: {config.component})")
     return 0
@@ -195,30 +350,46 @@ def cmd_random_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- the parser ---------------------------------------------------------------------------------
+
+def _add_verbose(parser: argparse.ArgumentParser, top_level: bool) -> None:
+    # On each subcommand too, so -v works after the command name; SUPPRESS there keeps a
+    # subcommand's default from overwriting a -v given before it.
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        default=False if top_level else argparse.SUPPRESS,
+                        help="show the traceback of an error (same exit code)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m segtalker_core", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-v", "--verbose", action="store_true")
+    _add_verbose(parser, top_level=True)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    p = commands.add_parser("talk", help="portrait or video + speech -> lip-synced mp4")
+    p = commands.add_parser("talk", help="portrait or video + speech -> lip-synced video")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--image", help="portrait image")
     source.add_argument("--video", help="video to dub (its own audio is replaced)")
     p.add_argument("--audio", required=True, help="speech: wav, mp3, flac, m4a, or a video file")
-    p.add_argument("-o", "--output", required=True, help="output .mp4")
-    p.add_argument("--fps", type=float, default=None, help="default: the video's own, or 25 for an image")
-    p.add_argument("--strength", type=float, default=1.0, help="mouth motion scale, 0..2")
+    p.add_argument("-o", "--output", required=True, help="output video (.mp4; .mov, .mkv, .webm)")
+    p.add_argument("--fps", type=fps_value, default=None,
+                   help=f"{FPS_RANGE[0]:g}..{FPS_RANGE[1]:g}; default: the video's own, or 25 for an image")
+    p.add_argument("--strength", type=strength_value, default=1.0, help="mouth motion scale, 0..2")
     p.add_argument("--phonemes", choices=["auto", "phonemes", "acoustic"], default="auto",
                    help="auto: English phonemes, acoustic fallback; acoustic: any language")
     p.add_argument("--video-mode", choices=["loop", "pingpong"], default="pingpong",
                    help="how a video shorter than the audio is extended")
     p.add_argument("--no-blink", action="store_true", help="no added blinks (portraits)")
     p.add_argument("--seed", type=int, default=0, help="blink timing")
-    p.add_argument("--size", type=int, default=512, help="face crop size")
+    p.add_argument("--size", type=crop_size_value, default=512,
+                   help=f"face crop size, {CROP_SIZE_RANGE[0]}..{CROP_SIZE_RANGE[1]}")
+    p.add_argument("--max-size", type=max_size_value, default=DEFAULT_MAX_SIZE, metavar="N",
+                   help=f"scale larger inputs down so the long side is at most N px (default "
+                        f"{DEFAULT_MAX_SIZE}, 4K); 0 or none: no cap")
     p.add_argument("--swap", action="append", default=[], metavar="REGIONS=IMAGE",
                    help="local style edit, e.g. lips=ref.png (repeatable)")
-    p.add_argument("--face-index", type=int, default=-1, help="-1 largest face, else k-th from the left")
+    p.add_argument("--face-index", type=face_index_value, default=-1,
+                   help="-1 largest face, else k-th from the left")
     models = p.add_argument_group("learned models (default: the built-in backend of each stage)")
     models.add_argument("--parser", help="BiSeNet face parser .pth/.safetensors")
     models.add_argument("--tsg", help="TSG bundle (.safetensors): talking segmentation from the audio")
@@ -228,49 +399,223 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, mps or auto")
     models.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                         help="what the learned models compute in (auto: fp32 on a CPU)")
-    models.add_argument("--batch-size", type=int, default=None,
+    models.add_argument("--batch-size", type=batch_size_value, default=None,
                         help="frames per forward pass of the learned models (default: theirs)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_verbose(p, top_level=False)
     p.set_defaults(run=cmd_talk)
 
     p = commands.add_parser("parse", help="face parsing colour preview of an image")
     p.add_argument("--image", required=True)
-    p.add_argument("-o", "--output", required=True, help="preview PNG")
+    p.add_argument("-o", "--output", required=True, help="preview image (.png, .jpg, .webp, .bmp, .tif)")
     p.add_argument("--labels", help="also write the 19-class label map as a PNG (values 0..18)")
     p.add_argument("--parser", help="BiSeNet .pth/.safetensors (default: built-in parser)")
-    p.add_argument("--size", type=int, default=512, help="crop size")
-    p.add_argument("--face-index", type=int, default=-1, help="-1 largest face, else k-th from the left")
+    p.add_argument("--size", type=crop_size_value, default=512,
+                   help=f"crop size, {CROP_SIZE_RANGE[0]}..{CROP_SIZE_RANGE[1]}")
+    p.add_argument("--face-index", type=face_index_value, default=-1,
+                   help="-1 largest face, else k-th from the left")
+    _add_verbose(p, top_level=False)
     p.set_defaults(run=cmd_parse)
 
     p = commands.add_parser("convert", help=".pth checkpoint -> .safetensors")
     p.add_argument("checkpoint")
     p.add_argument("-o", "--output")
     p.add_argument("--component", help="component name when it cannot be guessed from the keys")
+    _add_verbose(p, top_level=False)
     p.set_defaults(run=cmd_convert)
 
     p = commands.add_parser("describe", help="what a weight file is")
     p.add_argument("files", nargs="+")
+    _add_verbose(p, top_level=False)
     p.set_defaults(run=cmd_describe)
 
     p = commands.add_parser("random-bundle", help="tiny random-init learned bundles for tests")
     p.add_argument("output_dir", help="folder to write the .safetensors files into")
-    # Checked by write_random_bundles (64, 128, 256 or 512): building the parser must not import torch.
-    p.add_argument("--resolution", type=int, default=64, help="crop size the bundles work at")
+    p.add_argument("--resolution", type=int, choices=BUNDLE_RESOLUTIONS, default=64,
+                   help="crop size the bundles work at")
     p.add_argument("--seed", type=int, default=0)
+    _add_verbose(p, top_level=False)
     p.set_defaults(run=cmd_random_bundle)
     return parser
 
 
+# -- the error boundary -------------------------------------------------------------------------
+
+# Hints by errno for file-system errors: what the user can do about each.
+_ERRNO_HINTS = {
+    errno.ENOSPC: "the disk is full; free some space or write elsewhere",
+    errno.EDQUOT: "the disk quota is used up; free some space or write elsewhere",
+    errno.EFBIG: "the file is too large for this file system; write elsewhere",
+    errno.EACCES: "no permission; check the permissions of the file and its folder, or use another path",
+    errno.EPERM: "no permission; check the permissions of the file and its folder, or use another path",
+    errno.EROFS: "the file system is read-only; write elsewhere",
+    errno.EISDIR: "it is a folder; give a file",
+    errno.ENOTDIR: "a part of the path is not a folder; check the path",
+    errno.ENOENT: "it does not exist; check the path",
+    errno.ENAMETOOLONG: "the name is too long; use a shorter path",
+    errno.EMFILE: "too many files are open; close other programs and retry",
+    errno.EIO: "the drive failed to read or write it; is it failing, or was it removed?",
+}
+
+_OUT_OF_MEMORY_TEXTS = ("out of memory", "can't allocate memory")
+
+
+def _one_line(text: str) -> str:
+    """``text`` with its lines joined: the error is one line, whatever the message held."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _shown_path(filename) -> str:
+    """The name to show for a file an error came from: a temporary ``.NAME.partial-XXXX.EXT``
+    file is shown as the output ``NAME`` it was about to become."""
+    from .atomic_files import PARTIAL_MARK
+
+    text = os.fsdecode(filename) if isinstance(filename, bytes) else str(filename)
+    folder, name = os.path.split(text)
+    if name.startswith(".") and PARTIAL_MARK in name:
+        name = name[1:name.index(PARTIAL_MARK)]
+    return repr(os.path.join(folder, name))
+
+
+def os_error_message(error: OSError) -> str:
+    """A file-system error as ``'FILE': what to do (the system's words)``."""
+    if error.errno is None or error.strerror is None:
+        return _one_line(str(error))  # raised with a message of our own
+    files = [_shown_path(name) for name in (error.filename, getattr(error, "filename2", None))
+             if name is not None]
+    hint = _ERRNO_HINTS.get(error.errno)
+    what = f"{hint} ({error.strerror})" if hint else error.strerror
+    return f"{' and '.join(files)}: {what}" if files else what
+
+
+def _ffmpeg_message(error) -> str:
+    """A PyAV error: the file, FFmpeg's words, and the hint its errno has (if a file-system one)."""
+    if isinstance(error, OSError) and error.errno in _ERRNO_HINTS:
+        return os_error_message(error)
+    filename = getattr(error, "filename", None)
+    words = getattr(error, "strerror", None) or str(error)
+    where = f"{_shown_path(filename)}: " if filename else ""
+    return (f"{where}FFmpeg cannot process it ({_one_line(words)}); check that it is a complete "
+            "media file of a supported type")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """MemoryError (numpy too), torch's OutOfMemoryError, or a RuntimeError that says so (the CPU
+    allocator's "can't allocate memory", MPS's "out of memory")."""
+    if isinstance(error, MemoryError):
+        return True
+    torch = sys.modules.get("torch")  # only when it was imported: the check must not load it
+    if torch is not None and isinstance(error, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    return isinstance(error, RuntimeError) and any(t in str(error).lower() for t in _OUT_OF_MEMORY_TEXTS)
+
+
+def _memory_hints(args: argparse.Namespace) -> str:
+    hints = []
+    if getattr(args, "size", None) is not None:
+        hints.append(f"a smaller --size (now {args.size})")
+    if getattr(args, "command", None) == "talk":
+        hints.append("--batch-size 1")
+        if args.max_size is None or args.max_size > 1920:
+            hints.append("--max-size 1920")
+        if args.device != "cpu":
+            hints.append("--device cpu")
+    return ("try " + ", ".join(hints)) if hints else "close other programs or use a machine with more memory"
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    text = lines[0].strip() if lines else type(error).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def failure_message(error: BaseException, args: argparse.Namespace) -> str | None:
+    """The one-line message for an expected failure, or None for an unexpected one (a bug)."""
+    if isinstance(error, SystemExit):
+        text = str(error.code)
+        return _one_line(text[len("error:"):] if text.startswith("error:") else text)
+    if is_out_of_memory(error):
+        return f"out of memory ({_first_line(error)}); {_memory_hints(args)}"
+    av = sys.modules.get("av")
+    if av is not None and isinstance(error, av.error.FFmpegError):
+        return _ffmpeg_message(error)
+    safetensors = sys.modules.get("safetensors")
+    if safetensors is not None and isinstance(error, getattr(safetensors, "SafetensorError", ())):
+        return (f"a weight file is not a readable .safetensors file ({_one_line(str(error))}); "
+                "download or convert it again")
+    if isinstance(error, OSError):
+        return os_error_message(error)
+    if isinstance(error, ValueError):
+        return _one_line(str(error)) or type(error).__name__
+    return None
+
+
+@contextmanager
+def stop_signals_raise():
+    """While the block runs, SIGTERM and SIGHUP raise :class:`Terminated` in the main thread.
+
+    Only signals left at their default (which would kill the process with no cleanup) are taken:
+    one ignored on purpose (``nohup`` ignores SIGHUP) or handled by a host program stays so.
+    A second signal while the first one's cleanup runs is ignored, so the cleanup finishes.
+    The previous handlers are restored afterwards. Off the main thread nothing is installed
+    (Python allows handlers only there).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stopping = False
+
+    def raise_terminated(signum, frame):
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        raise Terminated(signum)
+
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)  # Windows has no SIGHUP
+        if signum is not None and signal.getsignal(signum) is signal.SIG_DFL:
+            previous[signum] = signal.signal(signum, raise_terminated)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _report(message: str, error: BaseException, verbose: bool) -> None:
+    if verbose:
+        traceback.print_exception(error)
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    verbose = bool(getattr(args, "verbose", False))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        return args.run(args)
-    except (ValueError, FileNotFoundError) as error:  # bad input: say what, no traceback
-        if args.verbose:
+        with stop_signals_raise():
+            return args.run(args)
+    except KeyboardInterrupt as error:
+        _report("interrupted (Ctrl-C); unfinished outputs were removed", error, verbose)
+        return EXIT_INTERRUPTED
+    except Terminated as error:
+        _report(f"stopped by {error.signal_name}; unfinished outputs were removed", error, verbose)
+        return 128 + error.signum
+    except SystemExit as error:
+        if not isinstance(error.code, str):  # an exit status: pass it on
             raise
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        _report(failure_message(error, args), error, verbose)
+        return EXIT_BAD_INPUT
+    except Exception as error:
+        message = failure_message(error, args)
+        if message is None:
+            _report(f"internal error: {type(error).__name__}: {_first_line(error)}. This is a bug: "
+                    "rerun with -v for the traceback and report it", error, verbose)
+            return EXIT_INTERNAL_ERROR
+        _report(message, error, verbose)
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -116,8 +116,10 @@ def test_cuda_without_cuda_is_a_clear_error(tmp_path, speech, bundles, capsys):
 def test_unknown_device_and_bad_batch_size(tmp_path, speech, bundles, capsys):
     assert talk(tmp_path, speech, "--tsg", bundles["tsg"], "--device", "tpu9")[0] == 2
     assert "is not a device" in capsys.readouterr().err
-    assert talk(tmp_path, speech, "--batch-size", "0")[0] == 2
-    assert "--batch-size must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage_error:  # argparse refuses it before anything runs
+        talk(tmp_path, speech, "--batch-size", "0")
+    assert usage_error.value.code == 2
+    assert "argument --batch-size: must be at least 1" in capsys.readouterr().err
 
 
 def test_fp16_on_cpu_works_and_is_logged(tmp_path, speech, bundles, caplog):

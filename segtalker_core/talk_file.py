@@ -10,8 +10,20 @@ Memory stays flat with the length where the stages allow it:
   style read the whole track) and the talking segmentation is collected (small maps); the output
   frames are streamed through paste-back into the writer, never held.
 
-Frames are encoded on a worker thread (:class:`video_io.BackgroundWriter`) as they come. A run
-that fails or is cancelled leaves no partial file.
+Frames are encoded on a worker thread (:class:`video_io.BackgroundWriter`) as they come, into a
+temporary file renamed onto the output when complete: a run that fails or is cancelled leaves no
+partial file and keeps a file that was at the output's name. The output is refused before any
+work when it is one of the inputs (also through a link), has an extension no video is written as
+(:data:`video_io.CONTAINERS`), or the frame rate is outside :data:`video_io.FPS_RANGE`.
+
+Size: a portrait or video whose long side exceeds ``TalkSettings.max_size`` (3840, 4K) is
+downscaled to it first (area interpolation, aspect kept, even sizes; one warning): an 8000x8000
+portrait would need gigabytes and give an H.264 stream beyond what players decode. A streamed
+video is downscaled chunk by chunk.
+
+A video that breaks off (truncated, damaged) is dubbed with the frames that decode, with one
+warning saying how many of how many; a video that does not open or of which no frame decodes is
+an error saying it is truncated or corrupt.
 
 Audio: the speech to lip-sync to (a file path, a ComfyUI AUDIO mapping or a :class:`MonoAudio`);
 for a video, None means the video's own sound track (re-syncing a clip to its own speech), and a
@@ -20,7 +32,7 @@ video without one is an error that says to give the speech.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +45,10 @@ from .progress import Progress
 log = get_logger("talk")
 
 CHUNK_FRAMES = 16  # frames decoded at a time when a video is streamed (1080p: 100 MB a chunk)
+DEFAULT_MAX_SIZE = 3840  # the long side of 4K: H.264 level 5.1's largest frames
+MIN_MAX_SIZE = 64  # a smaller working size leaves no face to find
+
+PathLike = str | os.PathLike
 
 
 @dataclass(frozen=True)
@@ -65,6 +81,15 @@ class TalkSettings:
     crop_size: int = 512
     face_index: int = -1
     swaps: tuple = field(default_factory=tuple)
+    max_size: int | None = DEFAULT_MAX_SIZE  # long side of the working size, pixels; None: no cap
+
+    def __post_init__(self) -> None:
+        size = self.max_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer))
+                                 or size < MIN_MAX_SIZE):
+            raise ValueError(
+                f"max_size must be a whole number of pixels >= {MIN_MAX_SIZE} (the longest side "
+                f"an input is processed at) or None for no cap, got {size!r}")
 
 
 @dataclass(frozen=True)
@@ -77,10 +102,22 @@ class TalkFileResult:
     streamed: bool
 
 
-def talk_image_file(image: np.ndarray, audio, out_path: str | os.PathLike, fps: float = 25.0,
+def talk_image_file(image: np.ndarray, audio, out_path: PathLike, fps: float = 25.0,
                     settings: TalkSettings = TalkSettings(), models: TalkModels = TalkModels(),
-                    input_name: str = "image", progress: Progress = None) -> TalkFileResult:
-    """A portrait ``[H, W, 3]`` uint8 + speech -> an mp4 of ``ceil(duration * fps)`` frames."""
+                    input_name: str = "image", progress: Progress = None,
+                    inputs: Mapping[str, PathLike | None] | None = None) -> TalkFileResult:
+    """A portrait ``[H, W, 3]`` uint8 + speech -> a video of ``ceil(duration * fps)`` frames.
+
+    ``inputs``: ``{name: path}`` of the files the run reads, by the names messages should use
+    (the CLI passes ``{"--image": ..., "--audio": ...}``); the output must be none of them, nor
+    the audio file (named ``"audio"`` when ``inputs`` does not name it). Checked before any work.
+    """
+    from .video_io import check_fps
+
+    named = _named_inputs(inputs, {"audio": _path_or_none(audio)})
+    _check_output(out_path, named)
+    fps = float(check_fps(fps))
+    image = _fit_image(image, settings.max_size, input_name)
     mono = pipeline.load_mono(audio, "audio")
     frames = image[None]
     if models.learned:
@@ -90,40 +127,55 @@ def talk_image_file(image: np.ndarray, audio, out_path: str | os.PathLike, fps: 
             frames, mono, fps, video_mode=settings.video_mode, blink=settings.blink,
             seed=settings.seed, input_name=input_name, progress=progress, **_builtin_options(settings, models),
         )
-    return _write(out_path, stream, fps, _sound_track(audio), streamed=False)
+    return _write(out_path, stream, fps, _sound_track(audio), streamed=False, inputs=named)
 
 
-def talk_video_file(video_path: str | os.PathLike, audio, out_path: str | os.PathLike,
+def talk_video_file(video_path: PathLike, audio, out_path: PathLike,
                     fps: float | None = None, settings: TalkSettings = TalkSettings(),
                     models: TalkModels = TalkModels(), input_name: str | None = None,
-                    progress: Progress = None) -> TalkFileResult:
-    """Dub the video at ``video_path`` with ``audio`` (None: its own sound track) into an mp4.
+                    progress: Progress = None,
+                    inputs: Mapping[str, PathLike | None] | None = None) -> TalkFileResult:
+    """Dub the video at ``video_path`` with ``audio`` (None: its own sound track) into a video.
 
-    The output has ``ceil(duration * fps)`` frames at ``fps`` (default: the video's own average
-    rate; a variable-rate video is warned about, see :mod:`.video_timing`).
+    The output has ``ceil(duration * fps)`` frames at ``fps`` (None: the video's own average
+    rate, which must then lie in 1..120; a variable-rate video is warned about, see
+    :mod:`.video_timing`). ``inputs``: as for :func:`talk_image_file`; the video and the audio
+    file are named ``"video"`` and ``"audio"`` unless ``inputs`` names them.
     """
-    from .video_io import VideoReader, probe_video
-    from .video_timing import warn_if_variable
+    from .video_io import VideoReader, check_fps, probe_video
+    from .video_timing import REORDER_MARGIN, scan_video_packets, warn_if_variable
 
+    named = _named_inputs(inputs, {"video": video_path, "audio": _path_or_none(audio)})
+    _check_output(out_path, named)
+    if fps is not None:
+        fps = float(check_fps(fps))
     name = input_name or os.fspath(video_path)
     info = probe_video(video_path)
+    if fps is None:
+        fps = float(_own_fps(info.fps, name))
     if audio is None:
         audio = _own_sound(video_path, name, info.has_audio)
     mono = pipeline.load_mono(audio, "audio")
-    fps = float(fps or info.fps)
     n_frames = pipeline.audio_frame_count(mono, fps)
-    warn_if_variable(video_path, float(info.fps), n_frames, name)
-    streamed = info.frame_count >= n_frames and not models.learned
+    # One pass over the packets: the timing check, and whether the frames the dub needs are there.
+    scan = scan_video_packets(video_path, n_frames + REORDER_MARGIN)
+    warn_if_variable(video_path, float(info.fps), n_frames, name, scan=scan)
+    size = _working_size_of(info.width, info.height, settings.max_size, name)
+    # A file cut short before the frames needed is held (as a short video is) and looped.
+    promised = info.frame_count - (0 if info.frame_count_exact else 1)
+    complete = scan.packets >= min(n_frames + REORDER_MARGIN, promised)
+    streamed = info.frame_count >= n_frames and complete and not models.learned
     if streamed:
         def stream() -> Iterator[np.ndarray]:
             # Long enough to cut: read chunk by chunk, so memory does not grow with the length.
             with VideoReader(video_path, chunk_size=CHUNK_FRAMES, max_frames=n_frames) as reader:
                 yield from pipeline.iter_talk_chunks(
-                    reader, mono, fps, input_name=name, progress=progress, **_builtin_options(settings, models),
+                    resized_chunks(reader, size), mono, fps, input_name=name, progress=progress,
+                    **_builtin_options(settings, models),
                 )
         frames_out = stream()
     else:
-        frames = read_frames(video_path, max_frames=n_frames)
+        frames = read_frames(video_path, max_frames=n_frames, size=size)
         if models.learned:
             frames_out = iter_talk_with_models(frames, mono, fps, settings, models, name, progress,
                                                blink=False)
@@ -132,7 +184,7 @@ def talk_video_file(video_path: str | os.PathLike, audio, out_path: str | os.Pat
                 frames, mono, fps, video_mode=settings.video_mode, blink=False, input_name=name,
                 progress=progress, **_builtin_options(settings, models),
             )
-    return _write(out_path, frames_out, fps, _sound_track(audio), streamed=streamed)
+    return _write(out_path, frames_out, fps, _sound_track(audio), streamed=streamed, inputs=named)
 
 
 def iter_talk_with_models(frames: np.ndarray, audio, fps: float, settings: TalkSettings,
@@ -166,17 +218,20 @@ def iter_talk_with_models(frames: np.ndarray, audio, fps: float, settings: TalkS
             progress(done, len(segmentation))
 
 
-def read_frames(video_path: str | os.PathLike, max_frames: int | None = None) -> np.ndarray:
+def read_frames(video_path: PathLike, max_frames: int | None = None,
+                size: tuple[int, int] | None = None) -> np.ndarray:
     """All frames ``[N, H, W, 3]`` uint8 (at most ``max_frames``), decoded into one array that is
-    allocated once (no second copy of the video while it is joined)."""
+    allocated once (no second copy of the video while it is joined). ``size``: (width, height)
+    to downscale each chunk to as it is decoded (None: the video's own size)."""
     from .video_io import VideoReader
 
     with VideoReader(video_path, chunk_size=CHUNK_FRAMES, max_frames=max_frames) as reader:
         info = reader.info
+        width, height = size or (info.width, info.height)
         expected = info.frame_count if max_frames is None else min(info.frame_count, max_frames)
-        out = np.empty((max(expected, 1), info.height, info.width, 3), np.uint8)
+        out = np.empty((max(expected, 1), height, width, 3), np.uint8)
         count, extra = 0, []
-        for chunk in reader:
+        for chunk in resized_chunks(reader, size):
             take = min(len(chunk), len(out) - count)
             out[count : count + take] = chunk[:take]
             count += take
@@ -186,7 +241,49 @@ def read_frames(video_path: str | os.PathLike, max_frames: int | None = None) ->
         return np.concatenate([out] + extra)
     if count == 0:
         raise ValueError(f"video {os.fspath(video_path)!r} decoded to no frames")
+    if count < len(out) // 2:  # a file that broke off early: do not keep the unused buffer
+        return out[:count].copy()
     return out[:count]
+
+
+def working_size(width: int, height: int, max_size: int | None) -> tuple[int, int]:
+    """(width, height) to process a ``width`` x ``height`` input at: its own size when its long
+    side is at most ``max_size`` (or there is no cap), else scaled down so the long side is
+    ``max_size``, the aspect kept and both sides even (what yuv420p video needs)."""
+    long_side = max(width, height)
+    if max_size is None or long_side <= max_size:
+        return width, height
+    cap = max_size - max_size % 2
+    scale = max_size / long_side
+
+    def side(length: int) -> int:
+        return min(cap, max(2, 2 * round(length * scale / 2)))
+
+    return side(width), side(height)
+
+
+def downscale(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``[H, W, 3]`` or ``[N, H, W, 3]`` uint8 -> the same at ``size`` (width, height), by area
+    averaging (the interpolation that does not alias when shrinking)."""
+    import cv2
+
+    width, height = size
+    if frames.ndim == 3:
+        return cv2.resize(frames, (width, height), interpolation=cv2.INTER_AREA)
+    out = np.empty((len(frames), height, width, frames.shape[-1]), frames.dtype)
+    for i, frame in enumerate(frames):
+        out[i] = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def resized_chunks(chunks: Iterable[np.ndarray], size: tuple[int, int] | None) -> Iterator[np.ndarray]:
+    """Chunks ``[n, H, W, 3]`` downscaled to ``size`` (width, height) one at a time (None or
+    their own size: as they are), so a 8K video never has more than a chunk at full size."""
+    for chunk in chunks:
+        if size is None or (chunk.shape[2], chunk.shape[1]) == tuple(size):
+            yield chunk
+        else:
+            yield downscale(chunk, size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,11 +319,68 @@ def _style(faces, settings: TalkSettings, models: TalkModels):
     return style
 
 
+def _named_inputs(given: Mapping[str, PathLike | None] | None,
+                  defaults: Mapping[str, PathLike | None]) -> dict[str, PathLike | None]:
+    """The inputs the output must not be: the caller's names first (its messages use them), then
+    the default-named ones the caller did not list."""
+    named = dict(given or {})
+    listed = {os.path.abspath(os.fspath(p)) for p in named.values() if p is not None}
+    for name, path in defaults.items():
+        if path is not None and os.path.abspath(os.fspath(path)) not in listed:
+            named.setdefault(name, path)
+    return named
+
+
+def _path_or_none(audio) -> PathLike | None:
+    return audio if isinstance(audio, (str, os.PathLike)) else None
+
+
+def _check_output(out_path: PathLike, inputs: Mapping[str, PathLike | None]) -> None:
+    """Everything about the output that can be refused before any work: the name (empty, a
+    folder, a missing folder, an input) and the extension (a container the writer makes)."""
+    from .atomic_files import check_output_path
+    from .video_io import container_for
+
+    check_output_path(out_path, inputs, what="output")
+    container_for(out_path, what="output")
+
+
+def _own_fps(fps, name: str):
+    """The video's own rate as the dub's, when it lies in 1..120 (else: say to give one)."""
+    from .video_io import FPS_RANGE, check_fps
+
+    try:
+        return check_fps(fps)
+    except ValueError:
+        low, high = FPS_RANGE
+        raise ValueError(
+            f"video '{name}' reports {float(fps):g} fps, outside {low}..{high}, so its own rate "
+            "cannot be kept; give the frame rate to dub it at (fps=25, CLI: --fps 25)") from None
+
+
+def _working_size_of(width: int, height: int, max_size: int | None, name: str) -> tuple[int, int] | None:
+    """The size to process an input at (None: its own), with one warning when it is smaller."""
+    size = working_size(width, height, max_size)
+    if size == (width, height):
+        return None
+    log.warning(
+        "input '%s' is %dx%d, larger than the working size cap of %d px (long side); it is "
+        "downscaled to %dx%d before processing and written at that size (max_size=None, CLI "
+        "--max-size 0, keeps the full size)", name, width, height, max_size, size[0], size[1])
+    return size
+
+
+def _fit_image(image: np.ndarray, max_size: int | None, name: str) -> np.ndarray:
+    image = np.asarray(image)
+    size = _working_size_of(image.shape[1], image.shape[0], max_size, name)
+    return image if size is None else downscale(image, size)
+
+
 def _own_sound(video_path, name: str, has_audio: bool) -> str:
     if not has_audio:
         raise ValueError(
             f"no speech to lip-sync to: the audio input is empty and video '{name}' has no audio "
-            "stream. Connect the speech (e.g. SegTalker Load Audio) to 'audio'."
+            "stream. Connect the speech (e.g. Load Audio) to 'audio'."
         )
     log.info("no audio given: '%s' is lip-synced to its own sound track", name)
     return os.fspath(video_path)
@@ -248,13 +402,13 @@ def _sound_track(audio) -> tuple[np.ndarray, int]:
                     f"{type(audio).__name__}")
 
 
-def _write(out_path, frames, fps: float, sound: tuple[np.ndarray, int], streamed: bool) -> TalkFileResult:
-    from .video_io import BackgroundWriter, Mp4Writer
+def _write(out_path, frames, fps: float, sound: tuple[np.ndarray, int], streamed: bool,
+           inputs: Mapping[str, PathLike | None] | None = None) -> TalkFileResult:
+    from .video_io import BackgroundWriter, VideoWriter
 
     out = os.fspath(out_path)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     wave, rate = sound
-    with Mp4Writer(out, fps, audio=wave, sample_rate=rate) as writer:
+    with VideoWriter(out, fps, audio=wave, sample_rate=rate, inputs=inputs) as writer:
         del wave, sound  # the writer keeps its own copy
         with BackgroundWriter(writer) as background:
             for frame in frames:

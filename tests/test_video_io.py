@@ -111,7 +111,8 @@ def test_writer_audio_follows_the_one_audio_policy(caplog):
     np.testing.assert_allclose(V.as_waveform(pcm32), [[-1.0, 0.5]])
     with caplog.at_level("WARNING", logger="segtalker"):
         wave = V.as_waveform(np.array([0.5, np.nan, 2.0], np.float32), "speech")
-    assert "speech contains 1 NaN or infinite samples" in caplog.text
+    # The wording is audio.io's; what matters here is that the input is named and NaN said.
+    assert "speech" in caplog.text and "NaN" in caplog.text
     np.testing.assert_array_equal(wave, [[0.5, 0.0, 1.0]])
 
 

@@ -32,11 +32,10 @@ EXIT_INTERNAL_ERROR = 1
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, as shells report Ctrl-C
 
 # Option ranges. The upper ones keep a typo (an extra zero) from asking for hours or gigabytes.
-FPS_RANGE = (1.0, 120.0)
+# The frame rate range (video_io.FPS_RANGE) and the --max-size rules (talk_file) are the
+# library's own, read where they are used so that importing this module stays light.
 CROP_SIZE_RANGE = (64, 2048)  # 64: the smallest crop the parsers and random bundles work at
 STRENGTH_RANGE = (0.0, 2.0)
-MIN_MAX_SIZE = 256  # a smaller cap would shrink faces below what the detector finds
-DEFAULT_MAX_SIZE = 3840  # the long side of 4K
 # The same as models.random_bundle.RESOLUTIONS (a test holds them equal); importing it here would
 # import torch just to build the parser.
 BUNDLE_RESOLUTIONS = (64, 128, 256, 512)
@@ -74,7 +73,9 @@ def _number(text: str, kind: type):
 
 
 def fps_value(text: str) -> float:
-    """``--fps``: frames per second within :data:`FPS_RANGE` (NaN and inf are outside)."""
+    """``--fps``: frames per second within ``video_io.FPS_RANGE`` (NaN and inf are outside)."""
+    from .video_io import FPS_RANGE
+
     fps = _number(text, float)
     low, high = FPS_RANGE
     if not low <= fps <= high:
@@ -139,7 +140,10 @@ def face_index_value(text: str) -> int:
 
 
 def max_size_value(text: str) -> int | None:
-    """``--max-size``: the longest output side in pixels; 0 or ``none``: no cap (None)."""
+    """``--max-size``: the longest side inputs are processed at, in pixels; 0 or ``none``: no
+    cap (None). At least ``talk_file.MIN_MAX_SIZE``."""
+    from .talk_file import MIN_MAX_SIZE
+
     if text.strip().lower() == "none":
         return None
     size = _number(text, int)
@@ -147,7 +151,7 @@ def max_size_value(text: str) -> int | None:
         return None
     if size < MIN_MAX_SIZE:
         raise argparse.ArgumentTypeError(
-            f"{size} is too small: faces would shrink below what the detector finds; "
+            f"{size} is too small: a face would shrink below what the detector finds; "
             f"use at least {MIN_MAX_SIZE}, or 0 / none for no cap")
     return size
 
@@ -181,10 +185,13 @@ def _model_inputs(args: argparse.Namespace) -> dict[str, str | None]:
 
 
 def _check_video_output(path: str, inputs: dict) -> None:
-    """``talk -o``: refused before any work if it cannot be written or would replace an input."""
+    """``talk -o``: refused before any work if it cannot be written, would replace an input, or
+    has an extension no video is written as."""
     from .atomic_files import check_output_path
+    from .video_io import container_for
 
     check_output_path(path, inputs, what="-o")
+    container_for(path, what="-o")
 
 
 def _parser_model(weights: str | None):
@@ -361,6 +368,9 @@ def _add_verbose(parser: argparse.ArgumentParser, top_level: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .talk_file import DEFAULT_MAX_SIZE
+    from .video_io import FPS_RANGE
+
     parser = argparse.ArgumentParser(prog="python -m segtalker_core", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_verbose(parser, top_level=True)
@@ -478,9 +488,14 @@ def _shown_path(filename) -> str:
 
 
 def os_error_message(error: OSError) -> str:
-    """A file-system error as ``'FILE': what to do (the system's words)``."""
-    if error.errno is None or error.strerror is None:
-        return _one_line(str(error))  # raised with a message of our own
+    """A file-system error as ``'FILE': what to do (the system's words)``. An OSError that words
+    its own message (ours, or the video writer's OutputWriteError) keeps it."""
+    if error.errno is None or error.strerror is None or type(error).__str__ is not OSError.__str__:
+        return _one_line(str(error))
+    return _errno_text(error)
+
+
+def _errno_text(error: OSError) -> str:
     files = [_shown_path(name) for name in (error.filename, getattr(error, "filename2", None))
              if name is not None]
     hint = _ERRNO_HINTS.get(error.errno)
@@ -490,8 +505,8 @@ def os_error_message(error: OSError) -> str:
 
 def _ffmpeg_message(error) -> str:
     """A PyAV error: the file, FFmpeg's words, and the hint its errno has (if a file-system one)."""
-    if isinstance(error, OSError) and error.errno in _ERRNO_HINTS:
-        return os_error_message(error)
+    if isinstance(error, OSError) and error.errno in _ERRNO_HINTS and error.strerror:
+        return _errno_text(error)
     filename = getattr(error, "filename", None)
     words = getattr(error, "strerror", None) or str(error)
     where = f"{_shown_path(filename)}: " if filename else ""

@@ -123,6 +123,9 @@ CASES = (
     Case("talk -o in a missing folder", (*TALK, "-o", "missing/out.mp4"), (portrait, speech),
          "the folder 'missing' does not exist"),
     Case("talk -o /dev/full", (*TALK, "-o", "/dev/full"), (portrait, speech), "is not a regular file"),
+    Case("talk -o .gif", (*TALK, "-o", "out.gif"), (portrait, speech),
+         "-o 'out.gif' has the extension '.gif': a video can be written as .mp4"),
+    Case("talk -o without extension", (*TALK, "-o", "out"), (portrait, speech), "-o 'out' has no extension"),
     Case("parse -o unknown extension", (*PARSE, "-o", "prev.xyz"), (portrait,),
          "-o 'prev.xyz' has .xyz, which is not an image type"),
     Case("parse -o no extension", (*PARSE, "-o", "prev"), (portrait,), "has no extension"),
@@ -181,8 +184,8 @@ CASES = (
          "argument --strength: must be within 0..2", usage=True),
     Case("--face-index -2", (*TALK, "--face-index", "-2", "-o", "out.mp4"), (portrait, speech),
          "argument --face-index: must be -1", usage=True),
-    Case("--max-size 100", (*TALK, "--max-size", "100", "-o", "out.mp4"), (portrait, speech),
-         "argument --max-size: 100 is too small", usage=True),
+    Case("--max-size 32", (*TALK, "--max-size", "32", "-o", "out.mp4"), (portrait, speech),
+         "argument --max-size: 32 is too small", usage=True),
     Case("--max-size big", (*TALK, "--max-size", "big", "-o", "out.mp4"), (portrait, speech),
          "argument --max-size: must be a whole number", usage=True),
     Case("random-bundle --resolution 100", ("random-bundle", "bundles", "--resolution", "100"), (),
@@ -291,6 +294,19 @@ def _safetensors_error():
     return SafetensorError("Error while deserializing header: HeaderTooLarge")
 
 
+class _OwnWords(OSError):
+    """An OSError that words its own message (as the video writer's OutputWriteError does)."""
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename!r}: the disk is full ({self.strerror})"
+
+
+def _ffmpeg_disk_full():
+    import av
+
+    return av.error.OSError(errno.ENOSPC, "No space left on device", ".out.mp4.partial-12345678.mp4")
+
+
 def _torch_oom():
     import torch
 
@@ -314,6 +330,9 @@ BOUNDARY = [
     (lambda: OSError(errno.EIO, "Input/output error", "disk.png"), 2,
      "error: 'disk.png': the drive failed to read or write it"),
     (lambda: OSError("nothing was written to 'x.mp4'"), 2, "error: nothing was written to 'x.mp4'"),
+    (lambda: _OwnWords(errno.ENOSPC, "No space left on device", "x.mp4"), 2,
+     "error: cannot write 'x.mp4': the disk is full (No space left on device)"),
+    (_ffmpeg_disk_full, 2, "error: 'out.mp4': the disk is full"),
     (lambda: MemoryError(), 2, "error: out of memory"),
     (_torch_oom, 2, "error: out of memory (CUDA out of memory. Tried to allocate 20.00 GiB)"),
     (lambda: RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 bytes"), 2,

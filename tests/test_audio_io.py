@@ -93,7 +93,8 @@ def test_nan_samples_are_zeroed_with_one_warning_naming_the_input(caplog):
         mono = load_audio(x, sample_rate=16000)
     assert np.isfinite(mono.samples).all() and mono.samples[10] == 0.0 and mono.samples[20] == 0.0
     messages = [r.getMessage() for r in caplog.records if r.name.startswith("segtalker")]
-    assert messages == ["audio array contains 2 NaN or infinite samples; they were set to 0."]
+    assert messages == ["audio array: 2 of 1600 samples (0.1%) are NaN/inf; they were set to 0 "
+                        "(silence)."]
 
 
 def test_channels_last_arrays_are_transposed_and_the_channel_axis_is_at_most_8():

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
@@ -118,21 +117,9 @@ def _reflect_indices(i: np.ndarray, n: int) -> np.ndarray:
     return np.where(j >= n, period - j, j)
 
 
-def _is_float_wave16k(audio: object, sample_rate: int | None) -> bool:
-    """A bare 1-D float array taken as 16 kHz as it is (integer PCM goes through the loader)."""
-    return (
-        isinstance(audio, np.ndarray)
-        and audio.ndim == 1
-        and audio.dtype.kind == "f"
-        and sample_rate in (None, TARGET_RATE)
-    )
-
-
 def _wave16k(audio: AudioSource | np.ndarray, sample_rate: int | None) -> np.ndarray:
-    if _is_float_wave16k(audio, sample_rate):
-        if len(audio) == 0:
-            raise ValueError("audio has no samples; give a non-empty recording.")
-        return audio.astype(np.float32, copy=False)
+    # A bare float32 [T] array at 16 kHz passes load_audio without a copy, and through the same
+    # rate / empty / NaN policy as every other input.
     return load_audio(audio, sample_rate=sample_rate or TARGET_RATE).samples
 
 
@@ -221,9 +208,4 @@ def iter_mel_windows(
 
 
 def _as_mono(audio: AudioSource | np.ndarray, sample_rate: int | None) -> MonoAudio:
-    if isinstance(audio, MonoAudio):
-        return load_audio(audio)
-    if _is_float_wave16k(audio, sample_rate):
-        wave = _wave16k(audio, None)
-        return MonoAudio(wave, TARGET_RATE, Fraction(len(wave), TARGET_RATE))
     return load_audio(audio, sample_rate=sample_rate or TARGET_RATE)

@@ -141,6 +141,8 @@ def fps_fraction(fps: float | int | Fraction) -> Fraction:
         value_f = float(fps)
         if not math.isfinite(value_f) or value_f <= 0:
             raise ValueError(f"fps must be a positive number, got {fps!r}")
+        if value_f.is_integer():  # 1 fps is 1, not the NTSC-like 1000/1001 it is close to
+            return Fraction(int(value_f))
         ntsc = Fraction(round(value_f * 1001 / 1000) * 1000, 1001)
         if ntsc > 0 and abs(float(ntsc) - value_f) < 0.002 and ntsc.denominator != 1:
             return ntsc
@@ -765,16 +767,14 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     """
     path = _existing(path)
     with _open_input(path) as container:
+        if not container.streams.video and not container.streams.audio:
+            # An mp4 whose index was cut off opens with a bare data stream, or none at all.
+            raise corrupt_video_error(path, "it holds no picture or sound")
         if not container.streams.video:
             raise ValueError(f"{path} has no video stream; is it an audio file or an image?")
         stream = container.streams.video[0]
         fps = Fraction(stream.average_rate or stream.guessed_rate or stream.base_rate or 25)
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / 1_000_000.0
-        else:
-            duration = 0.0
+        duration = _stream_seconds(stream, container)
         exact = bool(stream.frames and stream.frames > 0)
         count = int(stream.frames) if exact else int(round(duration * fps))
         audio = container.streams.audio[0] if container.streams.audio else None
@@ -794,6 +794,30 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             audio_channels=int(audio.codec_context.channels) if audio is not None else 0,
             orientation=orientation,
         )
+
+
+def _stream_seconds(stream: Any, container: Any) -> float:
+    """How long the video stream lasts: its own duration (mp4, mov), else Matroska/WebM's
+    per-track DURATION tag, else the container's (which counts the audio's tail too)."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    tagged = _tag_seconds(stream.metadata.get("DURATION") or stream.metadata.get("duration"))
+    if tagged is not None:
+        return tagged
+    if container.duration is not None:
+        return container.duration / 1_000_000.0
+    return 0.0
+
+
+def _tag_seconds(text: str | None) -> float | None:
+    """``"00:01:02.500000000"`` -> 62.5 (None when absent or not that form)."""
+    if not text:
+        return None
+    try:
+        hours, minutes, seconds = text.strip().split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
 
 
 def _first_frame(container: Any, stream: Any, path: str) -> Any:

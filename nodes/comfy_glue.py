@@ -88,12 +88,15 @@ def video_to_path(video, name: str, temp_dir: str) -> str:
 
     LoadVideo's ``VideoFromFile`` already is a file: its path is used as it is (nothing decoded
     here). Other VIDEO objects (``VideoFromComponents`` from Create Video, in-memory files) are
-    written once to ``temp_dir``.
+    written once to ``temp_dir``, through a temporary name renamed when complete, so a failed or
+    cancelled copy never leaves a broken file that a later run could pick up.
     """
     import os
     import uuid
 
     from comfy_api.latest import Input
+
+    from ..segtalker_core.atomic_files import atomic_output, write_bytes
 
     if not isinstance(video, Input.Video):
         raise ValueError(f"input '{name}' must be a ComfyUI VIDEO (e.g. from Load Video), got "
@@ -109,10 +112,10 @@ def video_to_path(video, name: str, temp_dir: str) -> str:
     os.makedirs(temp_dir, exist_ok=True)
     path = os.path.join(temp_dir, f"segtalker_in_{uuid.uuid4().hex[:12]}.mp4")
     if source is not None:  # an in-memory file (BytesIO)
-        with open(path, "wb") as out:
-            out.write(source.read())
+        write_bytes(path, source.read(), what=f"copy of input '{name}'")
     else:
-        video.save_to(path)
+        with atomic_output(path, what=f"copy of input '{name}'") as tmp:
+            video.save_to(os.fspath(tmp))  # the same .mp4 suffix: the container follows it
     return path
 
 

@@ -2,7 +2,10 @@
 
 IMAGE batches hold every frame as float32 (24 MB a 1080p frame); this node never builds one. It
 hands the video file to the core (:func:`segtalker_core.talk_file.talk_video_file`), which decodes
-chunk by chunk and encodes each output frame as it is made, into ComfyUI's temp folder.
+chunk by chunk and encodes each output frame as it is made, into ComfyUI's temp folder. The output
+file appears only when complete (see :mod:`segtalker_core.atomic_files`); a video that breaks off
+is dubbed with the frames that decode (one warning in the log), and one larger than 4K is
+downscaled to 3840 px on its long side first.
 """
 from __future__ import annotations
 
@@ -45,11 +48,15 @@ class SegTalkerTalkVideo(io.ComfyNode):
 
         temp_dir = folder_paths.get_temp_directory()
         source = video_to_path(video, "video", temp_dir)
+        os.makedirs(temp_dir, exist_ok=True)  # the core writes only into folders that exist
+        # A fresh name (never the input's), written under a temporary name and renamed when
+        # complete: a cancelled run leaves nothing, and Save Video never sees a partial file.
         out = os.path.join(temp_dir, f"segtalker_talk_{uuid.uuid4().hex[:12]}.mp4")
         talk_file.talk_video_file(
             source, audio, out,
             settings=talk_file.TalkSettings(strength=strength, video_mode=video_mode),
             input_name="video",
             progress=progress_for(1),  # the core reports (done, total) with the real total
+            inputs={"video": source},
         )
         return io.NodeOutput(video_from_path(out))

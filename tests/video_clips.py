@@ -1,4 +1,5 @@
-"""Small video clips for tests, written with PyAV: silent, with sound, variable frame rate."""
+"""Small video clips for tests, written with PyAV: silent, with sound, variable frame rate,
+rotated (display matrix), at any frame rate, noise, cut short."""
 from __future__ import annotations
 
 from fractions import Fraction
@@ -59,3 +60,65 @@ def write_vfr_clip(path: Path, frames: np.ndarray, intervals_ms: list[int]) -> P
         for packet in stream.encode(None):
             container.mux(packet)
     return path
+
+
+def write_raw_clip(path: Path, frames: np.ndarray, rate: Fraction | int = 25, codec: str = "libx264",
+                   rotation: tuple[int, bool, bool] | None = None) -> Path:
+    """A clip written by PyAV directly, bypassing the pack's writer and its checks: any frame rate
+    (240 fps, 1/2 fps) and, with ``rotation`` = (degrees counter-clockwise, hflip, vflip), a
+    display matrix as phones write one (the stored frames are ``frames``; players turn them)."""
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "1"}  # near lossless: tests compare pixels
+        if rotation is not None:
+            degrees, hflip, vflip = rotation
+            stream.set_display_rotation(degrees, hflip=hflip, vflip=vflip)
+        for i, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def can_write_display_matrix() -> bool:
+    """Whether this PyAV can write a display matrix (``set_display_rotation``, PyAV 18)."""
+    import av
+
+    return hasattr(av.video.stream.VideoStream, "set_display_rotation")
+
+
+def turned(frame: np.ndarray, degrees: int, hflip: bool = False, vflip: bool = False) -> np.ndarray:
+    """``frame`` as a player shows it under ``write_raw_clip``'s ``rotation``: turned
+    ``degrees`` counter-clockwise, then mirrored (PyAV's documented meaning)."""
+    out = np.rot90(frame, k=(degrees // 90) % 4)
+    if hflip:
+        out = out[:, ::-1]
+    if vflip:
+        out = out[::-1]
+    return np.ascontiguousarray(out)
+
+
+def noise_frames(n: int, height: int = 128, width: int = 128, seed: int = 0) -> np.ndarray:
+    """Random frames: incompressible, so a few fill a small disk."""
+    return np.random.default_rng(seed).integers(0, 256, (n, height, width, 3), np.uint8)
+
+
+def truncated_copy(path: Path, out: Path, fraction: float) -> Path:
+    """The first ``fraction`` of ``path``'s bytes, as a download or a copy cut short leaves it."""
+    data = path.read_bytes()
+    out.write_bytes(data[: int(len(data) * fraction)])
+    return out
+
+
+def partial_files(folder: Path) -> list[Path]:
+    """The temporary files (``.NAME.partial-XXXX.EXT``) an unfinished write left in ``folder``."""
+    from segtalker_core.atomic_files import PARTIAL_MARK
+
+    return sorted(p for p in folder.iterdir() if PARTIAL_MARK in p.name)

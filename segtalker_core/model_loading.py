@@ -8,6 +8,11 @@ Decisions:
   only the BiSeNet parser can be one (learned bundles always carry SegTalker metadata), so a
   ``.pth`` offered to a learned slot is refused by its suffix, and one offered as a parser is
   checked while it loads (once).
+* **Checked before a module sees it.** Whatever the slot, the weights pass
+  :func:`checkpoints.load`'s checks (a folder, a text or empty file, a truncated or foreign file
+  are named as such; NaN/inf weights are refused naming the file and the first tensors) and the
+  strict load (names and shapes). A parser with NaN weights would otherwise parse every pixel as
+  background without a word.
 * **Stored precision.** Modules are loaded in float32 (a half-precision file is upcast exactly);
   ``precision`` is only the choice of what runs compute in (:mod:`.precision`), resolved for the
   device the model is placed on. Nothing here casts weights afterwards.

@@ -29,7 +29,8 @@ def write_random_bundles(out_dir: str | os.PathLike[str], resolution: int = 64,
     """Write ``tsg``, ``syncnet``, ``generator`` and ``encoder`` bundles into ``out_dir``.
 
     Returns ``{component: path}``. Same ``seed`` and ``resolution`` -> identical files. The global
-    torch RNG is left untouched.
+    torch RNG is left untouched. Each file is written by :func:`checkpoints.save` (whole or not at
+    all, mode from the umask).
     """
     # Local imports: the StyleGAN side is heavier and not needed to import this module.
     from .encoder import EncoderConfig, MaskGuidedEncoder

@@ -47,6 +47,13 @@ class BiSeNetConfig:
                 "std": list(IMAGENET_STD)}
 
 
+def bisenet_config(architecture) -> BiSeNetConfig:
+    """The :class:`BiSeNetConfig` a bundle's ``architecture`` describes (published defaults for
+    missing entries). Loading and ``convert`` both build from it, so they check the same shapes."""
+    return BiSeNetConfig(num_classes=int(architecture.get("num_classes", NUM_CLASSES_19)),
+                         input_size=int(architecture.get("input_size", INPUT_SIZE)))
+
+
 def bisenet_bundle_config(config: BiSeNetConfig = BiSeNetConfig()) -> checkpoints.BundleConfig:
     """Bundle metadata for a BiSeNet face-parser file."""
     return checkpoints.BundleConfig(
@@ -325,16 +332,15 @@ def load_bisenet(path: str | os.PathLike[str], device: str | torch.device = "cpu
     """A ready parser from ``79999_iter.pth`` / ``parsing_bisenet.pth`` / a ``.safetensors``.
 
     ``.pth`` files are read with ``torch.load(weights_only=True)``; a ``module.`` prefix is
-    stripped; the state dict must fit exactly (strict).
+    stripped; the state dict must fit exactly (strict) and be finite (NaN/inf weights would parse
+    every pixel as background, so they are refused with the file and tensor names).
 
     ``dtype`` is the precision the parser computes in; the weights stay as stored (upcast to
     float32 when the file holds half precision, which is exact).
     """
     state_dict, bundle = checkpoints.load(path, expected_component="bisenet",
                                           search_dirs=search_dirs)
-    arch = bundle.architecture
-    config = BiSeNetConfig(num_classes=int(arch.get("num_classes", NUM_CLASSES_19)),
-                           input_size=int(arch.get("input_size", INPUT_SIZE)))
+    config = bisenet_config(bundle.architecture)
     model = build_bisenet(config)
     checkpoints.load_state_dict_strict(model, state_dict, f"BiSeNet face parser from {path}")
     return BiSeNetParser(model, device=device, dtype=dtype, batch_size=batch_size,

@@ -289,10 +289,8 @@ def _talk_models(args: argparse.Namespace):
 def cmd_talk(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from . import pipeline
     from .image_files import read_image
     from .talk_file import TalkSettings, talk_image_file, talk_video_file
-    from .video_io import probe_video
 
     # Everything that can be refused without loading anything comes first.
     specs = _swap_specs(args.swap)
@@ -307,24 +305,26 @@ def cmd_talk(args: argparse.Namespace) -> int:
         swaps=swaps, max_size=args.max_size,
     )
     models = _talk_models(args)
-    mono = pipeline.load_mono(args.audio, args.audio)
-    # Dubbing keeps the video's timing unless --fps says otherwise; a portrait defaults to 25.
-    fps = args.fps if args.fps is not None else (25.0 if image is not None else float(probe_video(args.video).fps))
-    bar = tqdm(total=pipeline.audio_frame_count(mono, fps), unit="frame", desc="talk", disable=args.quiet)
+    # The total comes with the first report: the library decodes the audio once, and checks a
+    # video's own frame rate (kept unless --fps is given; a portrait defaults to 25) itself.
+    bar = tqdm(total=None, unit="frame", desc="talk", disable=args.quiet)
 
     def progress(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
         bar.update(done - bar.n)
 
     try:
         if image is not None:
+            fps = args.fps if args.fps is not None else 25.0
             result = talk_image_file(image, args.audio, args.output, fps, settings, models,
                                      input_name=args.image, inputs=inputs, progress=progress)
         else:
-            result = talk_video_file(args.video, args.audio, args.output, fps, settings, models,
+            result = talk_video_file(args.video, args.audio, args.output, args.fps, settings, models,
                                      input_name=args.video, inputs=inputs, progress=progress)
     finally:
         bar.close()  # ends the bar's line, so an error message starts a line of its own
-    print(f"wrote {result.path} ({result.frames} frames at {fps:g} fps)")
+    print(f"wrote {result.path} ({result.frames} frames at {result.fps:g} fps)")
     return 0
 
 
@@ -359,6 +359,14 @@ def cmd_random_bundle(args: argparse.Namespace) -> int:
 
 # -- the parser ---------------------------------------------------------------------------------
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error worded as every other failure: one ``error: ...`` line
+    (exit code 2) that says where the options are listed, instead of the usage block first."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"error: {_one_line(message)}; '{self.prog} --help' lists the options\n")
+
+
 def _add_verbose(parser: argparse.ArgumentParser, top_level: bool) -> None:
     # On each subcommand too, so -v works after the command name; SUPPRESS there keeps a
     # subcommand's default from overwriting a -v given before it.
@@ -371,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .talk_file import DEFAULT_MAX_SIZE
     from .video_io import FPS_RANGE
 
-    parser = argparse.ArgumentParser(prog="python -m segtalker_core", description=__doc__,
+    parser = _Parser(prog="python -m segtalker_core", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_verbose(parser, top_level=True)
     commands = parser.add_subparsers(dest="command", required=True)

@@ -1,5 +1,5 @@
 """The CLI's error boundary: every expected failure is one ``error: ...`` line and exit code 2,
-bad options are argparse's usage error (also 2), Ctrl-C is 130, SIGTERM / SIGHUP are 128 + N, and
+bad options too (argparse, worded the same), Ctrl-C is 130, SIGTERM / SIGHUP are 128 + N, and
 no failed or stopped run loses an input or an earlier output, or leaves a temporary file.
 
 The table (:data:`CASES`) runs ``cli.main`` in-process in a folder of its own; the signal cases run
@@ -92,7 +92,6 @@ class Case:
     setup: tuple[Setup, ...]
     message: str  # a substring of the one error line
     code: int = 2
-    usage: bool = False  # argparse's usage error ("prog cmd: error: argument ...")
 
 
 CASES = (
@@ -157,39 +156,42 @@ CASES = (
     Case("--audio is missing", (*TALK[:4], "nope.wav", "-q", "-o", "out.mp4"), (portrait,), "nope.wav"),
     Case("--video is a text file", ("talk", "--video", "notes.mp4", "--audio", "speech.wav", "-q", "-o",
                                     "out.mp4"), (speech, text("notes.mp4")), "notes.mp4"),
-    # Options out of range: argparse's usage error, before anything runs.
+    # Options out of range: refused by argparse, before anything runs, in the same one-line form.
     Case("--fps 0", (*TALK, "--fps", "0", "-o", "out.mp4"), (portrait, speech),
-         "argument --fps: must be within 1..120", usage=True),
+         "argument --fps: must be within 1..120"),
     Case("--fps 0.001", (*TALK, "--fps", "0.001", "-o", "out.mp4"), (portrait, speech),
-         "argument --fps: must be within 1..120", usage=True),
+         "argument --fps: must be within 1..120"),
     Case("--fps 1000", (*TALK, "--fps", "1000", "-o", "out.mp4"), (portrait, speech),
-         "argument --fps: must be within 1..120", usage=True),
+         "argument --fps: must be within 1..120"),
     Case("--fps nan", (*TALK, "--fps", "nan", "-o", "out.mp4"), (portrait, speech),
-         "argument --fps: must be within", usage=True),
+         "argument --fps: must be within"),
     Case("--fps abc", (*TALK, "--fps", "abc", "-o", "out.mp4"), (portrait, speech),
-         "argument --fps: must be a number, got 'abc'", usage=True),
+         "argument --fps: must be a number, got 'abc'"),
     Case("--size 32", ("talk", "--image", "portrait.png", "--audio", "speech.wav", "--size", "32", "-o",
-                       "out.mp4"), (portrait, speech), "argument --size: 32 is too small", usage=True),
+                       "out.mp4"), (portrait, speech), "argument --size: 32 is too small"),
     Case("--size 100000", ("talk", "--image", "portrait.png", "--audio", "speech.wav", "--size",
                            "100000", "-o", "out.mp4"), (portrait, speech),
-         "argument --size: 100000 is too large (at most 2048): a 100000x100000 face crop needs about",
-         usage=True),
+         "argument --size: 100000 is too large (at most 2048): a 100000x100000 face crop needs about"),
     Case("parse --size 4096", ("parse", "--image", "portrait.png", "--size", "4096", "-o", "p.png"),
-         (portrait,), "argument --size: 4096 is too large", usage=True),
+         (portrait,), "argument --size: 4096 is too large"),
     Case("--batch-size 0", (*TALK, "--batch-size", "0", "-o", "out.mp4"), (portrait, speech),
-         "argument --batch-size: must be at least 1", usage=True),
+         "argument --batch-size: must be at least 1"),
     Case("--strength 3", (*TALK, "--strength", "3", "-o", "out.mp4"), (portrait, speech),
-         "argument --strength: must be within 0..2", usage=True),
+         "argument --strength: must be within 0..2"),
     Case("--strength -0.5", (*TALK, "--strength", "-0.5", "-o", "out.mp4"), (portrait, speech),
-         "argument --strength: must be within 0..2", usage=True),
+         "argument --strength: must be within 0..2"),
     Case("--face-index -2", (*TALK, "--face-index", "-2", "-o", "out.mp4"), (portrait, speech),
-         "argument --face-index: must be -1", usage=True),
+         "argument --face-index: must be -1"),
     Case("--max-size 32", (*TALK, "--max-size", "32", "-o", "out.mp4"), (portrait, speech),
-         "argument --max-size: 32 is too small", usage=True),
+         "argument --max-size: 32 is too small"),
     Case("--max-size big", (*TALK, "--max-size", "big", "-o", "out.mp4"), (portrait, speech),
-         "argument --max-size: must be a whole number", usage=True),
+         "argument --max-size: must be a whole number"),
     Case("random-bundle --resolution 100", ("random-bundle", "bundles", "--resolution", "100"), (),
-         "argument --resolution: invalid choice: 100", usage=True),
+         "argument --resolution: invalid choice: 100"),
+    Case("a required option missing", ("talk", "--image", "portrait.png", "-o", "out.mp4"), (portrait,),
+         "the following arguments are required: --audio; 'python -m segtalker_core talk --help' lists"),
+    Case("an unknown command", ("tlak", "--image", "portrait.png"), (portrait,),
+         "argument command: invalid choice: 'tlak'"),
 )
 
 
@@ -200,7 +202,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 def _run_main(argv) -> int:
     try:
         return cli.main(list(argv))
-    except SystemExit as stop:  # argparse's usage error
+    except SystemExit as stop:  # argparse's usage error ends the process from parse_args
         return stop.code
 
 
@@ -215,13 +217,9 @@ def test_failure_is_one_clean_line_and_loses_nothing(case, tmp_path, monkeypatch
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == case.code, err
     assert "Traceback" not in err
-    if case.usage:
-        assert lines[-1].startswith("python -m segtalker_core ") and " error: " in lines[-1], err
-        assert case.message in lines[-1], err
-    else:
-        errors = [line for line in lines if line.startswith("error: ")]
-        assert len(errors) == 1 and lines[-1] == errors[0], err
-        assert case.message in errors[0], err
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], err
+    assert case.message in errors[0], err
     after = _snapshot(tmp_path)
     assert after == before  # inputs and earlier outputs byte-identical, nothing new, no temporary
 

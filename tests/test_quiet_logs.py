@@ -61,4 +61,5 @@ def test_other_stderr_output_in_the_window_still_shows_in_order():
 def test_cli_errors_still_reach_stderr(tmp_path):
     done = run_python("-m", "segtalker_core", "parse", "--image", str(tmp_path / "missing.png"),
                       "-o", str(tmp_path / "x.png"))
-    assert done.returncode != 0 and "error: cannot read image" in done.stderr
+    assert done.returncode == 2, done.stderr
+    assert "error: --image" in done.stderr and "missing.png" in done.stderr

@@ -225,10 +225,10 @@ CONTAINERS = [
     ("no_edit_list.mp4", "mp4", {"use_editlist": "0"}, 0),
     ("no_edit_list.m4a", "ipod", {"use_editlist": "0"}, 0),
     ("fragmented.mp4", "mp4", {"movflags": "frag_keyframe+empty_moov"}, 0),
+    ("speech.mkv", "matroska", {}, 0),  # its end: the segment's duration (to the millisecond)
     # These record no end: the padding of the last AAC frame (< 1024 samples) stays.
     ("speech.aac", "adts", {}, 1023),
     ("speech.ts", "mpegts", {}, 1023),
-    ("speech.mkv", "matroska", {}, 1023),
 ]
 
 

@@ -36,7 +36,9 @@ container says how much to skip (mp4/mov edit lists, Matroska's codec delay, the
 an mp3) ffmpeg skips it; where nothing says so (mp4 without edit list or fragmented, raw ADTS
 ``.aac``, MPEG-TS), the AAC decoder's own 1024-sample lead-in (one frame: every AAC encoder
 primes at least that much) is dropped here. The padding of the last frame is cut at the
-stream's duration. So a speech file gives the same number of samples, and the same number of
+stream's duration (Matroska/WebM: the segment's), which mp4 and Matroska keep to the
+millisecond; raw ADTS and MPEG-TS record no end, so up to one frame of padding stays there. So a
+speech file gives the same number of samples (to within a millisecond), and the same number of
 video frames, whether it is a wav or the sound track of an mp4.
 """
 from __future__ import annotations
@@ -289,6 +291,7 @@ def _read_with_av(path: Path, what: str) -> tuple[np.ndarray, int]:
             raise ValueError(f"{what} could not be decoded ({exc}); the file is damaged or "
                              "truncated: re-export or re-download it.") from None
         track = _TrackTiming.of(stream, rate, first_packet_pts, first_frame_pts,
+                                container_duration=container.duration,
                                 exact_duration=_has_exact_durations(container))
     if not chunks:
         raise ValueError(f"audio track of {str(path)!r} decoded to no samples.")
@@ -298,7 +301,7 @@ def _read_with_av(path: Path, what: str) -> tuple[np.ndarray, int]:
 
 def _has_exact_durations(container: Any) -> bool:
     # mp4/mov durations come from sample tables and edit lists; raw streams (ADTS, mp3 without a
-    # header) only have an estimate from the bitrate.
+    # header) only have an estimate from the bitrate, Matroska one rounded to the millisecond.
     name = getattr(container.format, "name", "") or ""
     return "mov" in name.split(",") or "mp4" in name.split(",")
 
@@ -313,7 +316,8 @@ class _TrackTiming:
 
     @classmethod
     def of(cls, stream: Any, rate: int, first_packet_pts: int | None,
-           first_frame_pts: int | None, exact_duration: bool) -> "_TrackTiming":
+           first_frame_pts: int | None, container_duration: int | None,
+           exact_duration: bool) -> "_TrackTiming":
         time_base = stream.time_base
         frame_size = int(stream.codec_context.frame_size or 0) or 1024
 
@@ -330,6 +334,12 @@ class _TrackTiming:
         if stream.duration is not None and time_base is not None:
             start = stream.start_time if stream.start_time is not None else first_frame_pts
             stop = samples(stream.duration) + samples(start)
+            end = stop - samples(first_frame_pts) - priming
+        elif container_duration is not None and first_packet_pts is not None:
+            # Matroska/WebM store no per-stream duration and no length of the last block; the
+            # segment's duration (microseconds, to the millisecond) counts from the first packet,
+            # lead-in included, and it ends where the encoder said the sound ends.
+            stop = samples(first_packet_pts) + round(container_duration * rate / 1_000_000)
             end = stop - samples(first_frame_pts) - priming
         return cls(priming, end, max_tail=(1 << 62) if exact_duration else frame_size)
 

@@ -496,6 +496,42 @@ def test_a_video_damaged_in_the_middle_does_not_crash(tmp_path, fifty_frames, ca
         assert f"{len(frames)} of its 50 frames decoded" in caplog.text
 
 
+class FailingDemuxer:
+    """A container whose demuxer raises FFmpeg's InvalidDataError after ``good`` packets, as a
+    damaged stretch of a file makes it; everything else is the real container's."""
+
+    def __init__(self, real, good: int) -> None:
+        self._real, self._good = real, good
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._real.close()
+
+    def demux(self, *streams):
+        import av
+
+        for i, packet in enumerate(self._real.demux(*streams)):
+            if i == self._good:
+                raise av.error.InvalidDataError(-1094995529, "Invalid data found when processing input")
+            yield packet
+
+
+def test_a_decoder_error_mid_stream_stops_with_the_warning(fifty_frames, monkeypatch, caplog):
+    real_open = V._open_input
+    monkeypatch.setattr(V, "_open_input", lambda path: FailingDemuxer(real_open(path), 20))
+    with caplog.at_level(logging.WARNING, logger="segtalker.video"):
+        frames, _ = V.read_video(fifty_frames["front"])
+    assert 0 < len(frames) <= 20  # what decoded before the error, decoder's held frames included
+    message = " ".join(r.getMessage() for r in caplog.records)
+    assert f"{len(frames)} of its 50 frames decoded" in message
+    assert "the decoder stopped: Invalid data found when processing input" in message
+
+
 # -------------------------------------------------------------------------------------------
 # The output is never an input
 

@@ -660,10 +660,7 @@ def test_a_video_above_the_cap_is_downscaled_chunk_by_chunk(tmp_path, caplog, se
 # Speech from a video file: as many frames as the same speech as wav
 
 
-@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".webm", pytest.param(".mkv", marks=pytest.mark.xfail(
-    reason="AAC in Matroska cannot say where the sound ends (no edit list, the last block's "
-           "duration is not stored): audio.io's reader keeps the last AAC frame's padding "
-           "(0.576 s for 0.52 s); the fix belongs in audio.io._read_with_av", strict=False))])
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".webm", ".mkv"])
 def test_speech_from_a_video_file_gives_the_frames_of_the_same_speech_as_wav(tmp_path, suffix):
     """The container's audio (AAC/Opus priming and padding) must not add frames: a video of 13
     frames made from 0.5 s of speech gives 13 frames when it is the speech, as the wav does."""

@@ -663,7 +663,7 @@ def test_a_video_above_the_cap_is_downscaled_chunk_by_chunk(tmp_path, caplog, se
 @pytest.mark.parametrize("suffix", [".mp4", ".mov", ".webm", ".mkv"])
 def test_speech_from_a_video_file_gives_the_frames_of_the_same_speech_as_wav(tmp_path, suffix):
     """The container's audio (AAC/Opus priming and padding) must not add frames: a video of 13
-    frames made from 0.5 s of speech gives 13 frames when it is the speech, as the wav does."""
+    frames made from 0.52 s of speech gives 13 frames when it is the speech, as the wav does."""
     from segtalker_core import pipeline
 
     speech = C.speech_clip(tmp_path / "speech.wav", 0.52)  # exactly 13 frames at 25 fps

@@ -285,8 +285,10 @@ def load_mono(audio, input_name: str = "audio"):
     if isinstance(audio, MonoAudio):
         return audio
     try:
-        return load_audio(audio)
+        return load_audio(audio, name=input_name)
     except (TypeError, ValueError) as error:
+        if f"'{input_name}'" in str(error):  # already named (a mapping or array input)
+            raise ValueError(str(error)) from error
         raise ValueError(f"input '{input_name}': {error}") from error
 
 

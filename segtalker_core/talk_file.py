@@ -118,7 +118,7 @@ def talk_image_file(image: np.ndarray, audio, out_path: PathLike, fps: float = 2
     _check_output(out_path, named)
     fps = float(check_fps(fps))
     image = _fit_image(image, settings.max_size, input_name)
-    mono = pipeline.load_mono(audio, "audio")
+    mono, sound = _decode_speech(audio)
     frames = image[None]
     if models.learned:
         stream = iter_talk_with_models(frames, mono, fps, settings, models, input_name, progress)
@@ -127,7 +127,7 @@ def talk_image_file(image: np.ndarray, audio, out_path: PathLike, fps: float = 2
             frames, mono, fps, video_mode=settings.video_mode, blink=settings.blink,
             seed=settings.seed, input_name=input_name, progress=progress, **_builtin_options(settings, models),
         )
-    return _write(out_path, stream, fps, _sound_track(audio), streamed=False, inputs=named)
+    return _write(out_path, stream, fps, sound, streamed=False, inputs=named)
 
 
 def talk_video_file(video_path: PathLike, audio, out_path: PathLike,
@@ -155,7 +155,7 @@ def talk_video_file(video_path: PathLike, audio, out_path: PathLike,
         fps = float(_own_fps(info.fps, name))
     if audio is None:
         audio = _own_sound(video_path, name, info.has_audio)
-    mono = pipeline.load_mono(audio, "audio")
+    mono, sound = _decode_speech(audio)
     n_frames = pipeline.audio_frame_count(mono, fps)
     # One pass over the packets: the timing check, and whether the frames the dub needs are there.
     scan = scan_video_packets(video_path, n_frames + REORDER_MARGIN)
@@ -184,7 +184,7 @@ def talk_video_file(video_path: PathLike, audio, out_path: PathLike,
                 frames, mono, fps, video_mode=settings.video_mode, blink=False, input_name=name,
                 progress=progress, **_builtin_options(settings, models),
             )
-    return _write(out_path, frames_out, fps, _sound_track(audio), streamed=streamed, inputs=named)
+    return _write(out_path, frames_out, fps, sound, streamed=streamed, inputs=named)
 
 
 def iter_talk_with_models(frames: np.ndarray, audio, fps: float, settings: TalkSettings,
@@ -386,20 +386,21 @@ def _own_sound(video_path, name: str, has_audio: bool) -> str:
     return os.fspath(video_path)
 
 
-def _sound_track(audio) -> tuple[np.ndarray, int]:
-    """The audio for the mp4's AAC track at its own rate: (float32 ``[C, T]``, sample rate)."""
-    from .audio.io import MonoAudio, as_channels, read_audio_file
+def _decode_speech(audio) -> tuple["MonoAudio", tuple[np.ndarray, int]]:
+    """The speech decoded and checked once (one NaN warning, one error wording): the 16 kHz mono
+    the stages read, and the sound track at its own rate and channels (float32 ``[C, T]``, rate)
+    that the writer muxes."""
+    from .audio.io import MonoAudio, audio_channels, load_audio
 
     if isinstance(audio, MonoAudio):
-        return audio.samples[None], audio.sample_rate
-    if isinstance(audio, (str, os.PathLike)):
-        return read_audio_file(audio)
-    if isinstance(audio, Mapping) or hasattr(audio, "keys"):
-        wave = audio["waveform"]
-        wave = wave[0] if getattr(wave, "ndim", 0) == 3 else wave
-        return as_channels(wave, "AUDIO input waveform"), int(audio["sample_rate"])
-    raise TypeError(f"audio must be a file path, a ComfyUI AUDIO mapping or MonoAudio, got "
-                    f"{type(audio).__name__}")
+        return audio, (audio.samples[None], audio.sample_rate)
+    try:
+        channels, rate = audio_channels(audio, name="audio")
+    except (TypeError, ValueError) as error:
+        if "'audio'" in str(error):
+            raise ValueError(str(error)) from error
+        raise ValueError(f"input 'audio': {error}") from error
+    return load_audio(channels, sample_rate=rate, name="audio"), (channels, rate)
 
 
 def _write(out_path, frames, fps: float, sound: tuple[np.ndarray, int], streamed: bool,

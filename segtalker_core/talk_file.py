@@ -31,6 +31,7 @@ video without one is an error that says to give the speech.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -118,6 +119,7 @@ def talk_image_file(image: np.ndarray, audio, out_path: PathLike, fps: float = 2
     _check_output(out_path, named)
     fps = float(check_fps(fps))
     image = _fit_image(image, settings.max_size, input_name)
+    settings = _capped_swaps(settings)
     mono, sound = _decode_speech(audio)
     frames = image[None]
     if models.learned:
@@ -161,6 +163,7 @@ def talk_video_file(video_path: PathLike, audio, out_path: PathLike,
     scan = scan_video_packets(video_path, n_frames + REORDER_MARGIN)
     warn_if_variable(video_path, float(info.fps), n_frames, name, scan=scan)
     size = _working_size_of(info.width, info.height, settings.max_size, name)
+    settings = _capped_swaps(settings)
     # A file cut short before the frames needed is held (as a short video is) and looped.
     promised = info.frame_count - (0 if info.frame_count_exact else 1)
     complete = scan.packets >= min(n_frames + REORDER_MARGIN, promised)
@@ -358,22 +361,36 @@ def _own_fps(fps, name: str):
             "cannot be kept; give the frame rate to dub it at (fps=25, CLI: --fps 25)") from None
 
 
-def _working_size_of(width: int, height: int, max_size: int | None, name: str) -> tuple[int, int] | None:
-    """The size to process an input at (None: its own), with one warning when it is smaller."""
+def _working_size_of(width: int, height: int, max_size: int | None, name: str,
+                     written: bool = True) -> tuple[int, int] | None:
+    """The size to process an input at (None: its own), with one warning when it is smaller.
+    ``written``: the output is made at that size (False for a swap reference, only read)."""
     size = working_size(width, height, max_size)
     if size == (width, height):
         return None
     log.warning(
         "input '%s' is %dx%d, larger than the working size cap of %d px (long side); it is "
-        "downscaled to %dx%d before processing and written at that size (max_size=None, CLI "
-        "--max-size 0, keeps the full size)", name, width, height, max_size, size[0], size[1])
+        "downscaled to %dx%d before processing%s (max_size=None, CLI --max-size 0, keeps the full "
+        "size)", name, width, height, max_size, size[0], size[1],
+        " and written at that size" if written else "")
     return size
 
 
-def _fit_image(image: np.ndarray, max_size: int | None, name: str) -> np.ndarray:
+def _fit_image(image: np.ndarray, max_size: int | None, name: str, written: bool = True) -> np.ndarray:
     image = np.asarray(image)
-    size = _working_size_of(image.shape[1], image.shape[0], max_size, name)
+    size = _working_size_of(image.shape[1], image.shape[0], max_size, name, written)
     return image if size is None else downscale(image, size)
+
+
+def _capped_swaps(settings: TalkSettings) -> TalkSettings:
+    """The swap references scaled down to ``max_size`` too: a huge reference photo is parsed
+    like the portrait, and would cost as much."""
+    if not settings.swaps:
+        return settings
+    swaps = tuple((regions, _fit_image(image, settings.max_size, f"swap reference {k + 1}",
+                                         written=False))
+                  for k, (regions, image) in enumerate(settings.swaps))
+    return dataclasses.replace(settings, swaps=swaps)
 
 
 def _own_sound(video_path, name: str, has_audio: bool) -> str:

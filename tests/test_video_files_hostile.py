@@ -637,6 +637,26 @@ def test_a_portrait_above_the_cap_is_downscaled_with_one_warning(tmp_path, speec
     assert "800x800" in warnings[0] and "400x400" in warnings[0]
 
 
+def test_a_swap_reference_above_the_cap_is_downscaled_too(tmp_path, speech, caplog):
+    """A huge reference photo is parsed like the portrait; it is capped the same way (and the
+    warning does not claim it is written at that size: only the portrait is)."""
+    import cv2
+
+    from segtalker_core.face.image import to_rgb_uint8
+
+    reference = cv2.resize(cv2.cvtColor(cv2.imread(str(C.REPO_DIR / "examples" / "reference_face.png")),
+                                        cv2.COLOR_BGR2RGB), (900, 900), interpolation=cv2.INTER_CUBIC)
+    settings = talk_file.TalkSettings(max_size=450, swaps=((["lips"], to_rgb_uint8(reference)),))
+    with caplog.at_level(logging.WARNING, logger="segtalker"):
+        result = talk_file.talk_image_file(C.example_frames(1)[0], str(speech), tmp_path / "out.mp4",
+                                           settings=settings, input_name="face.png")
+    assert V.probe_video(result.path).frame_count == result.frames
+    warnings = [r.getMessage() for r in caplog.records if "working size" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # the 400x400 portrait fits; only the reference is capped
+    assert "swap reference 1" in warnings[0] and "900x900" in warnings[0] and "450x450" in warnings[0]
+    assert "written at that size" not in warnings[0]
+
+
 @pytest.mark.parametrize("seconds,streamed", [(0.4, True), (1.0, False)])
 def test_a_video_above_the_cap_is_downscaled_chunk_by_chunk(tmp_path, caplog, seconds, streamed):
     import cv2

@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 
 REPO_DIR = Path(__file__).resolve().parents[1]
+if str(REPO_DIR) not in sys.path:  # the setups and checks read files with the pack's own code
+    sys.path.insert(0, str(REPO_DIR))
 EXAMPLES = REPO_DIR / "examples"
 PARTIAL_MARK = ".partial-"
 
@@ -53,6 +55,7 @@ class Case:
     setup: Setup  # makes the input files in the folder
     code: int = 2  # expected exit code
     message: str = ""  # regex the last stderr line must match ("" = anything)
+    stderr: str = ""  # regex that must match somewhere in stderr (a warning of a run that goes on)
     makes: tuple[str, ...] = ()  # files that must exist afterwards (new or replaced)
     signal_after_start: int | None = None  # sent once a .partial- file appears
     check: Check | None = None  # more checks on the folder; returns a failure text or None
@@ -208,6 +211,55 @@ VIDEO = _copy("video.mp4")
 TALK_IMAGE = ("talk", "--image", "portrait.png", "--audio", "speech.wav", "-q")
 
 
+def _faststart_clip_cut(name: str, keep: float) -> Setup:
+    """The example video rewritten with its index first (as the pack, phones and most web
+    exports write it), then cut: the index survives, the later frames are gone."""
+    def setup(folder: Path) -> None:
+        from segtalker_core.video_io import read_video, write_video
+
+        frames, fps = read_video(EXAMPLES / "video.mp4")
+        whole = folder / ("whole-" + name)
+        write_video(whole, frames, fps)
+        data = whole.read_bytes()
+        whole.unlink()
+        (folder / name).write_bytes(data[: int(len(data) * keep)])
+    return setup
+
+
+def _sideways_clip(name: str) -> Setup:
+    """A 400x300 clip stored lying on its side, with the display matrix that turns it upright to
+    300x400 (what a phone held upright records)."""
+    def setup(folder: Path) -> None:
+        import av
+
+        from segtalker_core.video_io import read_video
+
+        frames, _ = read_video(EXAMPLES / "video.mp4", max_frames=25)
+        upright = frames[:, :, 50:350]  # 400 tall, 300 wide
+        stored = np.ascontiguousarray(np.rot90(upright, k=-1, axes=(1, 2)))  # turned 90 clockwise
+        with av.open(str(folder / name), "w") as container:
+            stream = container.add_stream("libx264", rate=25)
+            stream.width, stream.height, stream.pix_fmt = stored.shape[2], stored.shape[1], "yuv420p"
+            stream.set_display_rotation(90)  # counter-clockwise: undoes the stored clockwise turn
+            for frame in stored:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode(None):
+                container.mux(packet)
+    return setup
+
+
+def _clip_with_sound(folder: Path) -> None:
+    """``clip.mp4``: 25 frames of the example video with the first second of the speech."""
+    import soundfile as sf
+
+    from segtalker_core.video_io import read_video, write_video
+
+    frames, fps = read_video(EXAMPLES / "video.mp4", max_frames=25)
+    wave, sr = sf.read(str(EXAMPLES / "speech.wav"), dtype="float32")
+    write_video(folder / "clip.mp4", frames, fps, audio=wave[:sr][None], sample_rate=sr)
+
+
 # -- checks on the folder -------------------------------------------------------------------------
 
 def _video_size(name: str, width: int, height: int) -> Check:
@@ -275,8 +327,9 @@ CASES: tuple[Case, ...] = (
          _all(PORTRAIT, SPEECH, _symlink("link.png", "portrait.png")), message=r"same file"),
     Case("talk -o is a hard link to the --audio", (*TALK_IMAGE, "-o", "hard.wav"),
          _all(PORTRAIT, SPEECH, _hardlink("hard.wav", "speech.wav")), message=r"same file"),
-    Case("talk -o is a --swap reference", (*TALK_IMAGE, "--swap", "lips=portrait.png", "-o",
-                                           "portrait.png"), _all(PORTRAIT, SPEECH), message=r"same file"),
+    Case("talk -o is a --swap reference", (*TALK_IMAGE, "--swap", "lips=ref.png", "-o", "ref.png"),
+         _all(PORTRAIT, SPEECH, _copy("reference_face.png", "ref.png")),
+         message=r"same file as the --swap lips reference"),
     Case("convert X.pth -o X.pth", ("convert", "net.pth", "-o", "net.pth"),
          _pth_state_dict("net.pth", "good"), message=r"same file"),
     Case("parse --labels is the --image", ("parse", "--image", "portrait.png", "-o", "prev.png",
@@ -335,9 +388,17 @@ CASES: tuple[Case, ...] = (
               SPEECH), message=r"cut\.jpg.*(truncated|corrupt)"),
     Case("--audio is a text file", (*TALK_IMAGE[:4], "notes.wav", "-q", "-o", "out.mp4"),
          _all(PORTRAIT, _text("notes.wav", "not audio")), message=r"notes\.wav"),
-    Case("--video is truncated", ("talk", "--video", "cut.mp4", "--audio", "speech.wav", "-q", "-o",
-                                  "out.mp4"), _all(_truncated("cut.mp4", "video.mp4", 0.6), SPEECH),
-         code=0, makes=("out.mp4",)),
+    Case("--video cut short: the frames that decode, with a warning",
+         ("talk", "--video", "cut.mp4", "--audio", "speech.wav", "-q", "-o", "out.mp4"),
+         _all(_faststart_clip_cut("cut.mp4", 0.6), _speech(2.0)), code=0, makes=("out.mp4",),
+         stderr=r"cut\.mp4.*truncated or damaged: \d+ of its \d+ frames decoded"),
+    Case("--video with its index cut off", ("talk", "--video", "cut.mp4", "--audio", "speech.wav", "-q",
+                                            "-o", "out.mp4"),
+         _all(_truncated("cut.mp4", "video.mp4", 0.6), SPEECH), message=r"cut\.mp4.*truncated or corrupt"),
+    Case("a phone video stored sideways is dubbed upright",
+         ("talk", "--video", "phone.mp4", "--audio", "speech.wav", "-q", "-o", "out.mp4"),
+         _all(_sideways_clip("phone.mp4"), SPEECH), code=0, makes=("out.mp4",),
+         check=_video_size("out.mp4", 300, 400)),
     Case("--parser is a text file", (*TALK_IMAGE, "--parser", "notes.pth", "-o", "out.mp4"),
          _all(PORTRAIT, SPEECH, _text("notes.pth", "not a checkpoint")), message=r"notes\.pth"),
     Case("--parser has NaN weights", (*TALK_IMAGE, "--parser", "nan.pth", "-o", "out.mp4"),
@@ -386,16 +447,6 @@ CASES: tuple[Case, ...] = (
          _all(PORTRAIT, lambda f: _clip_with_sound(f)), code=0, makes=("out.mp4",),
          check=_same_frames("out.mp4", "clip.mp4")),
 )
-
-
-def _clip_with_sound(folder: Path) -> None:
-    """``clip.mp4``: 25 frames of the example video with the first second of the speech."""
-    from segtalker_core.video_io import read_video, write_mp4
-    import soundfile as sf
-
-    frames, fps = read_video(EXAMPLES / "video.mp4", max_frames=25)
-    wave, sr = sf.read(str(EXAMPLES / "speech.wav"), dtype="float32")
-    write_mp4(folder / "clip.mp4", frames, fps, audio=wave[:sr][None], sample_rate=sr)
 
 
 # -- running ------------------------------------------------------------------------------------
@@ -481,6 +532,8 @@ def _judge(case: Case, code: int | None, message: str, lines: list[str], before:
             failures.append("a traceback was printed")
     if case.message and not re.search(case.message, message, re.IGNORECASE):
         failures.append(f"message does not match /{case.message}/")
+    if case.stderr and not re.search(case.stderr, "\n".join(lines), re.IGNORECASE):
+        failures.append(f"no stderr line matches /{case.stderr}/")
     for name, digest in before.items():
         if name in case.makes:
             continue

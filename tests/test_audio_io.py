@@ -126,23 +126,9 @@ def test_integer_pcm_is_scaled_by_its_dtypes_full_range(dtype, values, expected)
 
 
 def _write_with_av(path, stereo: np.ndarray, rate: int, codec: str) -> None:
-    import av
+    from video_clips import encode_audio
 
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=rate, layout="stereo")
-        fmt = stream.codec_context.format.name if stream.codec_context.format else "fltp"
-        block = 1152
-        for a in range(0, stereo.shape[1], block):
-            chunk = np.ascontiguousarray(stereo[:, a : a + block], dtype=np.float32)
-            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
-            frame.sample_rate = rate
-            frame.pts = a
-            if fmt != "fltp":
-                frame = av.AudioResampler(format=fmt, layout="stereo", rate=rate).resample(frame)[0]
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+    encode_audio(path, stereo, rate, codec)
 
 
 def _envelope(x: np.ndarray, hop: int = 160) -> np.ndarray:

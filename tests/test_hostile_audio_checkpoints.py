@@ -189,20 +189,10 @@ def test_empty_audio_is_refused(make, tmp_path):
 
 def _encode(path, wave: np.ndarray, rate: int, container: str, codec: str = "aac",
             options: dict | None = None) -> None:
-    """Encode mono ``wave`` with PyAV (as video_io.Mp4Writer muxes its AAC track)."""
-    with av.open(str(path), "w", format=container, options=options or {}) as out:
-        stream = out.add_stream(codec, rate=rate, layout="mono")
-        native = stream.codec_context.format.name if stream.codec_context.format else "fltp"
-        for start in range(0, len(wave), 1000):
-            frame = av.AudioFrame.from_ndarray(wave[None, start:start + 1000].copy(),
-                                               format="fltp", layout="mono")
-            frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
-            if native != "fltp":
-                frame = av.AudioResampler(format=native, layout="mono", rate=rate).resample(frame)[0]
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+    """Encode mono ``wave`` with PyAV (as video_io's writer muxes its AAC track)."""
+    from video_clips import encode_audio
+
+    encode_audio(path, wave[None], rate, codec, container=container, options=options, block=1000)
 
 
 def _lag(decoded: np.ndarray, reference: np.ndarray, most: int = 4096) -> int:

@@ -122,3 +122,28 @@ def partial_files(folder: Path) -> list[Path]:
     from segtalker_core.atomic_files import PARTIAL_MARK
 
     return sorted(p for p in folder.iterdir() if PARTIAL_MARK in p.name)
+
+
+def encode_audio(path: Path, channels: np.ndarray, rate: int, codec: str = "aac",
+                 container: str | None = None, options: dict | None = None, block: int = 1152) -> Path:
+    """Encode float ``channels`` ``[C, T]`` (mono or stereo) with PyAV into ``path`` (its format
+    from the name unless ``container`` says), frames of ``block`` samples with exact pts, as the
+    pack's writer muxes its sound track."""
+    import av
+
+    channels = np.atleast_2d(np.asarray(channels, np.float32))
+    layout = "mono" if channels.shape[0] == 1 else "stereo"
+    with av.open(str(path), "w", format=container, options=options or {}) as out:
+        stream = out.add_stream(codec, rate=rate, layout=layout)
+        native = stream.codec_context.format.name if stream.codec_context.format else "fltp"
+        for start in range(0, channels.shape[1], block):
+            chunk = np.ascontiguousarray(channels[:, start:start + block])
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+            frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
+            if native != "fltp":
+                frame = av.AudioResampler(format=native, layout=layout, rate=rate).resample(frame)[0]
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path

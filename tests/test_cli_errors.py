@@ -224,19 +224,30 @@ def test_failure_is_one_clean_line_and_loses_nothing(case, tmp_path, monkeypatch
     assert after == before  # inputs and earlier outputs byte-identical, nothing new, no temporary
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_output_in_a_read_only_folder(tmp_path, monkeypatch, capsys):
+def test_output_in_a_folder_without_write_permission(tmp_path, monkeypatch, capsys):
+    """EACCES when the output's temporary file is created, as a non-root user gets in a folder
+    that is not theirs. Simulated for every user (root may write anywhere); the hostile-input
+    table writes onto a real read-only file system."""
+    import errno
+
+    from segtalker_core import atomic_files
+
+    real_open = os.open
+
+    def refusing_open(path, flags, *args, **kwargs):
+        if atomic_files.PARTIAL_MARK in os.fspath(path):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real_open(path, flags, *args, **kwargs)
+
     portrait(tmp_path)
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
+    (tmp_path / "locked").mkdir()
     monkeypatch.chdir(tmp_path)
-    try:
-        code = _run_main(("parse", "--image", "portrait.png", "--size", "64", "-o", "locked/prev.png"))
-    finally:
-        locked.chmod(0o755)
+    monkeypatch.setattr(atomic_files.os, "open", refusing_open)
+    code = _run_main(("parse", "--image", "portrait.png", "--size", "64", "-o", "locked/prev.png"))
     err = capsys.readouterr().err
-    assert code == 2 and "no permission" in err and list(locked.iterdir()) == []
+    assert code == 2, err
+    assert "no permission" in err and "locked/prev.png" in err and ".partial-" not in err, err
+    assert list((tmp_path / "locked").iterdir()) == []
 
 
 # -- options that are accepted ------------------------------------------------------------------

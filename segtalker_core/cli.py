@@ -17,143 +17,15 @@ line) prints the traceback before that line; the exit code stays the same.
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
-import os
-import signal
 import sys
-import threading
-import traceback
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
-EXIT_BAD_INPUT = 2
-EXIT_INTERNAL_ERROR = 1
-EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, as shells report Ctrl-C
-
-# Option ranges. The upper ones keep a typo (an extra zero) from asking for hours or gigabytes.
-# The frame rate range (video_io.FPS_RANGE) and the --max-size rules (talk_file) are the
-# library's own, read where they are used so that importing this module stays light.
-CROP_SIZE_RANGE = (64, 2048)  # 64: the smallest crop the parsers and random bundles work at
-STRENGTH_RANGE = (0.0, 2.0)
-# The same as models.random_bundle.RESOLUTIONS (a test holds them equal); importing it here would
-# import torch just to build the parser.
-BUNDLE_RESOLUTIONS = (64, 128, 256, 512)
-
-# Measured peak memory per crop pixel (``talk`` on one portrait at --size 256..2048): about 16
-# bytes while a frame is drawn; 5 stay per frame held (crop 3, parsing 1, talking map 1) when a
-# video shorter than the audio, or the learned models, hold every frame.
-WORKING_BYTES_PER_CROP_PIXEL = 16
-HELD_BYTES_PER_CROP_PIXEL = 5
-
-
-class Terminated(BaseException):
-    """SIGTERM or SIGHUP arrived. Raised in the main thread (a BaseException, so no ``except
-    Exception`` swallows it) so that every ``with`` block and ``finally`` runs: unfinished
-    output files are removed, as for Ctrl-C."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-    @property
-    def signal_name(self) -> str:
-        return signal.Signals(self.signum).name
-
-
-# -- option values (argparse types: a bad value is argparse's usage error, exit 2) ---------------
-
-def _number(text: str, kind: type):
-    """``text`` as an int or float; argparse prefixes the message with the option's name."""
-    try:
-        return kind(text)
-    except ValueError:
-        noun = "a whole number" if kind is int else "a number"
-        raise argparse.ArgumentTypeError(f"must be {noun}, got {text!r}") from None
-
-
-def fps_value(text: str) -> float:
-    """``--fps``: frames per second within ``video_io.FPS_RANGE`` (NaN and inf are outside)."""
-    from .video_io import FPS_RANGE
-
-    fps = _number(text, float)
-    low, high = FPS_RANGE
-    if not low <= fps <= high:
-        raise argparse.ArgumentTypeError(
-            f"must be within {low:g}..{high:g} frames per second, got {text}; "
-            "25 or 30 is usual (leave it out to keep a video's own rate)")
-    return fps
-
-
-def _bytes_text(count: float) -> str:
-    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
-        if count >= size:
-            return f"{count / size:.3g} {unit}"
-    return f"{count / 1e3:.3g} kB"
-
-
-def crop_memory_text(size: int) -> str:
-    """What a ``size`` x ``size`` face crop costs, in words (see the measured constants)."""
-    pixels = size * size
-    return (f"a {size}x{size} face crop needs about {_bytes_text(WORKING_BYTES_PER_CROP_PIXEL * pixels)} "
-            f"while each frame is drawn, and {_bytes_text(HELD_BYTES_PER_CROP_PIXEL * pixels)} for "
-            "every frame held (a video shorter than the audio, or learned models, hold them all)")
-
-
-def crop_size_value(text: str) -> int:
-    """``--size``: the face crop's side in pixels, within :data:`CROP_SIZE_RANGE`."""
-    size = _number(text, int)
-    low, high = CROP_SIZE_RANGE
-    if size < low:
-        raise argparse.ArgumentTypeError(
-            f"{size} is too small: the face parsing needs at least {low} px; use {low}..{high} "
-            "(default 512)")
-    if size > high:
-        raise argparse.ArgumentTypeError(
-            f"{size} is too large (at most {high}): {crop_memory_text(size)}. "
-            f"Use 512 (the default) or up to {high}")
-    return size
-
-
-def batch_size_value(text: str) -> int:
-    size = _number(text, int)
-    if size < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {size}")
-    return size
-
-
-def strength_value(text: str) -> float:
-    strength = _number(text, float)
-    low, high = STRENGTH_RANGE
-    if not low <= strength <= high:
-        raise argparse.ArgumentTypeError(
-            f"must be within {low:g}..{high:g} (1 is natural, 0 keeps the mouth still), got {text}")
-    return strength
-
-
-def face_index_value(text: str) -> int:
-    index = _number(text, int)
-    if index < -1:
-        raise argparse.ArgumentTypeError(
-            f"must be -1 (the largest face) or 0, 1, ... (from the left), got {index}")
-    return index
-
-
-def max_size_value(text: str) -> int | None:
-    """``--max-size``: the longest side inputs are processed at, in pixels; 0 or ``none``: no
-    cap (None). At least ``talk_file.MIN_MAX_SIZE``."""
-    from .talk_file import MIN_MAX_SIZE
-
-    if text.strip().lower() == "none":
-        return None
-    size = _number(text, int)
-    if size == 0:
-        return None
-    if size < MIN_MAX_SIZE:
-        raise argparse.ArgumentTypeError(
-            f"{size} is too small: a face would shrink below what the detector finds; "
-            f"use at least {MIN_MAX_SIZE}, or 0 / none for no cap")
-    return size
+from .cli_errors import (EXIT_BAD_INPUT, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, Terminated,
+                         failure_message, first_line, one_line, report, stop_signals_raise)
+from .cli_options import (BUNDLE_RESOLUTIONS, CROP_SIZE_RANGE, batch_size_value,
+                          crop_size_value, face_index_value, fps_value, max_size_value, strength_value)
 
 
 # -- inputs and outputs -------------------------------------------------------------------------
@@ -364,7 +236,7 @@ class _Parser(argparse.ArgumentParser):
     (exit code 2) that says where the options are listed, instead of the usage block first."""
 
     def error(self, message: str):
-        self.exit(EXIT_BAD_INPUT, f"error: {_one_line(message)}; '{self.prog} --help' lists the options\n")
+        self.exit(EXIT_BAD_INPUT, f"error: {one_line(message)}; '{self.prog} --help' lists the options\n")
 
 
 def _add_verbose(parser: argparse.ArgumentParser, top_level: bool) -> None:
@@ -457,162 +329,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# -- the error boundary -------------------------------------------------------------------------
-
-# Hints by errno for file-system errors: what the user can do about each.
-_ERRNO_HINTS = {
-    errno.ENOSPC: "the disk is full; free some space or write elsewhere",
-    errno.EDQUOT: "the disk quota is used up; free some space or write elsewhere",
-    errno.EFBIG: "the file is too large for this file system; write elsewhere",
-    errno.EACCES: "no permission; check the permissions of the file and its folder, or use another path",
-    errno.EPERM: "no permission; check the permissions of the file and its folder, or use another path",
-    errno.EROFS: "the file system is read-only; write elsewhere",
-    errno.EISDIR: "it is a folder; give a file",
-    errno.ENOTDIR: "a part of the path is not a folder; check the path",
-    errno.ENOENT: "it does not exist; check the path",
-    errno.ENAMETOOLONG: "the name is too long; use a shorter path",
-    errno.EMFILE: "too many files are open; close other programs and retry",
-    errno.EIO: "the drive failed to read or write it; is it failing, or was it removed?",
-}
-
-_OUT_OF_MEMORY_TEXTS = ("out of memory", "can't allocate memory")
-
-
-def _one_line(text: str) -> str:
-    """``text`` with its lines joined: the error is one line, whatever the message held."""
-    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
-
-
-def _shown_path(filename) -> str:
-    """The name to show for a file an error came from: a temporary ``.NAME.partial-XXXX.EXT``
-    file is shown as the output ``NAME`` it was about to become."""
-    from .atomic_files import PARTIAL_MARK
-
-    text = os.fsdecode(filename) if isinstance(filename, bytes) else str(filename)
-    folder, name = os.path.split(text)
-    if name.startswith(".") and PARTIAL_MARK in name:
-        name = name[1:name.index(PARTIAL_MARK)]
-    return repr(os.path.join(folder, name))
-
-
-def os_error_message(error: OSError) -> str:
-    """A file-system error as ``'FILE': what to do (the system's words)``. An OSError that words
-    its own message (ours, or the video writer's OutputWriteError) keeps it."""
-    if error.errno is None or error.strerror is None or type(error).__str__ is not OSError.__str__:
-        return _one_line(str(error))
-    return _errno_text(error)
-
-
-def _errno_text(error: OSError) -> str:
-    files = [_shown_path(name) for name in (error.filename, getattr(error, "filename2", None))
-             if name is not None]
-    hint = _ERRNO_HINTS.get(error.errno)
-    what = f"{hint} ({error.strerror})" if hint else error.strerror
-    return f"{' and '.join(files)}: {what}" if files else what
-
-
-def _ffmpeg_message(error) -> str:
-    """A PyAV error: the file, FFmpeg's words, and the hint its errno has (if a file-system one)."""
-    if isinstance(error, OSError) and error.errno in _ERRNO_HINTS and error.strerror:
-        return _errno_text(error)
-    filename = getattr(error, "filename", None)
-    words = getattr(error, "strerror", None) or str(error)
-    where = f"{_shown_path(filename)}: " if filename else ""
-    return (f"{where}FFmpeg cannot process it ({_one_line(words)}); check that it is a complete "
-            "media file of a supported type")
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """MemoryError (numpy too), torch's OutOfMemoryError, or a RuntimeError that says so (the CPU
-    allocator's "can't allocate memory", MPS's "out of memory")."""
-    if isinstance(error, MemoryError):
-        return True
-    torch = sys.modules.get("torch")  # only when it was imported: the check must not load it
-    if torch is not None and isinstance(error, getattr(torch, "OutOfMemoryError", ())):
-        return True
-    return isinstance(error, RuntimeError) and any(t in str(error).lower() for t in _OUT_OF_MEMORY_TEXTS)
-
-
-def _memory_hints(args: argparse.Namespace) -> str:
-    hints = []
-    if getattr(args, "size", None) is not None:
-        hints.append(f"a smaller --size (now {args.size})")
-    if getattr(args, "command", None) == "talk":
-        hints.append("--batch-size 1")
-        if args.max_size is None or args.max_size > 1920:
-            hints.append("--max-size 1920")
-        if args.device != "cpu":
-            hints.append("--device cpu")
-    return ("try " + ", ".join(hints)) if hints else "close other programs or use a machine with more memory"
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line for line in str(error).splitlines() if line.strip()]
-    text = lines[0].strip() if lines else type(error).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-def failure_message(error: BaseException, args: argparse.Namespace) -> str | None:
-    """The one-line message for an expected failure, or None for an unexpected one (a bug)."""
-    if isinstance(error, SystemExit):
-        text = str(error.code)
-        return _one_line(text[len("error:"):] if text.startswith("error:") else text)
-    if is_out_of_memory(error):
-        return f"out of memory ({_first_line(error)}); {_memory_hints(args)}"
-    av = sys.modules.get("av")
-    if av is not None and isinstance(error, av.error.FFmpegError):
-        return _ffmpeg_message(error)
-    safetensors = sys.modules.get("safetensors")
-    if safetensors is not None and isinstance(error, getattr(safetensors, "SafetensorError", ())):
-        return (f"a weight file is not a readable .safetensors file ({_one_line(str(error))}); "
-                "download or convert it again")
-    if isinstance(error, OSError):
-        return os_error_message(error)
-    if isinstance(error, ValueError):
-        return _one_line(str(error)) or type(error).__name__
-    return None
-
-
-@contextmanager
-def stop_signals_raise():
-    """While the block runs, SIGTERM and SIGHUP raise :class:`Terminated` in the main thread.
-
-    Only signals left at their default (which would kill the process with no cleanup) are taken:
-    one ignored on purpose (``nohup`` ignores SIGHUP) or handled by a host program stays so.
-    A second signal while the first one's cleanup runs is ignored, so the cleanup finishes.
-    The previous handlers are restored afterwards. Off the main thread nothing is installed
-    (Python allows handlers only there).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    stopping = False
-
-    def raise_terminated(signum, frame):
-        nonlocal stopping
-        if stopping:
-            return
-        stopping = True
-        raise Terminated(signum)
-
-    previous = {}
-    for name in ("SIGTERM", "SIGHUP"):
-        signum = getattr(signal, name, None)  # Windows has no SIGHUP
-        if signum is not None and signal.getsignal(signum) is signal.SIG_DFL:
-            previous[signum] = signal.signal(signum, raise_terminated)
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-def _report(message: str, error: BaseException, verbose: bool) -> None:
-    if verbose:
-        traceback.print_exception(error)
-    print(f"error: {message}", file=sys.stderr, flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     verbose = bool(getattr(args, "verbose", False))
@@ -621,23 +337,23 @@ def main(argv: list[str] | None = None) -> int:
         with stop_signals_raise():
             return args.run(args)
     except KeyboardInterrupt as error:
-        _report("interrupted (Ctrl-C); unfinished outputs were removed", error, verbose)
+        report("interrupted (Ctrl-C); unfinished outputs were removed", error, verbose)
         return EXIT_INTERRUPTED
     except Terminated as error:
-        _report(f"stopped by {error.signal_name}; unfinished outputs were removed", error, verbose)
+        report(f"stopped by {error.signal_name}; unfinished outputs were removed", error, verbose)
         return 128 + error.signum
     except SystemExit as error:
         if not isinstance(error.code, str):  # an exit status: pass it on
             raise
-        _report(failure_message(error, args), error, verbose)
+        report(failure_message(error, args), error, verbose)
         return EXIT_BAD_INPUT
     except Exception as error:
         message = failure_message(error, args)
         if message is None:
-            _report(f"internal error: {type(error).__name__}: {_first_line(error)}. This is a bug: "
+            report(f"internal error: {type(error).__name__}: {first_line(error)}. This is a bug: "
                     "rerun with -v for the traceback and report it", error, verbose)
             return EXIT_INTERNAL_ERROR
-        _report(message, error, verbose)
+        report(message, error, verbose)
         return EXIT_BAD_INPUT
 
 

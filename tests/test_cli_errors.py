@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segtalker_core import cli
+from segtalker_core import cli, cli_options
 from segtalker_core.atomic_files import PARTIAL_MARK
 
 REPO_DIR = Path(__file__).resolve().parents[1]
@@ -278,7 +278,7 @@ def test_bundle_resolutions_match_the_writer():
 
 
 def test_crop_memory_estimate_grows_with_the_square():
-    assert "about 67.1 MB while each frame is drawn, and 21 MB for every frame held" in cli.crop_memory_text(2048)
+    assert "about 67.1 MB while each frame is drawn, and 21 MB for every frame held" in cli_options.crop_memory_text(2048)
 
 
 # -- the error boundary, one kind of failure at a time -------------------------------------------

@@ -1,0 +1,115 @@
+"""The CLI's option values: ranges and argparse types (a bad value is argparse's usage error,
+one ``error:`` line and exit code 2, before anything runs).
+
+The upper bounds keep a typo (an extra zero) from asking for hours or gigabytes. The frame-rate
+range (``video_io.FPS_RANGE``) and the ``--max-size`` rules (``talk_file``) are the library's own,
+imported where they are used so that building the parser stays light (no torch).
+"""
+from __future__ import annotations
+
+import argparse
+
+CROP_SIZE_RANGE = (64, 2048)  # 64: the smallest crop the parsers and random bundles work at
+STRENGTH_RANGE = (0.0, 2.0)
+# The same as models.random_bundle.RESOLUTIONS (a test holds them equal); importing it here would
+# import torch just to build the parser.
+BUNDLE_RESOLUTIONS = (64, 128, 256, 512)
+
+# Measured peak memory per crop pixel (``talk`` on one portrait at --size 256..2048): about 16
+# bytes while a frame is drawn; 5 stay per frame held (crop 3, parsing 1, talking map 1) when a
+# video shorter than the audio, or the learned models, hold every frame.
+WORKING_BYTES_PER_CROP_PIXEL = 16
+HELD_BYTES_PER_CROP_PIXEL = 5
+
+
+def _number(text: str, kind: type):
+    """``text`` as an int or float; argparse prefixes the message with the option's name."""
+    try:
+        return kind(text)
+    except ValueError:
+        noun = "a whole number" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"must be {noun}, got {text!r}") from None
+
+
+def fps_value(text: str) -> float:
+    """``--fps``: frames per second within ``video_io.FPS_RANGE`` (NaN and inf are outside)."""
+    from .video_io import FPS_RANGE
+
+    fps = _number(text, float)
+    low, high = FPS_RANGE
+    if not low <= fps <= high:
+        raise argparse.ArgumentTypeError(
+            f"must be within {low:g}..{high:g} frames per second, got {text}; "
+            "25 or 30 is usual (leave it out to keep a video's own rate)")
+    return fps
+
+
+def _bytes_text(count: float) -> str:
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if count >= size:
+            return f"{count / size:.3g} {unit}"
+    return f"{count / 1e3:.3g} kB"
+
+
+def crop_memory_text(size: int) -> str:
+    """What a ``size`` x ``size`` face crop costs, in words (see the measured constants)."""
+    pixels = size * size
+    return (f"a {size}x{size} face crop needs about {_bytes_text(WORKING_BYTES_PER_CROP_PIXEL * pixels)} "
+            f"while each frame is drawn, and {_bytes_text(HELD_BYTES_PER_CROP_PIXEL * pixels)} for "
+            "every frame held (a video shorter than the audio, or learned models, hold them all)")
+
+
+def crop_size_value(text: str) -> int:
+    """``--size``: the face crop's side in pixels, within :data:`CROP_SIZE_RANGE`."""
+    size = _number(text, int)
+    low, high = CROP_SIZE_RANGE
+    if size < low:
+        raise argparse.ArgumentTypeError(
+            f"{size} is too small: the face parsing needs at least {low} px; use {low}..{high} "
+            "(default 512)")
+    if size > high:
+        raise argparse.ArgumentTypeError(
+            f"{size} is too large (at most {high}): {crop_memory_text(size)}. "
+            f"Use 512 (the default) or up to {high}")
+    return size
+
+
+def batch_size_value(text: str) -> int:
+    size = _number(text, int)
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {size}")
+    return size
+
+
+def strength_value(text: str) -> float:
+    strength = _number(text, float)
+    low, high = STRENGTH_RANGE
+    if not low <= strength <= high:
+        raise argparse.ArgumentTypeError(
+            f"must be within {low:g}..{high:g} (1 is natural, 0 keeps the mouth still), got {text}")
+    return strength
+
+
+def face_index_value(text: str) -> int:
+    index = _number(text, int)
+    if index < -1:
+        raise argparse.ArgumentTypeError(
+            f"must be -1 (the largest face) or 0, 1, ... (from the left), got {index}")
+    return index
+
+
+def max_size_value(text: str) -> int | None:
+    """``--max-size``: the longest side inputs are processed at, in pixels; 0 or ``none``: no
+    cap (None). At least ``talk_file.MIN_MAX_SIZE``."""
+    from .talk_file import MIN_MAX_SIZE
+
+    if text.strip().lower() == "none":
+        return None
+    size = _number(text, int)
+    if size == 0:
+        return None
+    if size < MIN_MAX_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"{size} is too small: a face would shrink below what the detector finds; "
+            f"use at least {MIN_MAX_SIZE}, or 0 / none for no cap")
+    return size

@@ -39,9 +39,7 @@ Reader decisions:
 from __future__ import annotations
 
 import errno
-import math
 import os
-import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
@@ -53,15 +51,14 @@ from .atomic_files import atomic_output, check_output_path
 from .audio.io import as_channels
 from .face.image import to_rgb_uint8
 from .logs import get_logger
+# Re-exported: formats and orientation are part of this module's interface.
+from .video_formats import (AAC_SAMPLE_RATES, CONTAINERS, FPS_RANGE, ContainerFormat,  # noqa: F401
+                            audio_samples_for_frames, check_fps, container_for, fps_fraction,
+                            supported_video_outputs)
+from .video_orientation import Orientation, frame_orientation, orientation_from_matrix  # noqa: F401
 
 log = get_logger("video")
 
-FPS_RANGE = (1, 120)  # frames per second a video may be written at (the CLI's --fps range too)
-
-# Sample rates the AAC encoder accepts; others are resampled to 48 kHz.
-AAC_SAMPLE_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025,
-                    8000, 7350)
-_FALLBACK_AUDIO_RATE = 48000
 _AUDIO_CHUNK = 4096  # samples handed to the encoder at a time (it re-frames them itself)
 
 _BT709 = 1  # AVCOL_SPC/PRI/TRC_BT709
@@ -69,111 +66,6 @@ _LIMITED_RANGE = 1  # AVCOL_RANGE_MPEG
 
 # errno values that mean "no room left" (a full disk or a used-up quota).
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
-
-
-@dataclass(frozen=True)
-class ContainerFormat:
-    """What a video file of one extension holds. ``audio_rates``: the rates the audio encoder
-    takes (others are resampled to ``fallback_rate``)."""
-
-    suffix: str
-    muxer: str  # FFmpeg's format name
-    video_codec: str
-    audio_codec: str
-    audio_rates: tuple[int, ...]
-    fallback_rate: int
-    faststart: bool  # the muxer can move its index to the front (mp4/mov)
-    codecs: str  # in words, for messages
-
-    def audio_rate(self, rate: int) -> int:
-        """The rate the audio is encoded at: ``rate`` if the encoder takes it, else the fallback."""
-        return rate if rate in self.audio_rates else self.fallback_rate
-
-
-def _h264(suffix: str, muxer: str, faststart: bool) -> ContainerFormat:
-    return ContainerFormat(suffix, muxer, "libx264", "aac", AAC_SAMPLE_RATES, _FALLBACK_AUDIO_RATE,
-                           faststart, "H.264 + AAC")
-
-
-# The video files the writer makes, by extension (lower case).
-CONTAINERS: dict[str, ContainerFormat] = {
-    ".mp4": _h264(".mp4", "mp4", True),
-    ".mov": _h264(".mov", "mov", True),
-    ".mkv": _h264(".mkv", "matroska", False),
-    # Opus is a 48 kHz codec at heart, and every WebM player expects 48 kHz: always resampled.
-    ".webm": ContainerFormat(".webm", "webm", "libvpx-vp9", "libopus", (48000,), 48000, False,
-                             "VP9 + Opus"),
-}
-
-
-def supported_video_outputs() -> str:
-    """The writable extensions in words: ``.mp4, .mov, .mkv (H.264 + AAC) or .webm (VP9 + Opus)``."""
-    groups: dict[str, list[str]] = {}
-    for suffix, spec in CONTAINERS.items():
-        groups.setdefault(spec.codecs, []).append(suffix)
-    parts = [f"{', '.join(suffixes)} ({codecs})" for codecs, suffixes in groups.items()]
-    return " or ".join(parts)
-
-
-def container_for(path: str | os.PathLike, what: str = "output") -> ContainerFormat:
-    """The container a video written to ``path`` gets, from its extension; any extension not in
-    :data:`CONTAINERS` (``.gif``, ``.avi``, none) is a ValueError naming ``what`` and the choices."""
-    text = os.fspath(path)
-    suffix = os.path.splitext(text)[1].lower()
-    spec = CONTAINERS.get(suffix)
-    if spec is None:
-        said = f"the extension {suffix!r}" if suffix else "no extension"
-        raise ValueError(
-            f"{what} {text!r} has {said}: a video can be written as {supported_video_outputs()}; "
-            "give the output one of these extensions")
-    return spec
-
-
-def fps_fraction(fps: float | int | Fraction) -> Fraction:
-    """Frame rate as an exact fraction: NTSC rates (29.97, 23.976, 59.94) become ``N*1000/1001``.
-
-    A float such as 29.97 is a rounded NTSC rate; encoding it as 2997/100 would drift against
-    audio made for 30000/1001, so rates within 0.002 of ``k*1000/1001`` snap to it.
-    """
-    if isinstance(fps, Fraction):
-        value = fps
-    else:
-        value_f = float(fps)
-        if not math.isfinite(value_f) or value_f <= 0:
-            raise ValueError(f"fps must be a positive number, got {fps!r}")
-        if value_f.is_integer():  # 1 fps is 1, not the NTSC-like 1000/1001 it is close to
-            return Fraction(int(value_f))
-        ntsc = Fraction(round(value_f * 1001 / 1000) * 1000, 1001)
-        if ntsc > 0 and abs(float(ntsc) - value_f) < 0.002 and ntsc.denominator != 1:
-            return ntsc
-        value = Fraction(value_f).limit_denominator(1001)
-    if value <= 0:
-        raise ValueError(f"fps must be positive, got {fps!r}")
-    return value
-
-
-def check_fps(fps: Any, what: str = "fps") -> Fraction:
-    """``fps`` as an exact fraction (:func:`fps_fraction`), refused outside :data:`FPS_RANGE`.
-
-    0, negative, NaN, None and 1000 are all errors naming ``what``: a default must never stand
-    in for a rate that was given wrong.
-    """
-    low, high = FPS_RANGE
-    problem = f"{what} must be within {low}..{high} frames per second"
-    if isinstance(fps, bool):
-        raise ValueError(f"{problem}, got {fps!r}")
-    try:
-        value = fps_fraction(fps)
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"{problem}, got {fps!r}; 25 or 30 is usual") from None
-    if not low <= value <= high:
-        raise ValueError(f"{problem}, got {fps!r}; 25 or 30 is usual")
-    return value
-
-
-def audio_samples_for_frames(n_frames: int, sample_rate: int, fps: float | Fraction) -> int:
-    """Audio length matching ``n_frames`` of video: ``ceil(n_frames * sr / fps)`` (exact arithmetic)."""
-    return math.ceil(Fraction(n_frames) * sample_rate / fps_fraction(fps))
 
 
 def as_waveform(audio: Any, name: str = "audio") -> np.ndarray:
@@ -638,84 +530,6 @@ write_mp4 = write_video  # the first name, when only mp4 was written
 
 # ---------------------------------------------------------------------------------------------
 # Reading
-
-
-@dataclass(frozen=True)
-class Orientation:
-    """How stored frames are turned to show upright: transpose (swap rows and columns) first,
-    then flip the rows (upside down) and/or the columns (mirror). ``rotation``: the degrees
-    counter-clockwise the display turns the stored picture (0, 90, 180, 270), for messages."""
-
-    transpose: bool = False
-    flip_rows: bool = False
-    flip_cols: bool = False
-    rotation: int = 0
-
-    @property
-    def identity(self) -> bool:
-        return not (self.transpose or self.flip_rows or self.flip_cols)
-
-    def displayed_size(self, width: int, height: int) -> tuple[int, int]:
-        """(width, height) of a stored ``width`` x ``height`` frame once turned."""
-        return (height, width) if self.transpose else (width, height)
-
-    def apply(self, frame: np.ndarray) -> np.ndarray:
-        """``[H, W, C]`` stored -> the upright frame (contiguous; the input itself if identity)."""
-        if self.identity:
-            return frame
-        view = frame.transpose(1, 0, 2) if self.transpose else frame
-        if self.flip_rows:
-            view = view[::-1]
-        if self.flip_cols:
-            view = view[:, ::-1]
-        return np.ascontiguousarray(view)
-
-
-def orientation_from_matrix(matrix: tuple[int, ...] | list[int]) -> Orientation:
-    """The :class:`Orientation` of an FFmpeg display matrix (9 int32, 16.16 fixed point).
-
-    The rules are the ``ffmpeg`` command line's autorotation (what players show): the rotation
-    angle is ``av_display_rotation_get``'s, and the signs of the matrix entries say which
-    mirroring goes with it. An angle that is not a multiple of 90 degrees is not applied (one
-    warning): no phone writes one, and turning by it would need a larger, padded frame.
-    """
-    a, b, _, c, d = (float(v) / 65536.0 for v in matrix[:5])
-    scale_x, scale_y = math.hypot(a, c), math.hypot(b, d)
-    if scale_x == 0 or scale_y == 0:
-        return Orientation()
-    # av_display_rotation_get: counter-clockwise degrees; the ffmpeg tool turns by its negation.
-    counter_clockwise = -math.degrees(math.atan2(b / scale_y, a / scale_x))
-    clockwise = (-round(counter_clockwise)) % 360
-    rotation = (360 - clockwise) % 360
-    if clockwise == 90:  # "transpose=clock", or "cclock_flip" when mirrored
-        if c > 0:
-            return Orientation(transpose=True, rotation=rotation)
-        return Orientation(transpose=True, flip_cols=True, rotation=rotation)
-    if clockwise == 270:  # "transpose=cclock", or "clock_flip" when mirrored
-        if c < 0:
-            return Orientation(transpose=True, flip_rows=True, flip_cols=True, rotation=rotation)
-        return Orientation(transpose=True, flip_rows=True, rotation=rotation)
-    if clockwise == 180:
-        return Orientation(flip_rows=d < 0, flip_cols=a < 0, rotation=rotation)
-    if clockwise == 0:
-        return Orientation(flip_rows=d < 0)
-    log.warning("a video is rotated by %d degrees, not a multiple of 90; its frames are used as "
-                "stored", clockwise)
-    return Orientation()
-
-
-def frame_orientation(frame: Any) -> Orientation:
-    """The orientation a decoded frame's display matrix side data asks for (none: as stored)."""
-    try:
-        from av.sidedata.sidedata import Type
-    except ImportError:  # a PyAV without frame side data types: frames are used as stored
-        return Orientation()
-    for side in frame.side_data:
-        if getattr(side, "type", None) == Type.DISPLAYMATRIX:
-            raw = bytes(side)
-            if len(raw) >= 36:
-                return orientation_from_matrix(struct.unpack("<9i", raw[:36]))
-    return Orientation()
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,9 @@ def main() -> None:
                                                         inplace=True), args.repeats)))
         rows.append((f"paste 512 -> {label}, colour correction on, new frame (copy)",
                      median_ms(lambda: P.paste_face(frame, crop, matrix, mask), args.repeats)))
+        rows.append((f"paste 512 -> {label}, multi-band blend (4 bands), inplace",
+                     median_ms(lambda: P.paste_face(frame, crop, matrix, mask, inplace=True,
+                                                    blend="multiband"), args.repeats)))
 
     frame, matrix = scene(1080, 1920, 600)
     n = args.encode_frames

@@ -174,7 +174,7 @@ def cmd_talk(args: argparse.Namespace) -> int:
     settings = TalkSettings(
         strength=args.strength, method=args.phonemes, video_mode=args.video_mode,
         blink=not args.no_blink, seed=args.seed, crop_size=args.size, face_index=args.face_index,
-        swaps=swaps, max_size=args.max_size,
+        swaps=swaps, max_size=args.max_size, blend=args.blend,
     )
     models = _talk_models(args)
     # The total comes with the first report: the library decodes the audio once, and checks a
@@ -276,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-size", type=max_size_value, default=DEFAULT_MAX_SIZE, metavar="N",
                    help=f"scale larger inputs down so the long side is at most N px (default "
                         f"{DEFAULT_MAX_SIZE}, 4K); 0 or none: no cap")
+    p.add_argument("--blend", choices=["linear", "multiband"], default="linear",
+                   help="paste-back: one alpha blend (default) or multi-band (Laplacian pyramid, "
+                        "as E4S: hides shading seams along the feather)")
     p.add_argument("--swap", action="append", default=[], metavar="REGIONS=IMAGE",
                    help="local style edit, e.g. lips=ref.png (repeatable)")
     p.add_argument("--face-index", type=face_index_value, default=-1,

@@ -487,6 +487,7 @@ def iter_paste_back(
     pairs,  # iterable of (crop [S, S, 3] uint8, SegmentationFrame)
     faces: FaceTrack,
     feather_px: float = 12.0,
+    blend: str = "linear",  # "linear" or "multiband" (face.paste.paste_face)
 ):
     """Full-resolution frames ``[H, W, 3]`` uint8, one per crop (feeds a video writer without
     holding the video). A frame whose source has no face passes through unchanged."""
@@ -497,13 +498,13 @@ def iter_paste_back(
         i = frame.source_index
         if faces.found[i]:
             mask = paste_mask(crop, frame.regions, faces.crops[i], faces.regions[i], feather_px)
-            yield paste_face(faces.frames[i], crop, faces.transforms[i], mask)
+            yield paste_face(faces.frames[i], crop, faces.transforms[i], mask, blend=blend)
         else:
             yield faces.frames[i].copy()
 
 
 def paste_back(crops: np.ndarray, segmentation: TalkingSegmentation, feather_px: float = 12.0,
-               progress: Progress = None) -> np.ndarray:
+               progress: Progress = None, blend: str = "linear") -> np.ndarray:
     """``[T, H, W, 3]`` uint8 original frames with the crops blended in."""
     if len(crops) != len(segmentation):
         raise ValueError(
@@ -515,7 +516,7 @@ def paste_back(crops: np.ndarray, segmentation: TalkingSegmentation, feather_px:
         raise ValueError(f"input 'crops' are {crops.shape[2]}x{crops.shape[1]}, but the faces were cropped at {s}x{s}")
     h, w = segmentation.faces.frame_size
     out = np.empty((len(crops), h, w, 3), np.uint8)
-    pasted = iter_paste_back(zip(crops, segmentation.frames()), segmentation.faces, feather_px)
+    pasted = iter_paste_back(zip(crops, segmentation.frames()), segmentation.faces, feather_px, blend)
     for t, frame in enumerate(_reporting(pasted, len(crops), progress)):
         out[t] = frame
     return out
@@ -543,6 +544,7 @@ def iter_talk_track(
     blink: bool,
     seed: int,
     portrait: bool | None,
+    blend: str = "linear",  # paste-back: "linear" or "multiband"
 ):
     """The built-in stages chained on one parsed face track -- talking segmentation, synthesis,
     paste-back -- streaming full-resolution frames ``[H, W, 3]`` uint8, one at a time. The rig
@@ -550,7 +552,7 @@ def iter_talk_track(
     from . import builtin
 
     frames = builtin.iter_talking_segmentation(faces, params, fps, source_index, blink, seed, portrait)
-    return iter_paste_back(iter_synthesize(frames, faces, style, portrait), faces)
+    return iter_paste_back(iter_synthesize(frames, faces, style, portrait), faces, blend=blend)
 
 
 def iter_talk(
@@ -568,6 +570,7 @@ def iter_talk(
     progress: Progress = None,
     parser: LoadedModel | None = None,
     face_index: int = -1,
+    blend: str = "linear",
 ):
     """Portrait or video frames + speech -> output frames, yielded one at a time (built-in chain).
 
@@ -582,7 +585,8 @@ def iter_talk(
     articulation = _articulation(audio, fps, method, strength)
     style = _swapped_style(faces, swaps, crop_size)
     index = source_indices(len(faces), len(articulation), video_mode)
-    stream = iter_talk_track(faces, articulation.params, articulation.fps, index, style, blink, seed, None)
+    stream = iter_talk_track(faces, articulation.params, articulation.fps, index, style, blink, seed, None,
+                             blend)
     yield from _reporting(stream, len(articulation), progress)
 
 
@@ -598,6 +602,7 @@ def iter_talk_chunks(
     progress: Progress = None,
     parser: LoadedModel | None = None,
     face_index: int = -1,
+    blend: str = "linear",
 ):
     """Dub a video at least as long as the audio, reading it chunk by chunk.
 
@@ -619,7 +624,7 @@ def iter_talk_chunks(
         n = len(faces)
         stream = iter_talk_track(
             faces, articulation.params[done : done + n], articulation.fps, np.arange(n), style,
-            blink=False, seed=0, portrait=False,
+            blink=False, seed=0, portrait=False, blend=blend,
         )
         for frame in stream:
             yield frame

@@ -83,8 +83,13 @@ class TalkSettings:
     face_index: int = -1
     swaps: tuple = field(default_factory=tuple)
     max_size: int | None = DEFAULT_MAX_SIZE  # long side of the working size, pixels; None: no cap
+    blend: str = "linear"  # paste-back: "linear" or "multiband" (Laplacian pyramid, as E4S)
 
     def __post_init__(self) -> None:
+        from .face.paste import BLEND_MODES
+
+        if self.blend not in BLEND_MODES:
+            raise ValueError(f"blend must be one of {', '.join(BLEND_MODES)}, got {self.blend!r}")
         size = self.max_size
         if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer))
                                  or size < MIN_MAX_SIZE):
@@ -214,7 +219,7 @@ def iter_talk_with_models(frames: np.ndarray, audio, fps: float, settings: TalkS
         pairs = zip(crops, segmentation.frames())
     else:
         pairs = pipeline.iter_synthesize(segmentation.frames(), faces, style)
-    pasted = pipeline.iter_paste_back(pairs, faces)
+    pasted = pipeline.iter_paste_back(pairs, faces, blend=settings.blend)
     for done, frame in enumerate(pasted, 1):
         yield frame
         if progress is not None:
@@ -299,7 +304,8 @@ def _learned(model: LoadedModel | None) -> bool:
 def _builtin_options(settings: TalkSettings, models: TalkModels) -> dict:
     """Keyword arguments of the built-in chain (pipeline.iter_talk / iter_talk_chunks)."""
     return dict(strength=settings.strength, method=settings.method, crop_size=settings.crop_size,
-                swaps=list(settings.swaps), parser=models.parser, face_index=settings.face_index)
+                swaps=list(settings.swaps), parser=models.parser, face_index=settings.face_index,
+                blend=settings.blend)
 
 
 def _style(faces, settings: TalkSettings, models: TalkModels):

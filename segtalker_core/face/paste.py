@@ -39,6 +39,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from .multiband import multiband_blend, reach as multiband_reach
+
 from .. import labels as L
 from ..containers import invert_affine
 from ..masks import dilate, erode
@@ -49,6 +51,7 @@ FACE_REGIONS: tuple[int, ...] = tuple(
     for name in ("skin", "lips", "mouth_interior", "nose", "eyes", "brows")
 )
 MASK_EPSILON = 1.0 / 512.0  # below this a mask value cannot change a uint8 pixel
+BLEND_MODES = ("linear", "multiband")  # paste_face(blend=...)
 _CORRECTION_DOWNSCALE = 8
 
 
@@ -155,8 +158,13 @@ def paste_face(
     *,
     color_correct: bool = True,
     inplace: bool = False,
+    blend: str = "linear",
 ) -> np.ndarray:
     """Blend ``crop [S, S, 3]`` uint8 into ``frame [H, W, 3]`` uint8 -> new frame ``[H, W, 3]``.
+
+    ``blend``: ``"linear"`` (one alpha blend, the default) or ``"multiband"`` (Laplacian pyramid,
+    :mod:`.multiband`: spreads a shading/colour mismatch along the feather over a wider, gentler
+    transition; it changes pixels up to ``multiband.reach()`` (24) past the mask's footprint).
 
     ``transform``: ``2x3`` frame -> crop affine. ``mask``: ``[S, S]`` paste weights (float 0..1,
     bool, or uint8 0..255), e.g. from :func:`face_blend_mask`; it must reach 0 before the crop's
@@ -168,6 +176,8 @@ def paste_face(
     size = crop.shape[0]
     if crop.shape[1] != size:
         raise ValueError(f"crop must be square [S, S, 3]; got {crop.shape}")
+    if blend not in BLEND_MODES:
+        raise ValueError(f"blend must be one of {', '.join(BLEND_MODES)}, got {blend!r}")
     mask = _as_mask(mask)
     if mask.shape != (size, size):
         raise ValueError(f"mask must be [S, S] = {(size, size)} like the crop; got {mask.shape}")
@@ -180,6 +190,10 @@ def paste_face(
         crop = _colour_corrected(crop, frame, matrix, mask)
 
     x0, y0, x1, y1 = box
+    if blend == "multiband":  # its coarse bands fade out a few pixels past the footprint
+        margin = multiband_reach()
+        height, width = frame.shape[:2]
+        x0, y0, x1, y1 = max(x0 - margin, 0), max(y0 - margin, 0), min(x1 + margin, width), min(y1 + margin, height)
     shifted = matrix.copy()
     shifted[:, 2] += matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)
     dsize = (x1 - x0, y1 - y0)
@@ -192,7 +206,10 @@ def paste_face(
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
     alpha[alpha < MASK_EPSILON] = 0.0
     target = out[y0:y1, x0:x1]
-    target[...] = cv2.blendLinear(warped, np.ascontiguousarray(target), alpha, 1.0 - alpha)
+    if blend == "multiband":
+        target[...] = multiband_blend(warped, np.ascontiguousarray(target), alpha)
+    else:
+        target[...] = cv2.blendLinear(warped, np.ascontiguousarray(target), alpha, 1.0 - alpha)
     return out
 
 

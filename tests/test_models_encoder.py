@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segtalker_core.models.encoder import EncoderConfig, MaskGuidedEncoder, masked_average
+from segtalker_core.models.encoder import (EncoderConfig, MaskGuidedEncoder, hard_masked_mean,
+                                           masked_average)
 from segtalker_core.models.mask_guided import RegionMasks
 from segtalker_core.models.stylegan import Generator, GeneratorConfig
 
@@ -165,3 +166,63 @@ def test_half_precision_encoder():
     assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
     assert (out.float() - ref).abs().max() < 0.1 * ref.abs().max()
     assert not valid[:, 2].any()
+
+
+# -- E4S variant (EncoderConfig.e4s) --------------------------------------------------------------
+
+
+def tiny_e4s_encoder() -> MaskGuidedEncoder:
+    cfg = EncoderConfig.e4s(input_size=64, stem_channels=16, stage_channels=(16, 32, 32, 48),
+                            stage_blocks=(1, 2, 1, 1), mlp_hidden=32, w_dim=32, n_latent=10,
+                            n_styles=7)
+    torch.manual_seed(0)
+    encoder = MaskGuidedEncoder(cfg).eval()
+    encoder.set_latent_avg(torch.randn(cfg.w_dim))
+    return encoder
+
+
+def test_old_configs_keep_the_pack_variant():
+    old = EncoderConfig().to_dict()
+    for field in ("backbone", "input_antialias", "pooling", "mlp_activation"):
+        del old[field]  # a bundle written before the E4S variant existed
+    cfg = EncoderConfig.from_dict(old)
+    assert (cfg.backbone, cfg.input_antialias, cfg.pooling, cfg.mlp_activation) == (
+        "ir", True, "soft", "lrelu_0.2_gain")
+    e4s = EncoderConfig.e4s()
+    assert (e4s.feature_dim, e4s.n_latent, e4s.n_styles, e4s.stage_blocks) == (
+        1280, 18, 13, (3, 4, 14, 3))
+    assert EncoderConfig.from_dict(e4s.to_dict()) == e4s
+    with pytest.raises(ValueError, match="EncoderConfig.pooling"):
+        EncoderConfig(pooling="max")
+
+
+def test_e4s_variant_layout_and_zero_vector_at_an_empty_scale():
+    encoder = tiny_e4s_encoder()
+    cfg = encoder.config
+    assert not any("running" in k or "num_batches" in k for k in encoder.state_dict())  # IN
+    labels = labels_without(11, batch=1)
+    labels[labels == 10] = 0
+    labels[0, 0, 0] = 11  # one pixel, a top-left one: legacy nearest samples it at every scale
+    labels[0, 1:4, 9] = 10  # three pixels that no scale samples (rows/cols multiples of 4, 8, 16)
+    image = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        codes, valid = encoder(image, labels)
+        features = encoder.region_features(image, encoder.region_masks(labels))
+    assert codes.shape == (1, R, cfg.n_latent, cfg.w_dim) and bool(valid.all())
+    tail = codes[:, :, cfg.n_styles:]
+    torch.testing.assert_close(tail, encoder.latent_avg.expand_as(tail), rtol=0, atol=0)
+    scales = cfg.stage_channels[-cfg.num_scales:]  # features at 16, 8, 4 px for a 64 input
+    chunks = features[0, 11].split(list(scales))
+    assert all(c.abs().max() > 0 for c in chunks)  # top-left pixel sampled at every scale
+    chunks = features[0, 10].split(list(scales))
+    # Present in the image (valid), but pooled as zero vectors at every scale, as E4S.
+    assert all(c.abs().max() == 0 for c in chunks)
+
+
+def test_hard_masked_mean_is_exact_and_zero_when_empty():
+    features = torch.randn(1, 4, 6, 6)
+    masks = torch.zeros(1, 2, 6, 6)
+    masks[0, 0, :2, :3] = 1
+    pooled = hard_masked_mean(features, masks)
+    torch.testing.assert_close(pooled[0, 0], features[0, :, :2, :3].mean(dim=(1, 2)))
+    assert torch.equal(pooled[0, 1], torch.zeros(4))

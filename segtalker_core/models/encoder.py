@@ -12,6 +12,16 @@ from a real code (and, for instance, take that region's code from another frame 
 
 The average latent is the mean of the generator's mapping network output over many z
 (:meth:`Generator.mean_latent`), stored here as the ``latent_avg`` buffer so a bundle carries it.
+
+Two variants share this module (config fields ``backbone``, ``input_antialias``, ``pooling``,
+``mlp_activation``; :meth:`EncoderConfig.e4s` sets all four):
+
+* the pack's own (default): a BatchNorm IR backbone, antialiased input resize, area-resized soft
+  masks, leaky ReLU 0.2 x sqrt 2 in the MLP;
+* E4S's exactly (to run its trained RGI weights, :mod:`segtalker_core.conversion.e4s`): the
+  InstanceNorm IR-SE-50 of :mod:`.ir_se_encoder`, bilinear resize without antialias, hard masks
+  resized with legacy ``nearest`` and a plain mean per scale (a region without a pixel at a scale
+  pools a zero vector there, as E4S), and ``nn.LeakyReLU()`` (slope 0.01, no gain) in the MLP.
 """
 from __future__ import annotations
 
@@ -22,7 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .ir_se_encoder import IRSEBackbone
 from .mask_guided import RegionMasks
+
+BACKBONES = ("ir", "ir_se_instancenorm")  # pack's BatchNorm IR | E4S's IR-SE with InstanceNorm
+POOLINGS = ("soft", "hard")  # area-resized masks, eps mean | E4S: legacy-nearest masks, exact mean
+MLP_ACTIVATIONS = ("lrelu_0.2_gain", "lrelu_0.01")  # StyleGAN's | E4S's nn.LeakyReLU()
 
 
 @dataclass
@@ -40,10 +55,19 @@ class EncoderConfig:
     w_dim: int = 512  # generator w size
     n_latent: int = 14  # generator W+ rows L
     n_styles: int = 13  # rows K predicted per region (the generator's mask-guided rows; E4S: 13)
+    backbone: str = "ir"  # one of BACKBONES
+    input_antialias: bool = True  # antialias the bilinear resize to input_size (E4S: False)
+    pooling: str = "soft"  # one of POOLINGS
+    mlp_activation: str = "lrelu_0.2_gain"  # one of MLP_ACTIVATIONS
 
     def __post_init__(self) -> None:
         self.stage_channels = tuple(self.stage_channels)
         self.stage_blocks = tuple(self.stage_blocks)
+        for name, allowed in (("backbone", BACKBONES), ("pooling", POOLINGS),
+                              ("mlp_activation", MLP_ACTIVATIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"EncoderConfig.{name} must be one of {allowed}, got "
+                                 f"{getattr(self, name)!r}")
         if len(self.stage_channels) != len(self.stage_blocks):
             raise ValueError("stage_channels and stage_blocks need the same length")
         if not 1 <= self.num_scales <= len(self.stage_channels):
@@ -68,6 +92,20 @@ class EncoderConfig:
             n_latent=generator_config.n_latent,
             n_styles=max(1, generator_config.num_mask_guided),
             num_regions=generator_config.num_regions,
+        )
+        fields.update(overrides)
+        return cls(**fields)
+
+    @classmethod
+    def e4s(cls, **overrides) -> "EncoderConfig":
+        """E4S's RGI encoder (``FSEncoder_PSP`` + 12 ``LocalMLP``): IR-SE-50 widths with
+        InstanceNorm, 1280-d features, 13 rows per region of an 18-row (1024 px) W+."""
+        fields = dict(
+            input_size=256, in_channels=3, stem_channels=64,
+            stage_channels=(128, 256, 512, 512), stage_blocks=(3, 4, 14, 3), num_scales=3,
+            mlp_hidden=512, num_regions=12, w_dim=512, n_latent=18, n_styles=13,
+            backbone="ir_se_instancenorm", input_antialias=False, pooling="hard",
+            mlp_activation="lrelu_0.01",
         )
         fields.update(overrides)
         return cls(**fields)
@@ -152,19 +190,25 @@ class RegionLinear(nn.Module):
         num_regions: int,  # R
         in_dim: int,  # input features
         out_dim: int,  # output features
-        activation: bool,  # leaky ReLU 0.2 with gain sqrt 2
+        activation: bool,  # apply a leaky ReLU after the linear map
+        negative_slope: float = 0.2,  # its slope (E4S's MLP: 0.01)
+        gain: float = math.sqrt(2),  # its output gain (E4S's MLP: 1)
     ):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(num_regions, in_dim, out_dim))
         self.bias = nn.Parameter(torch.zeros(num_regions, out_dim))
         self.scale = 1.0 / math.sqrt(in_dim)
         self.activation = activation
+        self.negative_slope = negative_slope
+        self.gain = gain
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = (self.weight * self.scale).to(x.dtype)
         x = torch.einsum("bri,rio->bro", x, weight) + self.bias.to(x.dtype)
         if self.activation:
-            x = F.leaky_relu(x, 0.2) * math.sqrt(2)
+            x = F.leaky_relu(x, self.negative_slope)
+            if self.gain != 1:
+                x = x * self.gain
         return x
 
 
@@ -180,15 +224,33 @@ def masked_average(
     return total / (area + eps)
 
 
+def hard_masked_mean(
+    features: torch.Tensor,  # [B, C, h, w]
+    masks: torch.Tensor,  # [B, R, h, w] one-hot (0/1)
+) -> torch.Tensor:
+    """``[B, R, C]``: each region's exact mean feature, 0 where the region has no pixel here
+    (E4S's ``masked_select(...).mean()``, left at zero for an empty region)."""
+    masks = masks.to(features.dtype)
+    total = torch.einsum("brhw,bchw->brc", masks, features)
+    area = masks.sum(dim=(2, 3))[:, :, None]
+    return torch.where(area > 0, total / area.clamp_min(1), torch.zeros_like(total))
+
+
 class MaskGuidedEncoder(nn.Module):
     """Image + segmentation -> (codes ``[B, R, L, w_dim]``, valid ``[B, R]`` bool)."""
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
         self.config = c = config
-        self.backbone = Backbone(c)
+        if c.backbone == "ir_se_instancenorm":
+            self.backbone: nn.Module = IRSEBackbone(
+                c.in_channels, c.stem_channels, c.stage_channels, c.stage_blocks, c.num_scales)
+        else:
+            self.backbone = Backbone(c)
+        slope, gain = (0.01, 1.0) if c.mlp_activation == "lrelu_0.01" else (0.2, math.sqrt(2))
         self.mlp = nn.Sequential(
-            RegionLinear(c.num_regions, c.feature_dim, c.mlp_hidden, activation=True),
+            RegionLinear(c.num_regions, c.feature_dim, c.mlp_hidden, activation=True,
+                         negative_slope=slope, gain=gain),
             RegionLinear(c.num_regions, c.mlp_hidden, c.n_styles * c.w_dim, activation=False),
         )
         self.register_buffer("latent_avg", torch.zeros(c.w_dim))
@@ -206,14 +268,26 @@ class MaskGuidedEncoder(nn.Module):
         image: torch.Tensor,  # [B, 3, H, W] in [-1, 1]
         masks: RegionMasks,  # region masks of the image
     ) -> torch.Tensor:
-        """``[B, R, feature_dim]``: per-region pooled multi-scale features."""
-        size = self.config.input_size
+        """``[B, R, feature_dim]``: per-region pooled multi-scale features (E4S's "style
+        vectors", what it swaps, interpolates and optimises)."""
+        c = self.config
+        size = c.input_size
         if image.shape[-2:] != (size, size):
-            image = F.interpolate(image, size=(size, size), mode="bilinear", antialias=True)
-        pooled = [
-            masked_average(f, masks.at(f.shape[-2:], f.dtype)) for f in self.backbone(image)
-        ]
+            image = F.interpolate(image, size=(size, size), mode="bilinear",
+                                  antialias=c.input_antialias)
+        pool = hard_masked_mean if c.pooling == "hard" else masked_average
+        pooled = [pool(f, masks.at(f.shape[-2:], f.dtype)) for f in self.backbone(image)]
         return torch.cat(pooled, dim=2)
+
+    def region_masks(
+        self,
+        segmentation: torch.Tensor,  # [B, H, W] labels or [B, R, H, W] masks (any size)
+    ) -> RegionMasks:
+        """The masks the pooling uses: area-resized soft masks, or E4S's legacy-nearest ones."""
+        if self.config.pooling == "hard":
+            return RegionMasks(segmentation, self.config.num_regions, legacy_nearest=True)
+        # Area resizing keeps every present region's weight at the coarse scales.
+        return RegionMasks(segmentation, self.config.num_regions, hard=False)
 
     def forward(
         self,
@@ -223,8 +297,7 @@ class MaskGuidedEncoder(nn.Module):
         """Returns ``codes [B, R, L, w_dim]`` and ``valid [B, R]`` (False: region absent)."""
         c = self.config
         assert image.ndim == 4 and image.shape[1] == c.in_channels, image.shape
-        # Area resizing keeps every present region's weight at the coarse scales.
-        masks = RegionMasks(segmentation.to(image.device), c.num_regions, hard=False)
+        masks = self.region_masks(segmentation.to(image.device))
         assert masks.batch_size == image.shape[0], (masks.batch_size, image.shape[0])
         valid = masks.area() > 0
         offsets = self.mlp(self.region_features(image, masks))

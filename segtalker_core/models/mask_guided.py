@@ -77,7 +77,12 @@ class RegionMasks:
       so every pixel belongs to exactly one region at every layer (as E4S);
     * otherwise (soft masks, or ``hard=False`` as the encoder uses): one-hot at the native size,
       then area averaging when shrinking (a small region keeps its weight at coarse scales) and
-      nearest when enlarging.
+      nearest when enlarging;
+    * ``legacy_nearest=True`` (E4S): every resize, of label maps and float masks alike, is
+      PyTorch's legacy ``nearest`` (source pixel ``floor(dst * in / out)``: shrinking 512 -> 64
+      picks the top-left pixel of each 8x8 block). E4S resizes its one-hot masks so in the
+      encoder's pooling and in every mask-guided layer; ``nearest-exact`` picks other pixels and
+      changes E4S's images by far more than rounding.
     """
 
     def __init__(
@@ -85,8 +90,10 @@ class RegionMasks:
         segmentation: torch.Tensor,  # [B, H, W] integer labels or [B, R, H, W] float masks
         num_regions: int,  # R
         hard: bool = True,  # nearest-resize label maps (else area-resize their one-hot)
+        legacy_nearest: bool = False,  # E4S: legacy `nearest` for every resize (class docstring)
     ):
         self.num_regions = num_regions
+        self.legacy_nearest = legacy_nearest
         if segmentation.dtype.is_floating_point:
             assert segmentation.ndim == 4 and segmentation.shape[1] == num_regions, (
                 f"soft masks must be [B, {num_regions}, H, W], got {tuple(segmentation.shape)}"
@@ -102,7 +109,7 @@ class RegionMasks:
                     f"(is it a 19-class map? merge it with labels.merge_to_regions first)"
                 )
             self.labels = segmentation.long()
-            self.soft = None if hard else self._one_hot(self.labels)
+            self.soft = None if hard or legacy_nearest else self._one_hot(self.labels)
         self._cache: dict[tuple[int, int, torch.dtype], torch.Tensor] = {}
 
     @property
@@ -129,6 +136,8 @@ class RegionMasks:
         return self._cache[key]
 
     def _resize(self, h: int, w: int) -> torch.Tensor:
+        if self.legacy_nearest:
+            return self._resize_legacy_nearest(h, w)
         if self.soft is None:
             labels = self.labels
             if labels.shape[-2:] != (h, w):
@@ -143,6 +152,18 @@ class RegionMasks:
         if h <= src_h and w <= src_w:
             return F.interpolate(masks, size=(h, w), mode="area")
         return F.interpolate(masks, size=(h, w), mode="nearest-exact")
+
+    def _resize_legacy_nearest(self, h: int, w: int) -> torch.Tensor:
+        if self.soft is None:
+            labels = self.labels
+            if labels.shape[-2:] != (h, w):
+                labels = F.interpolate(labels[:, None].float(), size=(h, w), mode="nearest")
+                labels = labels[:, 0].long()
+            return self._one_hot(labels)
+        masks = self.soft.float()
+        if masks.shape[-2:] == (h, w):
+            return masks
+        return F.interpolate(masks, size=(h, w), mode="nearest")
 
     def area(self) -> torch.Tensor:
         """``[B, R]`` float32 fraction of the image each region covers (native resolution)."""

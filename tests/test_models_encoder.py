@@ -217,6 +217,8 @@ def test_e4s_variant_layout_and_zero_vector_at_an_empty_scale():
     chunks = features[0, 10].split(list(scales))
     # Present in the image (valid), but pooled as zero vectors at every scale, as E4S.
     assert all(c.abs().max() == 0 for c in chunks)
+    with torch.no_grad():  # the two halves of forward compose to it
+        torch.testing.assert_close(encoder.codes_from_features(features, valid), codes)
 
 
 def test_hard_masked_mean_is_exact_and_zero_when_empty():

@@ -300,11 +300,20 @@ class MaskGuidedEncoder(nn.Module):
         masks = self.region_masks(segmentation.to(image.device))
         assert masks.batch_size == image.shape[0], (masks.batch_size, image.shape[0])
         valid = masks.area() > 0
-        offsets = self.mlp(self.region_features(image, masks))
-        b = image.shape[0]
-        offsets = offsets.reshape(b, c.num_regions, c.n_styles, c.w_dim)
+        return self.codes_from_features(self.region_features(image, masks), valid), valid
+
+    def codes_from_features(
+        self,
+        features: torch.Tensor,  # [B, R, feature_dim] from region_features (maybe edited)
+        valid: torch.Tensor,  # [B, R] bool: False gives the region the average latent
+    ) -> torch.Tensor:
+        """``[B, R, L, w_dim]``: the codes of pooled features (the MLP + average latent half of
+        :meth:`forward`; E4S swaps, interpolates and optimises the features, then maps them)."""
+        c = self.config
+        b = features.shape[0]
+        offsets = self.mlp(features).reshape(b, c.num_regions, c.n_styles, c.w_dim)
         avg = self.latent_avg.to(offsets.dtype)
         # where(), not a product: an absent region's code is exactly the average latent.
         head = torch.where(valid[:, :, None, None], avg + offsets, avg)
         tail = avg.expand(b, c.num_regions, c.n_latent - c.n_styles, c.w_dim)
-        return torch.cat([head, tail], dim=2), valid
+        return torch.cat([head, tail], dim=2)

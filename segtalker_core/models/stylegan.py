@@ -22,11 +22,21 @@ convs are cheapest (see benchmarks/models.py for the cost and the image-level di
 
 Noise: pass ``noise`` (a list from :meth:`Generator.make_noise`, broadcastable over the batch) or a
 ``noise_generator`` to keep noise fixed across the frames of a video; otherwise it is redrawn.
+
+Unconditional use (a plain StyleGAN2): :meth:`Generator.synthesize` renders a W or W+ latent
+``[B, w_dim]`` / ``[B, L, w_dim]`` with every layer modulated by that row's one style, whatever K
+is (a mask-guided layer given one style is the plain modulated conv, the same code). It is what a
+StyleGAN2 converted from rosinality's layout (:mod:`segtalker_core.conversion.rosinality`)
+renders with. Such a generator may also carry the source's average latent (``stores_latent_avg``:
+a ``latent_avg`` buffer, the truncation centre, see :meth:`Generator.truncate`) and its fixed
+noise (``stores_noise``: ``noises.noise_i`` buffers, what rosinality renders with under
+``randomize_noise=False``; :meth:`Generator.stored_noise`). Both default to off, so bundles
+written before them load unchanged.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -57,6 +67,8 @@ class GeneratorConfig:
     mask_guided_impl: str = "fast"  # "fast" (one conv) | "reference" (one conv per region, E4S)
     reference_max_res: int = 0  # mask-guided layers at <= this resolution use "reference" anyway
     global_style: str = "area"  # style of layers >= K: "area" | "mean" (module docstring)
+    stores_latent_avg: bool = False  # a `latent_avg` [w_dim] buffer (a converted StyleGAN2's)
+    stores_noise: bool = False  # `noises.noise_i` [1, 1, res, res] buffers: fixed noise
 
     def __post_init__(self) -> None:
         self.blur_kernel = tuple(self.blur_kernel)
@@ -225,6 +237,14 @@ class Generator(nn.Module):
             self.convs.append(StyledConv(cin, cout, c.w_dim, True, blur, impl))
             self.convs.append(StyledConv(cout, cout, c.w_dim, False, blur, impl))
             self.to_rgbs.append(ToRGB(cout, c.w_dim, True, blur, impl))
+        if c.stores_latent_avg:
+            # Stored, not recomputed: the source's average w is what its truncation was tuned on.
+            self.register_buffer("latent_avg", torch.zeros(c.w_dim))
+        if c.stores_noise:
+            # rosinality's names (noises.noise_i), so its fixed noise converts by name.
+            self.noises = nn.Module()
+            for i, s in enumerate(self.noise_sizes()):
+                self.noises.register_buffer(f"noise_{i}", torch.zeros(1, 1, s, s))
         self.set_mask_guided_impl(impl)
 
     # -- properties ----------------------------------------------------------------------------
@@ -292,6 +312,30 @@ class Generator(nn.Module):
             total += self.mapping(z).float().sum(dim=0)
         return total / n
 
+    def stored_noise(self) -> list[torch.Tensor]:
+        """The fixed noise stored with the weights (``stores_noise``): ``[1, 1, res, res]`` per
+        styled conv, in forward order (broadcasts over any batch)."""
+        if not self.config.stores_noise:
+            raise ValueError("this generator stores no noise (GeneratorConfig.stores_noise is "
+                             "False); pass noise=make_noise(...) or a noise_generator instead")
+        return [getattr(self.noises, f"noise_{i}") for i in range(self.num_noise)]
+
+    def average_latent(self) -> torch.Tensor:
+        """``[w_dim]``: the stored average latent (``stores_latent_avg``)."""
+        if not self.config.stores_latent_avg:
+            raise ValueError("this generator stores no average latent (GeneratorConfig."
+                             "stores_latent_avg is False); use mean_latent() to estimate one")
+        return self.latent_avg
+
+    def truncate(
+        self,
+        w: torch.Tensor,  # [B, w_dim] or [B, L, w_dim]
+        psi: float,  # 1: unchanged, 0: the average latent
+    ) -> torch.Tensor:
+        """The truncation trick: ``avg + psi (w - avg)`` around the stored average latent."""
+        avg = self.average_latent().to(w.dtype)
+        return avg + psi * (w - avg)
+
     def broadcast(
         self,
         w: torch.Tensor,  # [B, w_dim] or [B, L, w_dim]
@@ -347,12 +391,48 @@ class Generator(nn.Module):
             noise = [None] * self.num_noise
         assert len(noise) == self.num_noise, (len(noise), self.num_noise)
 
-        dtype = codes.dtype
         global_codes = self.global_codes(codes, masks, valid)
 
         def style(row: int) -> torch.Tensor:
             return codes[:, :, row] if row < k else global_codes[:, row]
 
+        return self._render(b, codes.dtype, style, masks, noise, noise_generator)
+
+    def synthesize(
+        self,
+        w: torch.Tensor,  # [B, w_dim] W latent or [B, L, w_dim] W+ latent
+        noise: Sequence[torch.Tensor | None] | None = None,  # stored_noise(); None: fresh
+        noise_generator: torch.Generator | None = None,  # RNG for noise not given in `noise`
+    ) -> torch.Tensor:
+        """``[B, 3, size, size]``: the plain (unconditional) StyleGAN2 image of a latent.
+
+        Every layer is modulated by the latent's row for it (row i as in the module docstring),
+        the mask-guided layers included: given one style they run the plain modulated conv. A
+        z goes through :attr:`mapping` first (and :meth:`truncate` if wanted)."""
+        c = self.config
+        if w.ndim == 2:
+            w = w[:, None].expand(-1, c.n_latent, -1)
+        if w.ndim != 3 or w.shape[1:] != (c.n_latent, c.w_dim):
+            raise ValueError(f"latent must be [B, {c.w_dim}] or [B, {c.n_latent}, {c.w_dim}], got "
+                             f"{tuple(w.shape)}")
+        if noise is None:
+            noise = [None] * self.num_noise
+        if len(noise) != self.num_noise:
+            raise ValueError(f"noise must list {self.num_noise} tensors (one per styled conv), got "
+                             f"{len(noise)}")
+        return self._render(w.shape[0], w.dtype, lambda row: w[:, row], None, noise,
+                            noise_generator)
+
+    def _render(
+        self,
+        b: int,  # batch size
+        dtype: torch.dtype,  # compute dtype of the constant input
+        style: Callable[[int], torch.Tensor],  # W+ row -> [B, w_dim] or [B, R, w_dim]
+        masks: RegionMasks | None,  # region masks for per-region styles
+        noise: Sequence[torch.Tensor | None],  # one per styled conv (None: fresh)
+        noise_generator: torch.Generator | None,  # RNG for fresh noise
+    ) -> torch.Tensor:
+        """The synthesis network (skip architecture): ``[B, 3, size, size]``."""
         x = self.input.to(dtype).expand(b, -1, -1, -1)
         x = self.conv1(x, style(0), masks, noise[0], noise_generator)
         skip = self.to_rgb1(x, style(1), masks, None)

@@ -23,8 +23,11 @@ segmentation in which all 12 regions are present (vertical bands + a grid of blo
 region only where it is absent at a layer's resolution (which can only favour it). ``uncond`` is
 the same generator with no mask-guided layer: an unconditional StyleGAN2 of the same size.
 ``hybridN`` uses the reference implementation up to NxN and the fast one above
-(``GeneratorConfig.reference_max_res``). Below the table: cost ratios, and how far the images of
-one randomly initialised generator are from the reference's for each choice.
+(``GeneratorConfig.reference_max_res``). ``g1024-rosinality``: rosinality's StyleGAN2 at 1024 px,
+config-f widths (what ``stylegan2-ffhq-config-f.pt`` converts to), random weights made from the
+converter's layout rules and converted by it, rendering unconditionally (``Generator.synthesize``,
+stored noise). Below the table: cost ratios, and how far the images of one randomly initialised
+generator are from the reference's for each choice.
 """
 from __future__ import annotations
 
@@ -53,6 +56,7 @@ ROWS = (
     "g512-fast",
     "g512-reference",
     "g512-uncond",
+    "g1024-rosinality",
     "tsg128",
     "tsg256",
 )
@@ -107,6 +111,8 @@ def build(row: str, device: str):
 
         size, kind = row[1:].split("-")
         size = int(size)
+        if kind == "rosinality":
+            return converted_rosinality(size, device)
         if kind == "uncond":
             cfg = GeneratorConfig(size=size, mask_guided_layers=0)
         elif kind.startswith("hybrid"):
@@ -131,6 +137,32 @@ def build(row: str, device: str):
         mel = torch.randn(1, 1, 80, 16, device=device)
         return model, lambda: model(onehot, onehot, mel)
     raise ValueError(f"unknown row {row!r}; rows: {', '.join(ROWS)}")
+
+
+def converted_rosinality(size: int, device: str):
+    """(model, call): a rosinality StyleGAN2 (config-f widths, 8 mapping layers) with random
+    weights in rosinality's layout, converted by segtalker_core.conversion.rosinality; ``call()``
+    renders one W latent unconditionally with the stored noise."""
+    import torch
+
+    from segtalker_core.conversion import rosinality as ros
+    from segtalker_core.models.layers import fir_kernel
+    from segtalker_core.models.stylegan import Generator
+
+    arch = ros.RosinalityArchitecture(size)
+    rng = torch.Generator().manual_seed(0)
+    # The FIR kernels are rosinality's stored [1, 3, 3, 1] ones (x4 for upsampling); the
+    # converter refuses others.
+    source = {name: fir_kernel((1, 3, 3, 1)) * 4 if name.endswith(".kernel")
+              else torch.randn(shape, generator=rng)
+              for name, shape in ros.generator_layout(arch).items()}
+    model = Generator(ros.generator_config(arch))
+    model.load_state_dict(ros.generator_weights(source, arch, torch.zeros(arch.style_dim)))
+    model = model.eval().to(device)
+    with torch.no_grad():
+        w = model.mapping(torch.randn(1, arch.style_dim, device=device))
+    noise = model.stored_noise()
+    return model, lambda: model.synthesize(w, noise=noise)
 
 
 class NotAvailable(RuntimeError):

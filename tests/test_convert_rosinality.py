@@ -150,6 +150,13 @@ def test_ffhq_1024_config_f_converts_shape_only():
         discriminator = Discriminator(d_config)
     ck.check_state_dict_fits(discriminator.state_dict(), ros.discriminator_weights(d_meta, d_arch),
                              "converted 1024 discriminator")
+    ckpt = ros.RosinalityCheckpoint(Path("stylegan2-ffhq-config-f.pt"), {"g_ema": g_meta},
+                                    torch.empty(512, device="meta"), {}, (), bare=False)
+    text = ros.describe_checkpoint(ckpt)
+    assert "generator 'g_ema': 1024 px, style dim 512, 8 mapping layers, channel multiplier 2 " \
+           "(config-f), widths 512 at 4-32 px, 512 at 64, 256 at 128, 128 at 256, 64 at 512, " \
+           "32 at 1024, 30.4M weights, fixed noise stored" in text
+    assert text.endswith("no discriminator; average latent stored")
 
 
 # ---------------------------------------------------------------------------------- converting

@@ -602,7 +602,9 @@ def _human(count: int) -> str:
 
 
 def _describe_part(name: str, state_dict: Mapping[str, torch.Tensor], path: Path) -> str:
-    weights = _human(sum(t.numel() for t in state_dict.values()))
+    # Parameters only: the fixed noise and the FIR kernels are buffers (2.8M values at 1024).
+    weights = _human(sum(t.numel() for k, t in state_dict.items()
+                         if not k.startswith("noises.") and not k.endswith(".kernel")))
     try:
         if name in GENERATOR_PARTS:
             arch, noise = infer_generator(state_dict, f"{path.name} {name}")

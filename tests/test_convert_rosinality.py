@@ -344,15 +344,14 @@ def test_pickled_objects_are_refused(weights64, tmp_path):
         ros.read_rosinality(module)
 
 
-def test_nan_weights_are_refused(weights64, tmp_path):
-    g_ema, _, _ = weights64
-    bad = dict(g_ema, **{"convs.2.conv.weight": torch.full_like(g_ema["convs.2.conv.weight"],
-                                                                 float("nan"))})
+def test_nan_weights_are_refused_before_anything_is_written(weights64, tmp_path):
+    g_ema, d, _ = weights64
+    bad = dict(d, **{"final_conv.1.bias": torch.full_like(d["final_conv.1.bias"], float("nan"))})
     src = tmp_path / "nan.pt"
-    torch.save({"g_ema": bad, "latent_avg": torch.zeros(512)}, src)
-    with pytest.raises(ck.NonFiniteWeightsError, match="convs.2.conv.weight"):
+    torch.save({"g_ema": g_ema, "d": bad, "latent_avg": torch.zeros(512)}, src)
+    with pytest.raises(ck.NonFiniteWeightsError, match="final_conv.1.bias"):
         ros.convert_rosinality(src, tmp_path)
-    assert not list(tmp_path.glob("*.safetensors"))
+    assert not list(tmp_path.glob("*.safetensors"))  # not even the (good) generator
 
 
 def test_other_architectures_are_refused(layout64, tmp_path):

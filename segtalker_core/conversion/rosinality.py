@@ -718,7 +718,6 @@ def _convert_generator(ckpt: RosinalityCheckpoint, part: str, dst: Path, *,
 
     name = f"{ckpt.path.name} {part!r}"
     source = ckpt.parts[part]
-    ck.check_finite_weights(source, ckpt.path)
     arch, noise = infer_generator(source, name)
     config = generator_config(arch, noise=noise, mask_guided_layers=mask_guided_layers,
                               lr_mlp=lr_mlp, what=name)
@@ -749,7 +748,6 @@ def _convert_discriminator(ckpt: RosinalityCheckpoint, dst: Path) -> Path:
 
     name = f"{ckpt.path.name} 'd'"
     source = ckpt.parts["d"]
-    ck.check_finite_weights(source, ckpt.path)
     arch = infer_discriminator(source, name)
     config = discriminator_config(arch, name)
     model = _on_meta_with(Discriminator, config, discriminator_weights(source, arch, name),
@@ -804,10 +802,12 @@ def convert_rosinality(
     part = _pick_generator(ckpt, generator_part) if "generator" in todo else None
     # Check every part before writing any: a bad discriminator must not leave a lone generator.
     if part is not None:
+        ck.check_finite_weights(ckpt.parts[part], src_path)
         arch, _ = infer_generator(ckpt.parts[part], f"{src_path.name} {part!r}")
         generator_config(arch, mask_guided_layers=mask_guided_layers, lr_mlp=lr_mlp,
                          what=f"{src_path.name} {part!r}")
     if "discriminator" in todo:
+        ck.check_finite_weights(ckpt.parts["d"], src_path)
         discriminator_config(infer_discriminator(ckpt.parts["d"], f"{src_path.name} 'd'"))
     written: dict[str, Path] = {}
     if part is not None:

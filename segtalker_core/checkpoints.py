@@ -521,7 +521,7 @@ def convert_pth_to_safetensors(src: str | os.PathLike[str], dst: str | os.PathLi
         if guess.component is None:
             raise CheckpointError(
                 f"cannot tell which SegTalker component {src_path} is: it looks like "
-                f"{guess.description}. Pass component= (one of {', '.join(COMPONENTS)})."
+                f"{guess.description}. Pass component= (CLI: --component; one of {', '.join(COMPONENTS)})."
             )
         wanted = guess.component
     if wanted not in COMPONENTS:

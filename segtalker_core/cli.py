@@ -3,7 +3,7 @@
 Commands:
   talk      portrait or video + speech -> lip-synced video (H.264 + AAC), streamed to disk
   parse     image -> face parsing colour preview (and optional label map PNG)
-  convert   legacy .pth checkpoint -> .safetensors (bit-identical tensors)
+  convert   .pth/.pt checkpoint -> .safetensors bundle(s) (pack components; rosinality StyleGAN2)
   describe  what a weight file is (component, resolution, parameters)
   random-bundle  write tiny random-init learned bundles (tests, smoke runs)
 
@@ -201,22 +201,19 @@ def cmd_talk(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from . import checkpoints
-    from .atomic_files import check_output_path
+    from .conversion.any_checkpoint import convert_checkpoint
 
-    dst = args.output if args.output is not None else str(Path(args.checkpoint).with_suffix(".safetensors"))
-    check_output_path(dst, {"checkpoint": args.checkpoint}, what="-o")
-    config = checkpoints.convert_pth_to_safetensors(args.checkpoint, dst, component=args.component)
-    print(f"wrote {dst} (component: {config.component})")
+    written = convert_checkpoint(args.checkpoint, args.output, component=args.component, what="-o")
+    for component, path in written.items():
+        print(f"wrote {path} (component: {component})")
     return 0
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    from . import checkpoints
+    from .conversion.any_checkpoint import describe_checkpoint
 
     for path in args.files:
-        config = checkpoints.read_config(path)
-        print(f"{path}: {config.description or config.component}")
+        print(f"{path}: {describe_checkpoint(path)}")
     return 0
 
 
@@ -310,9 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verbose(p, top_level=False)
     p.set_defaults(run=cmd_parse)
 
-    p = commands.add_parser("convert", help=".pth checkpoint -> .safetensors")
-    p.add_argument("checkpoint")
-    p.add_argument("-o", "--output")
+    p = commands.add_parser("convert", help=".pth/.pt checkpoint -> .safetensors bundle(s)")
+    p.add_argument("checkpoint", help="a pack component's .pth (e.g. BiSeNet 79999_iter.pth) or a "
+                   "rosinality StyleGAN2 .pt (e.g. stylegan2-ffhq-config-f.pt)")
+    p.add_argument("-o", "--output", help="the .safetensors to write (a rosinality file: a folder or "
+                   "a name prefix for its _generator / _discriminator bundles); default: next to it")
     p.add_argument("--component", help="component name when it cannot be guessed from the keys")
     _add_verbose(p, top_level=False)
     p.set_defaults(run=cmd_convert)

@@ -72,3 +72,32 @@ def test_convert_refuses_its_own_source_as_output(tmp_path, capsys):
     other = bisenet_file(tmp_path)
     assert cli.main(["convert", str(other), "-o", str(other)]) == 2
     assert "same file as the checkpoint" in capsys.readouterr().err
+
+
+def test_an_e4s_file_becomes_an_encoder_and_a_generator_bundle(tmp_path, capsys, monkeypatch):
+    import test_convert_e4s as E
+
+    from segtalker_core.conversion import e4s
+
+    # The narrow widths of test_convert_e4s (its small_widths fixture), so this runs in seconds.
+    monkeypatch.setattr(e4s, "STAGE_CHANNELS", (16, 32, 32, 48))
+    monkeypatch.setattr(e4s, "STAGE_BLOCKS", (1, 2, 1, 1))
+    monkeypatch.setattr(e4s, "STEM_CHANNELS", 16)
+    monkeypatch.setattr(e4s, "MLP_HIDDEN", 32)
+    src = E.write_e4s(tmp_path / "iteration_300000.pt", E.SMALL)
+    assert cli.main(["convert", str(src)]) == 0
+    out = capsys.readouterr().out
+    for component in ("encoder", "generator"):
+        path = tmp_path / f"iteration_300000_{component}.safetensors"
+        assert f"wrote {path} (component: {component})" in out
+        assert checkpoints.read_config(path).component == component
+    assert cli.main(["describe", str(src)]) == 0
+    assert "E4S" in capsys.readouterr().out
+
+
+def test_bisenet_and_rosinality_files_are_not_taken_for_e4s(tmp_path, capsys):
+    """The dispatch order (E4S, rosinality, the pack's own): each file lands on its own route."""
+    assert cli.main(["convert", str(rosinality_file(tmp_path))]) == 0
+    assert cli.main(["convert", str(bisenet_file(tmp_path))]) == 0
+    out = capsys.readouterr().out
+    assert "component: generator" in out and "component: bisenet" in out and "encoder" not in out

@@ -2,6 +2,8 @@
 
 The layouts are told apart by their tensor names, most specific first:
 
+0. an E4S RGI checkpoint (``iteration_300000.pt``: ``state_dict`` with ``encoder.*``, ``MLPs.*``,
+   ``G.*``) -> an encoder bundle and a generator bundle (:mod:`.e4s`);
 1. a rosinality StyleGAN2 checkpoint (``g_ema`` / ``g`` / ``d`` / ``latent_avg``, e.g.
    ``stylegan2-ffhq-config-f.pt``) -> a generator bundle and a discriminator bundle
    (:mod:`.rosinality`);
@@ -32,18 +34,21 @@ def convert_checkpoint(src: PathLike, output: PathLike | None = None, component:
     """Convert ``src`` into SegTalker bundles; returns ``{component: path written}``.
 
     ``output``: for a one-bundle file the ``.safetensors`` path (default: the source's name with
-    that suffix); for a rosinality file a folder or a prefix (default: the source's stem next to
-    it, giving ``STEM_generator.safetensors`` and ``STEM_discriminator.safetensors``).
+    that suffix); for an E4S or rosinality file a folder or a prefix (default: the source's stem
+    next to it, giving e.g. ``STEM_encoder.safetensors`` and ``STEM_generator.safetensors``).
     """
     from .. import checkpoints
+    from .e4s import NotE4SError, convert_e4s
     from .rosinality import NotRosinalityError, convert_rosinality
 
     if component is None:
-        try:
-            return convert_rosinality(src, output if output is not None else default_output(src),
-                                      what=what)
-        except NotRosinalityError:
-            pass  # not a rosinality file: one of the pack's own components
+        prefix = output if output is not None else default_output(src)
+        for convert, not_this_layout in ((convert_e4s, NotE4SError),
+                                         (convert_rosinality, NotRosinalityError)):
+            try:
+                return convert(src, prefix, what=what)
+            except not_this_layout:
+                pass  # another layout: try the next, then the pack's own components
     dst = Path(os.fspath(output)) if output is not None else default_output(src).with_suffix(".safetensors")
     config = checkpoints.convert_pth_to_safetensors(src, dst, component=component, what=what)
     return {config.component: dst}
@@ -51,14 +56,17 @@ def convert_checkpoint(src: PathLike, output: PathLike | None = None, component:
 
 def describe_checkpoint(path: PathLike) -> str:
     """One line saying what ``path`` is: a SegTalker bundle (component, resolution, parameters),
-    a rosinality StyleGAN2 checkpoint, or a legacy ``.pth`` of one of the pack's components."""
+    an E4S RGI or rosinality StyleGAN2 checkpoint, or a legacy ``.pth`` of one of the pack's components."""
     from .. import checkpoints
+    from .e4s import NotE4SError, describe_e4s
     from .rosinality import NotRosinalityError, describe_rosinality
 
     if Path(os.fspath(path)).suffix.lower() in checkpoints.LEGACY_SUFFIXES:
-        try:
-            return describe_rosinality(path)
-        except NotRosinalityError:
-            pass
+        for describe, not_this_layout in ((describe_e4s, NotE4SError),
+                                          (describe_rosinality, NotRosinalityError)):
+            try:
+                return describe(path)
+            except not_this_layout:
+                pass
     config = checkpoints.read_config(path)
     return config.description or config.component

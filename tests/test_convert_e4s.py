@@ -116,6 +116,8 @@ def test_converts_into_strict_loading_bundles(tmp_path, small_widths):
     torch.testing.assert_close(generator.conv1.bias, sd["module.G.conv1.activate.bias"])
     assert generator.config.num_mask_guided == SMALL.k
     assert generator.config.mask_guided_impl == "reference"
+    # E4S's own rules: masks resized with legacy nearest, rows >= K from region 0.
+    assert generator.config.legacy_nearest_masks and generator.config.global_style == "first"
     assert e_bundle.extra["label_order"].startswith("identity")
     assert e_bundle.extra["generator"]["generator_id"] == g_bundle.extra["generator_id"]
     with torch.no_grad():

@@ -363,6 +363,23 @@ def test_global_style_weights():
     # Identical rows (what the encoder writes beyond K) give exactly that row.
     same = codes[:, :1].expand(-1, R, -1, -1)
     torch.testing.assert_close(g.global_codes(same, masks, None), codes[:, 0])
+    g.config.global_style = "first"  # E4S: region 0's rows, whatever the masks or validity
+    torch.testing.assert_close(g.global_codes(codes, masks, valid), codes[:, 0])
+
+
+def test_legacy_nearest_masks_pick_other_pixels_and_change_the_image():
+    """E4S's legacy-nearest mask resizing is a config switch: on a map with one-pixel detail the
+    two rules sample different labels, so the images differ; the default is unchanged."""
+    assert GeneratorConfig().legacy_nearest_masks is False
+    plain = Generator(tiny_config(mask_guided_impl="reference"))
+    legacy = Generator(tiny_config(mask_guided_impl="reference", legacy_nearest_masks=True))
+    legacy.load_state_dict(plain.state_dict())
+    codes = torch.randn(1, R, plain.n_latent, 32)
+    seg = (torch.arange(64)[None, :, None] + torch.arange(64)[None, None, :]) % R  # diagonal stripes
+    noise = plain.make_noise(1, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        difference = (plain(codes, seg, noise=noise) - legacy(codes, seg, noise=noise)).abs().max()
+    assert difference > 1e-3
 
 
 def test_noise_fixed_per_video():

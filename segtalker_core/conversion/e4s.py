@@ -42,9 +42,9 @@ Labels: E4S's 12 regions (background, lip, eyebrows, eyes, hair, nose, skin, ear
 eye_glass, ear_rings; its ``dataset.py``) are the pack's ``REGIONS_12`` in the same order and with
 the same face-parser classes, so the permutation is the identity: no MLP or code is reordered.
 
-What is not E4S yet, and where: the generator resizes its masks with ``nearest-exact``, E4S with
-legacy ``nearest`` (``RegionMasks(legacy_nearest=True)`` exists; ``GeneratorConfig`` has no field
-to select it). On hard 512 px masks this changes the images; see the issue #10 report.
+The generator follows E4S's rules for the rows beyond K (region 0's codes, ``global_style="first"``)
+and resizes its masks with legacy ``nearest`` (``legacy_nearest_masks``), as E4S does; fed E4S's
+512 px one-hot maps, it reproduces E4S's image.
 """
 from __future__ import annotations
 
@@ -316,7 +316,8 @@ def generator_config(arch: E4SArchitecture, what: str) -> Any:
     """The pack's generator config for ``G``: rosinality's, with E4S's K and per-region convs."""
     config = ros.generator_config(arch.generator, noise=True, mask_guided_layers=arch.k,
                                   what=what)
-    return dataclasses.replace(config, mask_guided_impl="reference", num_regions=arch.num_regions)
+    return dataclasses.replace(config, mask_guided_impl="reference", num_regions=arch.num_regions,
+                               legacy_nearest_masks=True, global_style="first")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,6 +15,13 @@ region's style (:mod:`.mask_guided`). Later layers use one *global* style per sa
   (a mouth opening by a few pixels moves it by a few pixels' worth), and when all regions carry
   the same row -- what the encoder writes beyond K, the average latent -- it is exactly that row.
 * ``global_style="mean"``: the plain mean over valid regions (or all), independent of the mask.
+* ``global_style="first"`` (E4S): region 0's codes (the background's; E4S's generator takes row
+  ``i >= K`` from the first region). Equal to the others for codes straight from the encoder,
+  whose rows beyond K are the average latent; it differs only for edited codes.
+
+``legacy_nearest_masks`` (E4S) resizes the segmentation to each layer with PyTorch's legacy
+``nearest`` (``floor(dst * scale)``) instead of ``nearest-exact``; on hard 512 px maps the two
+pick different pixels, and a converted E4S generator matches E4S only with its own rule.
 
 ``reference_max_res`` mixes the two implementations: at 4x4..16x16 a 3x3 footprint spans a large
 part of the face, so that is where the fast layer departs most from E4S's, and where the per-region
@@ -46,7 +53,7 @@ from .layers import (FP16_CLAMP, LRELU_GAIN, EqualLinear, NoiseInjection, Upsamp
                      computes_in_fp16, random_noise)
 from .mask_guided import IMPLEMENTATIONS, MaskGuidedModulatedConv, RegionMasks
 
-GLOBAL_STYLES = ("area", "mean")
+GLOBAL_STYLES = ("area", "mean", "first")
 SIZES = (64, 128, 256, 512, 1024)
 
 
@@ -66,7 +73,8 @@ class GeneratorConfig:
     mask_guided_layers: int | None = None  # K W+ rows that are per-region; None: see num_mask_guided
     mask_guided_impl: str = "fast"  # "fast" (one conv) | "reference" (one conv per region, E4S)
     reference_max_res: int = 0  # mask-guided layers at <= this resolution use "reference" anyway
-    global_style: str = "area"  # style of layers >= K: "area" | "mean" (module docstring)
+    global_style: str = "area"  # style of layers >= K: "area" | "mean" | "first" (module docstring)
+    legacy_nearest_masks: bool = False  # E4S's legacy `nearest` mask resizing (module docstring)
     stores_latent_avg: bool = False  # a `latent_avg` [w_dim] buffer (a converted StyleGAN2's)
     stores_noise: bool = False  # `noises.noise_i` [1, 1, res, res] buffers: fixed noise
 
@@ -352,6 +360,8 @@ class Generator(nn.Module):
         valid: torch.Tensor | None,  # [B, R] bool
     ) -> torch.Tensor:
         """``[B, L, w_dim]``: each sample's global style per row (see ``global_style``)."""
+        if self.config.global_style == "first":
+            return codes[:, 0]
         b, r = codes.shape[:2]
         weights = torch.ones(b, r, device=codes.device)
         if self.config.global_style == "area" and masks is not None:
@@ -383,7 +393,8 @@ class Generator(nn.Module):
         k = c.num_mask_guided
         masks = None
         if segmentation is not None:
-            masks = RegionMasks(segmentation.to(codes.device), c.num_regions, hard=True)
+            masks = RegionMasks(segmentation.to(codes.device), c.num_regions, hard=True,
+                                legacy_nearest=c.legacy_nearest_masks)
             assert masks.batch_size == b, (masks.batch_size, b)
         elif k > 0:
             raise ValueError("this generator has mask-guided layers: pass a segmentation")

@@ -61,6 +61,7 @@ import torch
 from .. import checkpoints as ck
 from ..atomic_files import check_output_path
 from . import rosinality as ros
+from .outputs import bundle_paths
 
 log = logging.getLogger("segtalker.conversion")
 
@@ -360,13 +361,7 @@ def output_paths(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> di
     """``{component: path}``: ``<out>/<source stem>_encoder.safetensors`` and
     ``..._generator.safetensors`` for an existing folder ``out``, else ``<out>_encoder...`` (a
     trailing ``.safetensors`` dropped from ``out`` first)."""
-    out_path = Path(out)
-    if out_path.is_dir():
-        stem = out_path / Path(src).stem
-    else:
-        text = os.fspath(out_path)
-        stem = Path(text[: -len(".safetensors")] if text.lower().endswith(".safetensors") else text)
-    return {c: stem.with_name(f"{stem.name}_{c}.safetensors") for c in COMPONENTS}
+    return bundle_paths(src, out, COMPONENTS)
 
 
 def convert_e4s(

@@ -79,6 +79,7 @@ import torch
 
 from .. import checkpoints as ck
 from ..atomic_files import check_output_path
+from .outputs import bundle_paths
 
 log = logging.getLogger("segtalker.conversion")
 
@@ -662,13 +663,7 @@ def output_paths(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> di
     ``out`` an existing folder: ``<out>/<source stem>_generator.safetensors`` and
     ``..._discriminator.safetensors``; otherwise a prefix: ``<out>_generator.safetensors`` (a
     trailing ``.safetensors`` is dropped from ``out`` first)."""
-    out_path = Path(out)
-    if out_path.is_dir():
-        stem = out_path / Path(src).stem
-    else:
-        text = os.fspath(out_path)
-        stem = Path(text[: -len(".safetensors")] if text.lower().endswith(".safetensors") else text)
-    return {c: stem.with_name(f"{stem.name}_{c}.safetensors") for c in COMPONENTS}
+    return bundle_paths(src, out, COMPONENTS)
 
 
 def _on_meta_with(model_cls: type, config: Any, state_dict: Mapping[str, torch.Tensor],

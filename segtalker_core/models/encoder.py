@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ir_se_encoder import IRSEBackbone
+from .ir_se_encoder import IRSEBackbone, build_stages, stage_features
 from .mask_guided import RegionMasks
 
 BACKBONES = ("ir", "ir_se_instancenorm")  # pack's BatchNorm IR | E4S's IR-SE with InstanceNorm
@@ -161,22 +161,10 @@ class Backbone(nn.Module):
             nn.BatchNorm2d(c.stem_channels),
             nn.PReLU(c.stem_channels),
         )
-        self.stages = nn.ModuleList()
-        cin = c.stem_channels
-        for cout, blocks in zip(c.stage_channels, c.stage_blocks):
-            # The first block of a stage halves the resolution and changes the width.
-            first = IRBlock(cin, cout, stride=2)
-            rest = [IRBlock(cout, cout, stride=1) for _ in range(blocks - 1)]
-            self.stages.append(nn.Sequential(first, *rest))
-            cin = cout
+        self.stages = build_stages(IRBlock, c.stem_channels, c.stage_channels, c.stage_blocks)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)
-        features = []
-        for stage in self.stages:
-            x = stage(x)
-            features.append(x)
-        return features[-self.num_scales :]
+        return stage_features(self.stem, self.stages, x, self.num_scales)
 
 
 class RegionLinear(nn.Module):

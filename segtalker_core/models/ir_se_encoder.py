@@ -102,21 +102,39 @@ class IRSEBackbone(nn.Module):
             instance_norm(stem_channels),
             nn.PReLU(stem_channels),
         )
-        self.stages = nn.ModuleList()
-        cin = stem_channels
-        for cout, blocks in zip(stage_channels, stage_blocks):
-            units = [IRSEUnit(cin, cout, stride=2)]
-            units += [IRSEUnit(cout, cout, stride=1) for _ in range(blocks - 1)]
-            self.stages.append(nn.Sequential(*units))
-            cin = cout
+        self.stages = build_stages(IRSEUnit, stem_channels, stage_channels, stage_blocks)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)
-        features = []
-        for stage in self.stages:
-            x = stage(x)
-            features.append(x)
-        return features[-self.num_scales :]
+        return stage_features(self.stem, self.stages, x, self.num_scales)
 
 
-__all__ = ["IRSEBackbone", "IRSEUnit", "SqueezeExcite", "Subsample", "SE_REDUCTION"]
+def build_stages(
+    unit: type[nn.Module],  # unit(cin, cout, stride=...) -> a residual unit
+    stem_channels: int,  # channels coming out of the stem
+    stage_channels: Sequence[int],  # output width of each stage
+    stage_blocks: Sequence[int],  # units per stage
+) -> nn.ModuleList:
+    """``stages.{i}.{j}``: stage i's units; the first of each halves the resolution and changes the
+    width (the key layout both IR backbones' checkpoints use)."""
+    stages = nn.ModuleList()
+    cin = stem_channels
+    for cout, blocks in zip(stage_channels, stage_blocks):
+        units = [unit(cin, cout, stride=2)] + [unit(cout, cout, stride=1) for _ in range(blocks - 1)]
+        stages.append(nn.Sequential(*units))
+        cin = cout
+    return stages
+
+
+def stage_features(stem: nn.Module, stages: nn.ModuleList, x: torch.Tensor,
+                   num_scales: int) -> list[torch.Tensor]:
+    """The last ``num_scales`` stage outputs, finest first."""
+    x = stem(x)
+    features = []
+    for stage in stages:
+        x = stage(x)
+        features.append(x)
+    return features[-num_scales:]
+
+
+__all__ = ["IRSEBackbone", "IRSEUnit", "SqueezeExcite", "Subsample", "SE_REDUCTION", "build_stages",
+           "stage_features"]

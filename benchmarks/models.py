@@ -23,7 +23,9 @@ segmentation in which all 12 regions are present (vertical bands + a grid of blo
 region only where it is absent at a layer's resolution (which can only favour it). ``uncond`` is
 the same generator with no mask-guided layer: an unconditional StyleGAN2 of the same size.
 ``hybridN`` uses the reference implementation up to NxN and the fast one above
-(``GeneratorConfig.reference_max_res``). ``g1024-rosinality``: rosinality's StyleGAN2 at 1024 px,
+(``GeneratorConfig.reference_max_res``). ``g1024-reference`` is what E4S's RGI model converts to
+(the reference layer, K = 13; its legacy-nearest mask rule costs the same), ``g1024-fast`` the
+fast layer at the same size and K, side by side. ``g1024-rosinality``: rosinality's StyleGAN2 at 1024 px,
 config-f widths (what ``stylegan2-ffhq-config-f.pt`` converts to), random weights made from the
 converter's layout rules and converted by it, rendering unconditionally (``Generator.synthesize``,
 stored noise). Below the table: cost ratios, and how far the images of one randomly initialised
@@ -56,6 +58,8 @@ ROWS = (
     "g512-fast",
     "g512-reference",
     "g512-uncond",
+    "g1024-fast",
+    "g1024-reference",
     "g1024-rosinality",
     "tsg128",
     "tsg256",

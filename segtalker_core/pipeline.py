@@ -287,9 +287,15 @@ def load_mono(audio, input_name: str = "audio"):
     try:
         return load_audio(audio, name=input_name)
     except (TypeError, ValueError) as error:
-        if f"'{input_name}'" in str(error):  # already named (a mapping or array input)
-            raise ValueError(str(error)) from error
-        raise ValueError(f"input '{input_name}': {error}") from error
+        raise audio_input_error(error, input_name) from error
+
+
+def audio_input_error(error: Exception, input_name: str) -> ValueError:
+    """An audio reader's error as one naming the input once (a mapping or array error already
+    does; a file error gets ``input 'NAME':`` in front)."""
+    if f"'{input_name}'" in str(error):
+        return ValueError(str(error))
+    return ValueError(f"input '{input_name}': {error}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -420,9 +420,7 @@ def _decode_speech(audio) -> tuple["MonoAudio", tuple[np.ndarray, int]]:
     try:
         channels, rate = audio_channels(audio, name="audio")
     except (TypeError, ValueError) as error:
-        if "'audio'" in str(error):
-            raise ValueError(str(error)) from error
-        raise ValueError(f"input 'audio': {error}") from error
+        raise pipeline.audio_input_error(error, "audio") from error
     return load_audio(channels, sample_rate=rate, name="audio"), (channels, rate)
 
 

@@ -139,12 +139,8 @@ class RegionMasks:
         if self.legacy_nearest:
             return self._resize_legacy_nearest(h, w)
         if self.soft is None:
-            labels = self.labels
-            if labels.shape[-2:] != (h, w):
-                # nearest-exact: integer factors pick a pixel of each block, others stay centred.
-                labels = F.interpolate(labels[:, None].float(), size=(h, w), mode="nearest-exact")
-                labels = labels[:, 0].long()
-            return self._one_hot(labels)
+            # nearest-exact: integer factors pick a pixel of each block, others stay centred.
+            return self._one_hot(self._resized_labels(h, w, "nearest-exact"))
         masks = self.soft.float()
         src_h, src_w = masks.shape[-2:]
         if (src_h, src_w) == (h, w):
@@ -155,15 +151,17 @@ class RegionMasks:
 
     def _resize_legacy_nearest(self, h: int, w: int) -> torch.Tensor:
         if self.soft is None:
-            labels = self.labels
-            if labels.shape[-2:] != (h, w):
-                labels = F.interpolate(labels[:, None].float(), size=(h, w), mode="nearest")
-                labels = labels[:, 0].long()
-            return self._one_hot(labels)
+            return self._one_hot(self._resized_labels(h, w, "nearest"))
         masks = self.soft.float()
         if masks.shape[-2:] == (h, w):
             return masks
         return F.interpolate(masks, size=(h, w), mode="nearest")
+
+    def _resized_labels(self, h: int, w: int, mode: str) -> torch.Tensor:
+        """``[B, h, w]`` long: the label map resampled with ``mode`` (no blending of labels)."""
+        if self.labels.shape[-2:] == (h, w):
+            return self.labels
+        return F.interpolate(self.labels[:, None].float(), size=(h, w), mode=mode)[:, 0].long()
 
     def area(self) -> torch.Tensor:
         """``[B, R]`` float32 fraction of the image each region covers (native resolution)."""

@@ -17,6 +17,7 @@ line) prints the traceback before that line; the exit code stays the same.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from contextlib import ExitStack
@@ -244,6 +245,13 @@ def _add_verbose(parser: argparse.ArgumentParser, top_level: bool) -> None:
                         help="show the traceback of an error (same exit code)")
 
 
+# Commands that live beside the code they run (training, evaluation): each module has
+# ``add_command(commands, add_verbose)``, which adds its sub-parser and sets ``run``. Imported when
+# the parser is built, so each keeps its heavy imports inside its ``run``.
+COMMAND_MODULES: tuple[str, ...] = (
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .talk_file import DEFAULT_MAX_SIZE
     from .video_io import FPS_RANGE
@@ -328,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     _add_verbose(p, top_level=False)
     p.set_defaults(run=cmd_random_bundle)
+
+    for module_name in COMMAND_MODULES:
+        module = importlib.import_module(module_name, package=__package__)
+        module.add_command(commands, add_verbose=lambda p: _add_verbose(p, top_level=False))
     return parser
 
 

@@ -188,3 +188,40 @@ def test_latent_avg_rows_must_agree(tmp_path):
         e4s.latent_avg_row(rows, arch, tmp_path)
     with pytest.raises(ck.CheckpointError, match="latent_avg has shape"):
         e4s.latent_avg_row(torch.zeros(7, 512), arch, tmp_path)
+
+
+def test_e4s_absent_region_is_the_mlp_of_a_zero_vector():
+    """E4S pools zeros for a region without pixels and maps it through its MLP like any other;
+    the pack's own encoder gives such a region the average latent."""
+    small = dict(stem_channels=16, stage_channels=(16, 32, 32, 48), stage_blocks=(1, 1, 1, 1),
+                 mlp_hidden=16, w_dim=8, n_latent=6, n_styles=4)
+    torch.manual_seed(0)
+    encoder = MaskGuidedEncoder(EncoderConfig.e4s(**small)).eval()
+    with torch.no_grad():
+        encoder.mlp[0].bias.normal_()
+        encoder.mlp[1].bias.normal_()
+        encoder.latent_avg.normal_()
+    labels = torch.randint(0, 5, (1, 64, 64))  # regions 5..11 absent
+    with torch.no_grad():
+        codes, valid = encoder(torch.rand(1, 3, 64, 64) * 2 - 1, labels)
+    assert valid[0, :5].all() and not valid[0, 5:].any()
+    first, second = encoder.mlp
+    for r in range(5, 12):  # MLP(0) by hand: only the biases act on a zero input
+        hidden = torch.nn.functional.leaky_relu(first.bias[r], 0.01)
+        offset = hidden @ (second.weight[r] * second.scale) + second.bias[r]
+        expected = encoder.latent_avg + offset.reshape(4, 8)
+        torch.testing.assert_close(codes[0, r, :4], expected)
+        torch.testing.assert_close(codes[0, r, 4:], encoder.latent_avg.expand(2, 8))
+    assert not torch.allclose(codes[0, 5, :4], encoder.latent_avg.expand(4, 8))
+    assert EncoderConfig().absent_region == "average_latent"
+
+
+def test_an_e4s_config_stored_before_absent_region_reads_as_e4s():
+    stored = EncoderConfig.e4s().to_dict()
+    del stored["absent_region"]
+    assert EncoderConfig.from_dict(stored).absent_region == "mlp_of_zero"
+    own = EncoderConfig().to_dict()
+    del own["absent_region"]
+    assert EncoderConfig.from_dict(own).absent_region == "average_latent"
+    with pytest.raises(ValueError, match="absent_region"):
+        EncoderConfig(absent_region="zeros")

@@ -6,22 +6,25 @@ per-region vectors of the three scales are concatenated (1280-d with the default
 a small MLP per region (all regions in one batched einsum) predicts K W+ rows as an offset from
 the average latent. Rows K..L-1 are the average latent (the generator uses a global style there).
 
-A region absent from an image (zero area in its segmentation) has no features to pool: its code is
-the average latent in every row and its ``valid`` flag is False, so a caller can tell a fallback
-from a real code (and, for instance, take that region's code from another frame or a reference).
+A region absent from an image (zero area in its segmentation) has no features to pool; its
+``valid`` flag is False, so a caller can tell a fallback from a real code (and, for instance, take
+that region's code from another frame or a reference). Its code (``absent_region``): the average
+latent in every row (the pack's), or, as E4S, what the MLP makes of a zero feature vector plus the
+average latent (E4S pools zeros for a region without pixels and maps every region alike).
 
 The average latent is the mean of the generator's mapping network output over many z
 (:meth:`Generator.mean_latent`), stored here as the ``latent_avg`` buffer so a bundle carries it.
 
 Two variants share this module (config fields ``backbone``, ``input_antialias``, ``pooling``,
-``mlp_activation``; :meth:`EncoderConfig.e4s` sets all four):
+``mlp_activation``, ``absent_region``; :meth:`EncoderConfig.e4s` sets all five):
 
 * the pack's own (default): a BatchNorm IR backbone, antialiased input resize, area-resized soft
   masks, leaky ReLU 0.2 x sqrt 2 in the MLP;
 * E4S's exactly (to run its trained RGI weights, :mod:`segtalker_core.conversion.e4s`): the
   InstanceNorm IR-SE-50 of :mod:`.ir_se_encoder`, bilinear resize without antialias, hard masks
   resized with legacy ``nearest`` and a plain mean per scale (a region without a pixel at a scale
-  pools a zero vector there, as E4S), and ``nn.LeakyReLU()`` (slope 0.01, no gain) in the MLP.
+  pools a zero vector there, as E4S), ``nn.LeakyReLU()`` (slope 0.01, no gain) in the MLP, and an
+  absent region's code the MLP of its zero vector plus the average latent.
 """
 from __future__ import annotations
 
@@ -38,6 +41,10 @@ from .mask_guided import RegionMasks
 BACKBONES = ("ir", "ir_se_instancenorm")  # pack's BatchNorm IR | E4S's IR-SE with InstanceNorm
 POOLINGS = ("soft", "hard")  # area-resized masks, eps mean | E4S: legacy-nearest masks, exact mean
 MLP_ACTIVATIONS = ("lrelu_0.2_gain", "lrelu_0.01")  # StyleGAN's | E4S's nn.LeakyReLU()
+ABSENT_REGIONS = ("average_latent", "mlp_of_zero")  # the pack's | E4S's (MLP(0) + average latent)
+# The E4S-only values of the other switches: a config stored before ``absent_region`` existed with
+# all of them is E4S's converted encoder, and gets E4S's absent-region rule when read.
+_E4S_MARKERS = {"backbone": "ir_se_instancenorm", "pooling": "hard", "mlp_activation": "lrelu_0.01"}
 
 
 @dataclass
@@ -59,12 +66,14 @@ class EncoderConfig:
     input_antialias: bool = True  # antialias the bilinear resize to input_size (E4S: False)
     pooling: str = "soft"  # one of POOLINGS
     mlp_activation: str = "lrelu_0.2_gain"  # one of MLP_ACTIVATIONS
+    absent_region: str = "average_latent"  # one of ABSENT_REGIONS (E4S: "mlp_of_zero")
 
     def __post_init__(self) -> None:
         self.stage_channels = tuple(self.stage_channels)
         self.stage_blocks = tuple(self.stage_blocks)
         for name, allowed in (("backbone", BACKBONES), ("pooling", POOLINGS),
-                              ("mlp_activation", MLP_ACTIVATIONS)):
+                              ("mlp_activation", MLP_ACTIVATIONS),
+                              ("absent_region", ABSENT_REGIONS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"EncoderConfig.{name} must be one of {allowed}, got "
                                  f"{getattr(self, name)!r}")
@@ -105,7 +114,7 @@ class EncoderConfig:
             stage_channels=(128, 256, 512, 512), stage_blocks=(3, 4, 14, 3), num_scales=3,
             mlp_hidden=512, num_regions=12, w_dim=512, n_latent=18, n_styles=13,
             backbone="ir_se_instancenorm", input_antialias=False, pooling="hard",
-            mlp_activation="lrelu_0.01",
+            mlp_activation="lrelu_0.01", absent_region="mlp_of_zero",
         )
         fields.update(overrides)
         return cls(**fields)
@@ -115,6 +124,9 @@ class EncoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "EncoderConfig":
+        data = dict(data)
+        if "absent_region" not in data and all(data.get(k) == v for k, v in _E4S_MARKERS.items()):
+            data["absent_region"] = "mlp_of_zero"  # an E4S bundle converted before the field
         return cls(**data)
 
 
@@ -293,7 +305,7 @@ class MaskGuidedEncoder(nn.Module):
     def codes_from_features(
         self,
         features: torch.Tensor,  # [B, R, feature_dim] from region_features (maybe edited)
-        valid: torch.Tensor,  # [B, R] bool: False gives the region the average latent
+        valid: torch.Tensor,  # [B, R] bool: False marks an absent region (see absent_region)
     ) -> torch.Tensor:
         """``[B, R, L, w_dim]``: the codes of pooled features (the MLP + average latent half of
         :meth:`forward`; E4S swaps, interpolates and optimises the features, then maps them)."""
@@ -301,7 +313,10 @@ class MaskGuidedEncoder(nn.Module):
         b = features.shape[0]
         offsets = self.mlp(features).reshape(b, c.num_regions, c.n_styles, c.w_dim)
         avg = self.latent_avg.to(offsets.dtype)
-        # where(), not a product: an absent region's code is exactly the average latent.
-        head = torch.where(valid[:, :, None, None], avg + offsets, avg)
+        if c.absent_region == "mlp_of_zero":
+            head = avg + offsets  # E4S: every region through its MLP, absent ones pooled zeros
+        else:
+            # where(), not a product: an absent region's code is exactly the average latent.
+            head = torch.where(valid[:, :, None, None], avg + offsets, avg)
         tail = avg.expand(b, c.num_regions, c.n_latent - c.n_styles, c.w_dim)
         return torch.cat([head, tail], dim=2)

@@ -16,6 +16,7 @@ import torch
 
 from segtalker_core import checkpoints as ck
 from segtalker_core.conversion import e4s
+from segtalker_core.conversion import rosinality as ros
 from segtalker_core.conversion.rosinality import on_meta
 from segtalker_core.models.bundles import load_component
 from segtalker_core.models.encoder import EncoderConfig, MaskGuidedEncoder
@@ -23,6 +24,7 @@ from segtalker_core.models.layers import fir_kernel
 from segtalker_core.models.stylegan import Generator
 
 LAYOUT = Path(__file__).parent / "layouts" / "e4s_rgi_1024_12.json"
+D_LAYOUT = Path(__file__).parent / "layouts" / "e4s_d_state_dict_1024.json"
 SMALL = e4s.E4SArchitecture(num_regions=12, k=7, size=64, w_dim=32)  # n_latent 10
 
 
@@ -47,14 +49,26 @@ def random_net3(arch: e4s.E4SArchitecture, seed: int = 0) -> dict[str, torch.Ten
     return out
 
 
-def write_e4s(path: Path, arch: e4s.E4SArchitecture, *, latent_avg: bool = True) -> Path:
-    """A file in E4S's saved layout (coach.py __get_save_dict)."""
+def random_discriminator(size: int, seed: int = 1) -> dict[str, torch.Tensor]:
+    """Random values in rosinality's (= E4S's) discriminator layout, its FIR kernels real."""
+    g = torch.Generator().manual_seed(seed)
+    layout = ros.discriminator_layout(ros.RosinalityArchitecture(size, 2))
+    return {name: fir_kernel((1, 3, 3, 1)) if name.endswith(".kernel")
+            else torch.randn(shape, generator=g) * 0.1 for name, shape in layout.items()}
+
+
+def write_e4s(path: Path, arch: e4s.E4SArchitecture, *, latent_avg: bool = True,
+              discriminator: dict | None = None) -> Path:
+    """A file in E4S's saved layout (coach.py __get_save_dict); ``discriminator``: its
+    ``D_state_dict`` (saved ``module.``-prefixed, as under DDP)."""
     state_dict = random_net3(arch)
     obj = {"state_dict": {"module." + k: v for k, v in state_dict.items()},
            "opts": {"num_seg_cls": arch.num_regions, "remaining_layer_idx": arch.k,
                     "out_size": arch.size, "device": torch.device("cpu"), "dist_train": True}}
     if latent_avg:
         obj["latent_avg"] = torch.randn(arch.w_dim).repeat(arch.n_latent, 1)
+    if discriminator is not None:
+        obj["D_state_dict"] = {"module." + k: v for k, v in discriminator.items()}
     torch.save(obj, path)
     return path
 
@@ -99,10 +113,14 @@ def test_e4s_encoder_writes_codes_b_12_18_512():
 
 
 def test_converts_into_strict_loading_bundles(tmp_path, small_widths):
-    src = write_e4s(tmp_path / "iteration_300000.pt", SMALL)
+    from segtalker_core.models.discriminator import Discriminator
+
+    d = random_discriminator(SMALL.size)
+    src = write_e4s(tmp_path / "iteration_300000.pt", SMALL, discriminator=d)
     paths = e4s.convert_e4s(src, tmp_path)
     assert paths == {"encoder": tmp_path / "iteration_300000_encoder.safetensors",
-                     "generator": tmp_path / "iteration_300000_generator.safetensors"}
+                     "generator": tmp_path / "iteration_300000_generator.safetensors",
+                     "discriminator": tmp_path / "iteration_300000_discriminator.safetensors"}
     encoder, e_bundle = load_component(paths["encoder"], "encoder")
     generator, g_bundle = load_component(paths["generator"], "generator")
     source = torch.load(src, weights_only=True)
@@ -124,8 +142,16 @@ def test_converts_into_strict_loading_bundles(tmp_path, small_widths):
         codes, valid = encoder(torch.rand(1, 3, 64, 64) * 2 - 1, torch.randint(0, 12, (1, 64, 64)))
     assert codes.shape == (1, 12, SMALL.n_latent, SMALL.w_dim)
     text = e4s.describe_e4s(src)
-    for part in ("E4S Net3", "K=7", "64 px", "average latent stored"):
+    for part in ("E4S Net3", "K=7", "64 px", "average latent stored",
+                 "discriminator 'D_state_dict' (64 px, converted too)"):
         assert part in text
+    # D_state_dict through rosinality's discriminator mapping (tested in test_convert_rosinality).
+    model, bundle = load_component(paths["discriminator"], "discriminator")
+    assert isinstance(model, Discriminator) and bundle.extra["source_part"] == "D_state_dict"
+    torch.testing.assert_close(model.from_rgb.conv.weight, d["convs.0.0.weight"])
+    torch.testing.assert_close(model.blocks[0].conv1.conv.weight, d["convs.1.conv1.0.weight"])
+    torch.testing.assert_close(model.blocks[-1].skip.conv.weight, d["convs.4.skip.1.weight"])
+    torch.testing.assert_close(model.final_linear[1].weight, d["final_linear.1.weight"])
 
 
 def test_missing_latent_avg_uses_the_mapping_mean(tmp_path, small_widths, caplog):
@@ -225,3 +251,23 @@ def test_an_e4s_config_stored_before_absent_region_reads_as_e4s():
     assert EncoderConfig.from_dict(own).absent_region == "average_latent"
     with pytest.raises(ValueError, match="absent_region"):
         EncoderConfig(absent_region="zeros")
+
+
+def test_discriminator_layout_json_is_the_rosinality_rules():
+    tensors = json.loads(D_LAYOUT.read_text())["tensors"]
+    layout = ros.discriminator_layout(ros.RosinalityArchitecture(1024, 2))
+    assert list(tensors) == ["module." + k for k in layout]
+    assert [tuple(v) for v in tensors.values()] == list(layout.values())
+    source = ck._strip_module_prefix(on_meta({k: tuple(v) for k, v in tensors.items()}))
+    assert ros.infer_discriminator(source, "D_state_dict") == ros.RosinalityArchitecture(1024, 2)
+
+
+def test_a_broken_discriminator_is_left_out_with_a_warning(tmp_path, small_widths, caplog):
+    d = random_discriminator(SMALL.size)
+    d["final_linear.1.weight"] = torch.zeros(1, 7)  # a wrong shape
+    src = write_e4s(tmp_path / "iteration_300000.pt", SMALL, discriminator=d)
+    with caplog.at_level(logging.WARNING, logger="segtalker.conversion"):
+        paths = e4s.convert_e4s(src, tmp_path)
+    assert set(paths) == {"encoder", "generator"}
+    assert "discriminator is not converted" in caplog.text and "final_linear.1.weight" in caplog.text
+    assert not (tmp_path / "iteration_300000_discriminator.safetensors").exists()

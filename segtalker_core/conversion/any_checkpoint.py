@@ -3,7 +3,8 @@
 The layouts are told apart by their tensor names, most specific first:
 
 0. an E4S RGI checkpoint (``iteration_300000.pt``: ``state_dict`` with ``encoder.*``, ``MLPs.*``,
-   ``G.*``) -> an encoder bundle and a generator bundle (:mod:`.e4s`);
+   ``G.*``) -> an encoder bundle and a generator bundle, and a discriminator bundle when it holds
+   ``D_state_dict`` (:mod:`.e4s`);
 1. a rosinality StyleGAN2 checkpoint (``g_ema`` / ``g`` / ``d`` / ``latent_avg``, e.g.
    ``stylegan2-ffhq-config-f.pt``) -> a generator bundle and a discriminator bundle
    (:mod:`.rosinality`);

@@ -10,7 +10,8 @@ with InstanceNorm), one ``LocalMLP`` per region (``MLPs.{r}``) and a mask-guided
 * ``state_dict_ema``: an EMA of the parameters (no ``module.``; its noise buffers are random);
 * ``latent_avg``: ``[18, 512]``, the FFHQ StyleGAN2's average latent repeated per row;
 * ``opts``: the training options (``vars(TrainOptions)``, holding a ``torch.device``);
-* ``D_state_dict``: a rosinality discriminator (not converted here).
+* ``D_state_dict`` (when trained with ``train_D``): E4S's discriminator, rosinality's
+  ``Discriminator(out_size)`` unchanged (``module.``-prefixed under DDP).
 
 It is read with ``torch.load(weights_only=True)`` (no pickled code runs; a ``torch.device`` is
 among the types that allows).
@@ -21,7 +22,12 @@ What comes out (:func:`convert_e4s`):
   ``mask_guided_impl="reference"`` (E4S's per-region convs), K = the checkpoint's
   ``remaining_layer_idx`` (13), the fixed noise and the average latent stored;
 * an encoder bundle: :meth:`EncoderConfig.e4s` (the pack's encoder with E4S's backbone, resize,
-  pooling and MLP activation), the MLPs stacked per region, ``latent_avg`` one row of the file's.
+  pooling, MLP activation and absent-region rule), the MLPs stacked per region, ``latent_avg``
+  one row of the file's;
+* when the file holds ``D_state_dict``, a discriminator bundle (for fine-tuning), converted with
+  rosinality's discriminator mapping (:func:`.rosinality.discriminator_module`). One that is not a
+  rosinality discriminator, or not finite, is left out with a warning: the encoder and generator,
+  what inference needs, are still written.
 
 Names, E4S -> pack encoder (``u`` the flat unit index, ``(s, b)`` its stage and block through the
 cumulative unit counts 3, 4, 14, 3):
@@ -67,6 +73,8 @@ log = logging.getLogger("segtalker.conversion")
 
 SOURCE = "e4s2022/e4s (Net3, RGI)"
 COMPONENTS = ("encoder", "generator")
+DISCRIMINATOR = "discriminator"  # written too when the file holds D_state_dict
+DISCRIMINATOR_KEY = "D_state_dict"
 # FSEncoder_PSP's IR-SE-50 body (get_blocks(50)) and LocalMLP's hidden width. E4S hard-codes
 # them; read at call time (not bound as defaults), so tests can shrink them to a small network
 # with the same rules.
@@ -177,6 +185,7 @@ class E4SCheckpoint:
     opts: Mapping[str, Any]  # training options ({} when absent)
     arch: E4SArchitecture
     other: tuple[str, ...]  # further top-level entries (not converted)
+    discriminator: Mapping[str, torch.Tensor] | None = None  # D_state_dict, without "module."
 
 
 def _subdict(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -251,8 +260,16 @@ def read_e4s(path: str | os.PathLike[str], part: str = "state_dict") -> E4SCheck
     if latent_avg is not None and not isinstance(latent_avg, torch.Tensor):
         raise NotE4SError(f"{p}: its 'latent_avg' entry is a {type(latent_avg).__name__}, not a "
                           f"tensor")
-    other = tuple(str(k) for k in obj if k not in (part, "latent_avg", "opts"))
-    return E4SCheckpoint(p, state_dict, latent_avg, opts, arch, other)
+    d = obj.get(DISCRIMINATOR_KEY)
+    d = ck._strip_module_prefix(d) if _is_state_dict(d) else None
+    used = (part, "latent_avg", "opts") + ((DISCRIMINATOR_KEY,) if d is not None else ())
+    other = tuple(str(k) for k in obj if k not in used)
+    return E4SCheckpoint(p, state_dict, latent_avg, opts, arch, other, d)
+
+
+def _is_state_dict(value: Any) -> bool:
+    return (isinstance(value, Mapping) and bool(value)
+            and all(isinstance(v, torch.Tensor) for v in value.values()))
 
 
 def latent_avg_row(latent_avg: torch.Tensor, arch: E4SArchitecture, path: Path) -> torch.Tensor:
@@ -341,9 +358,19 @@ def describe_checkpoint(ckpt: E4SCheckpoint) -> str:
              if k in ckpt.opts}
     if shown:
         lines.append("opts: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
+    if ckpt.discriminator is not None:
+        lines.append(f"discriminator {DISCRIMINATOR_KEY!r} ({_discriminator_text(ckpt)})")
     if ckpt.other:
         lines.append(f"also holds (not converted): {', '.join(ckpt.other)}")
     return "; ".join(lines)
+
+
+def _discriminator_text(ckpt: E4SCheckpoint) -> str:
+    try:
+        arch = ros.infer_discriminator(ckpt.discriminator, f"{ckpt.path.name} {DISCRIMINATOR_KEY!r}")
+    except ck.CheckpointError as error:
+        return f"not convertible: {error}"
+    return f"{arch.size} px, converted too"
 
 
 def describe_e4s(path: str | os.PathLike[str]) -> str:
@@ -358,10 +385,26 @@ def describe_e4s(path: str | os.PathLike[str]) -> str:
 
 
 def output_paths(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> dict[str, Path]:
-    """``{component: path}``: ``<out>/<source stem>_encoder.safetensors`` and
-    ``..._generator.safetensors`` for an existing folder ``out``, else ``<out>_encoder...`` (a
-    trailing ``.safetensors`` dropped from ``out`` first)."""
-    return bundle_paths(src, out, COMPONENTS)
+    """``{component: path}``: ``<out>/<source stem>_encoder.safetensors``,
+    ``..._generator.safetensors`` and ``..._discriminator.safetensors`` (written only when the
+    file holds one) for an existing folder ``out``, else ``<out>_encoder...`` (a trailing
+    ``.safetensors`` dropped from ``out`` first)."""
+    return bundle_paths(src, out, COMPONENTS + (DISCRIMINATOR,))
+
+
+def _discriminator(ckpt: E4SCheckpoint) -> tuple[Any, Any] | None:
+    """``(module, config)`` of the file's discriminator, or None (none, or not convertible:
+    warned, as inference does not need it)."""
+    if ckpt.discriminator is None:
+        return None
+    name = f"{ckpt.path.name} {DISCRIMINATOR_KEY!r}"
+    try:
+        ck.check_finite_weights(ckpt.discriminator, ckpt.path)
+        return ros.discriminator_module(ckpt.discriminator, name)
+    except ck.CheckpointError as error:
+        log.warning("%s: its discriminator is not converted (%s); the encoder and generator are",
+                    ckpt.path, error)
+        return None
 
 
 def convert_e4s(
@@ -371,8 +414,9 @@ def convert_e4s(
     part: str = "state_dict",
     what: str = "output",
 ) -> dict[str, Path]:
-    """Convert an E4S ``Net3`` checkpoint into an encoder and a generator bundle; returns
-    ``{"encoder": path, "generator": path}``.
+    """Convert an E4S ``Net3`` checkpoint into an encoder and a generator bundle, and a
+    discriminator bundle when it holds ``D_state_dict``; returns ``{"encoder": path,
+    "generator": path[, "discriminator": path]}``.
 
     ``out``: a folder or a path prefix (:func:`output_paths`). ``part``: ``"state_dict"`` (E4S's
     inference weights, default) or ``"state_dict_ema"``. ``what`` names ``out`` in messages.
@@ -392,6 +436,9 @@ def convert_e4s(
     for component in COMPONENTS:
         check_output_path(paths[component], {"checkpoint": src_path}, what)
     ckpt = read_e4s(src_path, part)
+    discriminator = _discriminator(ckpt)
+    if discriminator is not None:
+        check_output_path(paths[DISCRIMINATOR], {"checkpoint": src_path}, what)
     arch = ckpt.arch
     name = f"{src_path.name} {part!r}"
     ck.check_finite_weights(ckpt.state_dict, src_path)
@@ -427,6 +474,12 @@ def convert_e4s(
     g_bundle = save_component(paths["generator"], generator, g_config,
                               extra={**extra, "mask_resize_in_e4s": "legacy nearest"})
     save_component(paths["encoder"], encoder, e_config, generator=g_bundle, extra=extra)
+    if discriminator is not None:
+        d_model, d_config = discriminator
+        save_component(paths[DISCRIMINATOR], d_model, d_config,
+                       extra={"converted_from": src_path.name, "source": SOURCE,
+                              "source_part": DISCRIMINATOR_KEY})
+        written[DISCRIMINATOR] = paths[DISCRIMINATOR]
     return written
 
 

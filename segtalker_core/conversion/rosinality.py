@@ -737,16 +737,23 @@ def _convert_generator(ckpt: RosinalityCheckpoint, part: str, dst: Path, *,
     return dst
 
 
-def _convert_discriminator(ckpt: RosinalityCheckpoint, dst: Path) -> Path:
-    from ..models.bundles import save_component
+def discriminator_module(source: Mapping[str, torch.Tensor], name: str) -> tuple[Any, Any]:
+    """``(module, config)``: the pack's :class:`Discriminator` holding a rosinality
+    discriminator state dict's tensors (checked name by name, shape by shape and FIR kernel).
+    Also what E4S's ``D_state_dict`` (the same class) converts through. ``name`` names it."""
     from ..models.discriminator import Discriminator
 
-    name = f"{ckpt.path.name} 'd'"
-    source = ckpt.parts["d"]
     arch = infer_discriminator(source, name)
     config = discriminator_config(arch, name)
     model = _on_meta_with(Discriminator, config, discriminator_weights(source, arch, name),
                           f"discriminator converted from {name}")
+    return model, config
+
+
+def _convert_discriminator(ckpt: RosinalityCheckpoint, dst: Path) -> Path:
+    from ..models.bundles import save_component
+
+    model, config = discriminator_module(ckpt.parts["d"], f"{ckpt.path.name} 'd'")
     save_component(dst, model, config,
                    extra={"converted_from": ckpt.path.name, "source": SOURCE, "source_part": "d"})
     return dst
@@ -825,6 +832,7 @@ __all__ = [
     "discriminator_weights",
     "generator_config",
     "discriminator_config",
+    "discriminator_module",
     "read_rosinality",
     "describe_rosinality",
     "describe_checkpoint",

@@ -1,0 +1,138 @@
+"""BlazeFace short range (MediaPipe ``face_detection_short_range``), batched in PyTorch.
+
+The whole image is letterboxed into a 128 x 128 tensor (values -1..1, zero border); the network
+gives 896 anchored boxes with 6 keypoints each (eyes, nose tip, mouth, ear tragions). Decoding,
+thresholds and the weighted non-maximum suppression follow MediaPipe 0.10.14's graph
+(``face_detection_short_range.pbtxt`` + ``face_detection.pbtxt``): SSD anchors of strides
+8, 16, 16, 16 (2 anchors per cell at stride 8, 6 at stride 16, all of size 1), box and keypoint
+offsets divided by 128 and scaled by the anchor, scores clipped to +-100 then a sigmoid and kept
+from 0.5; overlapping boxes (IoU > 0.3) are merged into their score-weighted mean, the best
+score kept.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .roi_crop import crop_rects
+from .tflite_graph import TFLiteGraph
+
+INPUT_SIZE = 128
+NUM_KEYPOINTS = 6
+MIN_SUPPRESSION_IOU = 0.3
+SCORE_CLIP = 100.0
+_STRIDES = (8, 16, 16, 16)
+
+
+@dataclass(frozen=True)
+class FaceDetections:
+    """Faces found in one image, best score first; coordinates normalised by the image size.
+
+    ``boxes [K, 4]`` (xmin, ymin, xmax, ymax), ``keypoints [K, 6, 2]`` (x, y), ``scores [K]``.
+    """
+
+    boxes: torch.Tensor
+    keypoints: torch.Tensor
+    scores: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+
+def ssd_anchors(size: int = INPUT_SIZE) -> torch.Tensor:
+    """``[896, 2]`` anchor centres (x, y) in 0..1, in the network's output order."""
+    centres = []
+    layer = 0
+    while layer < len(_STRIDES):
+        stride = _STRIDES[layer]
+        per_cell = 0
+        while layer < len(_STRIDES) and _STRIDES[layer] == stride:
+            per_cell += 2  # aspect ratio 1 plus the interpolated scale
+            layer += 1
+        cells = -(-size // stride)
+        ys, xs = torch.meshgrid(torch.arange(cells), torch.arange(cells), indexing="ij")
+        grid = torch.stack(((xs + 0.5) / cells, (ys + 0.5) / cells), dim=-1).reshape(-1, 1, 2)
+        centres.append(grid.expand(-1, per_cell, 2).reshape(-1, 2))
+    return torch.cat(centres).to(torch.float32)
+
+
+class ShortRangeFaceDetector(nn.Module):
+    """``forward(images [B, 3, H, W] float 0..255, min_score) -> list of B``
+    :class:`FaceDetections` (``min_score``: MediaPipe's ``min_detection_confidence``)."""
+
+    def __init__(self, network: TFLiteGraph) -> None:
+        super().__init__()
+        self.network = network
+        self.register_buffer("anchors", ssd_anchors(), persistent=False)
+
+    def forward(self, images: torch.Tensor, min_score: float = 0.5) -> list[FaceDetections]:
+        assert images.dim() == 4 and images.shape[1] == 3, images.shape
+        count, height, width = images.shape[0], images.shape[2], images.shape[3]
+        # Letterbox: a square region around the whole image (keep_aspect_ratio, zero border).
+        side = max(width, height)
+        rect = torch.tensor([0.5, 0.5, side / width, side / height, 0.0], device=images.device)
+        tensor = crop_rects(images, torch.arange(count, device=images.device),
+                            rect.expand(count, 5), (INPUT_SIZE, INPUT_SIZE), (-1.0, 1.0),
+                            "zeros")
+        outputs = self.network(tensor)
+        regressors = outputs["regressors"].float()  # [B, 896, 16]
+        scores = torch.sigmoid(outputs["classificators"].float()[..., 0].clamp(-SCORE_CLIP,
+                                                                                  SCORE_CLIP))
+        boxes, keypoints = self._decode(regressors)
+        # From the letterboxed square back to the image: x_img = 0.5 + (x - 0.5) * side / W.
+        scale = torch.tensor([side / width, side / height], device=images.device)
+        results = []
+        for b in range(count):
+            keep = scores[b] >= min_score
+            merged = weighted_nms(boxes[b][keep], keypoints[b][keep], scores[b][keep])
+            results.append(FaceDetections(
+                boxes=((merged.boxes.view(-1, 2, 2) - 0.5) * scale + 0.5).view(-1, 4),
+                keypoints=(merged.keypoints - 0.5) * scale + 0.5,
+                scores=merged.scores,
+            ))
+        return results
+
+    def _decode(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw ``[B, 896, 16]`` -> boxes ``[B, 896, 4]`` and keypoints ``[B, 896, 6, 2]``
+        in the 128 px tensor's normalised coordinates."""
+        anchors = self.anchors  # anchor sizes are 1: offsets are in input pixels / 128
+        centre = raw[..., 0:2] / INPUT_SIZE + anchors
+        size = raw[..., 2:4] / INPUT_SIZE
+        boxes = torch.cat((centre - size / 2, centre + size / 2), dim=-1)
+        keypoints = raw[..., 4:].reshape(*raw.shape[:2], NUM_KEYPOINTS, 2) / INPUT_SIZE
+        return boxes, keypoints + anchors[:, None, :]
+
+
+def box_iou(boxes: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """IoU of ``boxes [K, 4]`` with one ``box [4]`` (xmin, ymin, xmax, ymax)."""
+    low = torch.maximum(boxes[:, :2], box[:2])
+    high = torch.minimum(boxes[:, 2:], box[2:])
+    inter = (high - low).clamp(min=0).prod(dim=1)
+    area = (boxes[:, 2:] - boxes[:, :2]).prod(dim=1)
+    union = area + (box[2:] - box[:2]).prod() - inter
+    return torch.where(union > 0, inter / union, torch.zeros_like(union))
+
+
+def weighted_nms(boxes: torch.Tensor, keypoints: torch.Tensor,
+                 scores: torch.Tensor) -> FaceDetections:
+    """MediaPipe's ``WEIGHTED`` non-maximum suppression (IoU > 0.3 merges into the best)."""
+    order = torch.sort(scores, descending=True, stable=True).indices
+    boxes, keypoints, scores = boxes[order], keypoints[order], scores[order]
+    out_boxes, out_points, out_scores = [], [], []
+    remaining = torch.arange(len(scores), device=scores.device)
+    while len(remaining):
+        best = remaining[0]
+        overlap = box_iou(boxes[remaining], boxes[best]) > MIN_SUPPRESSION_IOU
+        members = remaining[overlap]
+        weights = scores[members][:, None]
+        total = weights.sum()
+        out_boxes.append((boxes[members] * weights).sum(dim=0) / total)
+        out_points.append((keypoints[members] * weights[:, :, None]).sum(dim=0) / total)
+        out_scores.append(scores[best])
+        remaining = remaining[~overlap]
+    if not out_scores:
+        return FaceDetections(boxes.new_zeros((0, 4)), keypoints.new_zeros((0, NUM_KEYPOINTS, 2)),
+                              scores.new_zeros((0,)))
+    return FaceDetections(torch.stack(out_boxes), torch.stack(out_points), torch.stack(out_scores))

@@ -1,0 +1,110 @@
+"""Faces -> 478 landmarks, MediaPipe 0.10.14's ``FaceMesh(refine_landmarks=True)`` graph in PyTorch.
+
+Per frame (``FaceLandmarkFrontCpu``):
+
+1. detection runs unless the previous frame's landmarks already gave ``max_faces`` tracking
+   ROIs (video mode only): BlazeFace boxes, the best ``max_faces``, each made a ROI;
+2. ROIs from the previous frame's landmarks (video mode) replace detected ROIs they overlap;
+3. the mesh runs on every ROI (all in one forward); a face is kept when its presence
+   probability is above ``min_tracking_confidence``;
+4. video mode: each kept face's landmarks make its ROI for the next frame.
+
+Static mode (``video=False``) takes a batch of frames through detection in one forward and all
+their ROIs through the mesh in one forward (:meth:`TorchFaceLandmarker.process_batch`). Video
+mode is sequential by nature (a frame's ROI comes from the previous frame).
+
+Results are normalised like MediaPipe's (x by the width, y by the height, z by the width), one
+``[478, 3]`` float32 array per face in ROI order.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import loading
+from .rects import associate, rects_from_detections, rects_from_landmarks
+
+
+class TorchFaceLandmarker:
+    """Reusable face-mesh runner: ``process(rgb) -> list of [478, 3]`` normalised landmarks."""
+
+    def __init__(
+        self,
+        video: bool = False,
+        max_faces: int = 1,
+        min_detection_confidence: float = 0.5,
+        min_tracking_confidence: float = 0.5,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if max_faces < 1:
+            raise ValueError(f"max_faces must be >= 1, got {max_faces}")
+        self.video = video
+        self.max_faces = max_faces
+        self.min_detection_confidence = min_detection_confidence
+        self.min_tracking_confidence = min_tracking_confidence
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.detector = loading.face_detector(self.device, dtype)
+        self.mesh = loading.face_mesh(self.device, dtype)
+        self._tracked = torch.zeros((0, 5), device=self.device)  # video: ROIs for the next frame
+
+    def reset(self) -> None:
+        """Forget the previous frame (video mode)."""
+        self._tracked = torch.zeros((0, 5), device=self.device)
+
+    def _images(self, frames: np.ndarray) -> torch.Tensor:
+        """``[B, H, W, 3]`` uint8 -> ``[B, 3, H, W]`` in the compute dtype, values 0..255."""
+        frames = np.asarray(frames)
+        assert frames.ndim == 4 and frames.shape[-1] == 3 and frames.dtype == np.uint8, (
+            frames.shape, frames.dtype)
+        images = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+        return images.permute(0, 3, 1, 2).to(self.dtype)
+
+    @torch.inference_mode()
+    def process(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """Faces of one RGB uint8 frame ``[H, W, 3]`` (video mode: frames in order)."""
+        images = self._images(rgb[None])
+        size = (images.shape[3], images.shape[2])
+        tracked = self._tracked if self.video else self._tracked[:0]
+        if len(tracked) >= self.max_faces:
+            detected = tracked[:0]
+        else:
+            found = self.detector(images, self.min_detection_confidence)[0]
+            keep = slice(0, self.max_faces)
+            detected = rects_from_detections(found.boxes[keep], found.keypoints[keep], size)
+        rects = associate(detected, tracked)
+        result = self.mesh(images, torch.zeros(len(rects), dtype=torch.long,
+                                               device=self.device), rects)
+        kept = result.landmarks[result.presence > self.min_tracking_confidence]
+        if self.video:
+            self._tracked = rects_from_landmarks(kept, size)
+        return [face.cpu().numpy() for face in kept]
+
+    @torch.inference_mode()
+    def process_batch(self, frames: np.ndarray) -> list[list[np.ndarray]]:
+        """Static mode: ``[B, H, W, 3]`` uint8 frames of one size -> faces per frame; one
+        detector forward and one mesh forward for the whole batch."""
+        if self.video:
+            raise ValueError("process_batch is for static images; video mode tracks frame by "
+                             "frame (use process)")
+        images = self._images(frames)
+        size = (images.shape[3], images.shape[2])
+        found = self.detector(images, self.min_detection_confidence)
+        rects, owner = [], []
+        for index, detections in enumerate(found):
+            keep = slice(0, self.max_faces)
+            rect = associate(rects_from_detections(detections.boxes[keep],
+                                                   detections.keypoints[keep], size),
+                             detections.boxes.new_zeros((0, 5)))
+            rects.append(rect)
+            owner += [index] * len(rect)
+        all_rects = torch.cat(rects) if rects else torch.zeros((0, 5), device=self.device)
+        result = self.mesh(images, torch.tensor(owner, dtype=torch.long, device=self.device),
+                           all_rects)
+        faces: list[list[np.ndarray]] = [[] for _ in range(len(found))]
+        keep = (result.presence > self.min_tracking_confidence).cpu().tolist()
+        for face, index, accepted in zip(result.landmarks.cpu().numpy(), owner, keep):
+            if accepted:
+                faces[index].append(face)
+        return faces

@@ -1,0 +1,300 @@
+"""Run a converted TFLite graph (``tools/convert_mediapipe_models.py``) with PyTorch operators.
+
+The three MediaPipe face models are small convolution graphs of a dozen operator kinds. Rather
+than re-typing each architecture layer by layer (and risking a wrong stride or padding in one of
+~500 layers), the converter stores each model's operator list as the .tflite holds it, and
+:class:`TFLiteGraph` executes it: each TFLite operator maps to one PyTorch call, with TFLite's
+conventions (``SAME`` padding that puts the odd pixel at the end, NHWC axes, half-pixel bilinear
+resize) reproduced exactly. MediaPipe's custom operators of the attention mesh live in
+:mod:`.attention_ops`.
+
+Layout: 4-D activations run as NCHW (what ``conv2d`` wants); every operator whose meaning depends
+on axes (reshape, concatenation, padding, slicing) converts its NHWC axes. Batch: the .tflite
+graphs are written for one image; every operator here keeps the leading batch axis, so any batch
+size runs in one forward.
+
+Weights: float16 constants (the models store float16 and dequantize on load) are upcast exactly
+to the module's dtype by ``.to()``; nothing stored is rounded.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import attention_ops
+
+GRAPH_FORMAT = "segtalker-tflite-graph-1"
+_NHWC_TO_NCHW_AXIS = (0, 2, 3, 1)  # NHWC axis -> NCHW axis
+
+
+class MissingWeightsError(FileNotFoundError):
+    """A converted model file is not where the pack expects it."""
+
+
+def load_graph_file(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(graph description, constants) from a converted .safetensors file."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingWeightsError(
+            f"face model weights {str(path)!r} are missing; they ship with the pack in "
+            f"segtalker_core/face/weights/. Reinstall the pack, or recreate them with "
+            f"`python tools/convert_mediapipe_models.py` (needs mediapipe==0.10.14 and tflite)"
+        )
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+        if "graph" not in metadata:
+            raise ValueError(f"{str(path)!r} holds no 'graph' metadata: not a converted face "
+                             f"model; recreate it with tools/convert_mediapipe_models.py")
+        graph = json.loads(metadata["graph"])
+        constants = {name: handle.get_tensor(name) for name in handle.keys()}
+    if graph.get("format") != GRAPH_FORMAT:
+        raise ValueError(f"{str(path)!r} has graph format {graph.get('format')!r}, expected "
+                         f"{GRAPH_FORMAT!r}; recreate it with tools/convert_mediapipe_models.py")
+    return graph, constants
+
+
+class TFLiteGraph(nn.Module):
+    """A converted TFLite graph as a module: ``forward(x NCHW) -> {output name: tensor}``.
+
+    4-D outputs come back NCHW; others keep the TFLite shape with the batch axis first.
+    """
+
+    def __init__(self, graph: Mapping, constants: Mapping[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.ops = list(graph["ops"])
+        self.input_id = int(graph["inputs"][0])
+        self.outputs = {name: int(index) for name, index in graph["outputs"].items()}
+        self.shapes = {int(k): list(v) for k, v in graph["shapes"].items()}
+        self.weights = nn.ParameterDict()  # float constants, in the layout their operator wants
+        self.integers: dict[int, list[int]] = {}  # shape / padding / slice constants
+        for op_index, op in enumerate(self.ops):
+            for position, tensor_id in enumerate(op["in"]):
+                name = f"t{tensor_id}"
+                if name not in constants or str(tensor_id) in self.weights:
+                    continue
+                value = constants[name]
+                if not value.is_floating_point():
+                    self.integers[tensor_id] = value.flatten().tolist()
+                    continue
+                prepared = _prepare_constant(op["op"], position, value)
+                self.weights[str(tensor_id)] = nn.Parameter(prepared.float(), requires_grad=False)
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        values: dict[int, torch.Tensor] = {self.input_id: image}
+        for op in self.ops:
+            inputs = [self._value(values, index) for index in op["in"]]
+            kind = op["op"]
+            run = _OPS.get(kind)
+            if run is None:
+                raise NotImplementedError(f"TFLite operator {kind} is not implemented")
+            result = run(self, op, inputs)
+            outputs = result if isinstance(result, tuple) else (result,)
+            for index, value in zip(op["out"], outputs):
+                values[index] = value
+        return {name: values[index] for name, index in self.outputs.items()}
+
+    def _value(self, values: dict[int, torch.Tensor], index: int):
+        if index < 0:
+            return None
+        if index in values:
+            return values[index]
+        if str(index) in self.weights:
+            return self.weights[str(index)]
+        if index in self.integers:
+            return self.integers[index]
+        raise KeyError(f"tensor {index} is used before it is computed")
+
+
+def _prepare_constant(kind: str, position: int, value: torch.Tensor) -> torch.Tensor:
+    """A float constant in the layout its operator uses at run time."""
+    if kind == "CONV_2D" and position == 1:
+        return value.permute(0, 3, 1, 2).contiguous()  # OHWI -> OIHW
+    if kind == "DEPTHWISE_CONV_2D" and position == 1:
+        return value.permute(3, 0, 1, 2).contiguous()  # 1HWC -> C1HW
+    if kind == "CUSTOM:Convolution2DTransposeBias" and position == 1:
+        return value.permute(3, 0, 1, 2).contiguous()  # OHWI -> IOHW
+    if kind == "PRELU" and position == 1:
+        return value.reshape(-1, 1, 1) if value.dim() >= 1 else value  # per channel
+    if value.dim() == 4:
+        return value.permute(0, 3, 1, 2).contiguous()  # an NHWC operand
+    if value.dim() == 3 and kind in ("ADD", "MUL") and value.shape[:2] == (1, 1):
+        return value.reshape(-1, 1, 1)  # [1, 1, C] broadcast over H, W of an NHWC tensor
+    return value
+
+
+def _activation(x: torch.Tensor, name: str) -> torch.Tensor:
+    if name == "NONE":
+        return x
+    if name == "RELU":
+        return F.relu(x)
+    if name == "RELU6":
+        return F.relu6(x)
+    if name == "RELU_N1_TO_1":
+        return x.clamp(-1.0, 1.0)
+    if name == "TANH":
+        return torch.tanh(x)
+    raise NotImplementedError(f"fused activation {name}")
+
+
+def _same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TFLite ``SAME``: the output is ceil(size / stride); an odd total goes at the end."""
+    effective = (kernel - 1) * dilation + 1
+    out = -(-size // stride)
+    total = max((out - 1) * stride + effective - size, 0)
+    return total // 2, total - total // 2
+
+
+def _pad_same(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
+              dilation: tuple[int, int] = (1, 1), value: float = 0.0) -> torch.Tensor:
+    top, bottom = _same_padding(x.shape[2], kernel[0], stride[0], dilation[0])
+    left, right = _same_padding(x.shape[3], kernel[1], stride[1], dilation[1])
+    if top or bottom or left or right:
+        x = F.pad(x, (left, right, top, bottom), value=value)
+    return x
+
+
+def _conv(graph: TFLiteGraph, op: dict, inputs: list) -> torch.Tensor:
+    x, weight, bias = inputs[0], inputs[1], inputs[2] if len(inputs) > 2 else None
+    opt = op["opt"]
+    stride, dilation = tuple(opt["stride"]), tuple(opt["dilation"])
+    groups = 1
+    if op["op"] == "DEPTHWISE_CONV_2D":
+        groups = x.shape[1]
+    kernel = tuple(weight.shape[2:])
+    if opt["padding"] == "SAME":
+        x = _pad_same(x, kernel, stride, dilation)
+    y = F.conv2d(x, weight, bias, stride=stride, dilation=dilation, groups=groups)
+    return _activation(y, opt["activation"])
+
+
+def _transpose_conv_bias(graph: TFLiteGraph, op: dict, inputs: list) -> torch.Tensor:
+    """MediaPipe's ``Convolution2DTransposeBias``: a transposed convolution plus bias."""
+    x, weight, bias = inputs
+    stride = tuple(op["opt"]["stride"])
+    kernel = tuple(weight.shape[2:])
+    y = F.conv_transpose2d(x, weight, bias, stride=stride)
+    if op["opt"]["padding"] == "SAME":
+        out_h, out_w = x.shape[2] * stride[0], x.shape[3] * stride[1]
+        top = max((x.shape[2] - 1) * stride[0] + kernel[0] - out_h, 0) // 2
+        left = max((x.shape[3] - 1) * stride[1] + kernel[1] - out_w, 0) // 2
+        y = y[:, :, top:top + out_h, left:left + out_w]
+    return y
+
+
+def _pool(graph: TFLiteGraph, op: dict, inputs: list) -> torch.Tensor:
+    x = inputs[0]
+    opt = op["opt"]
+    kernel, stride = tuple(opt["filter"]), tuple(opt["stride"])
+    if op["op"] == "MAX_POOL_2D":
+        if opt["padding"] == "SAME":
+            x = _pad_same(x, kernel, stride, value=float("-inf"))
+        y = F.max_pool2d(x, kernel, stride)
+    else:
+        if opt["padding"] == "SAME":
+            # TFLite averages over the pixels inside the image only.
+            ones = _pad_same(torch.ones_like(x[:, :1]), kernel, stride)
+            summed = F.avg_pool2d(_pad_same(x, kernel, stride), kernel, stride) * (
+                kernel[0] * kernel[1])
+            y = summed / (F.avg_pool2d(ones, kernel, stride) * (kernel[0] * kernel[1]))
+        else:
+            y = F.avg_pool2d(x, kernel, stride)
+    return _activation(y, opt["activation"])
+
+
+def _binary(graph: TFLiteGraph, op: dict, inputs: list) -> torch.Tensor:
+    a, b = inputs
+    y = a + b if op["op"] == "ADD" else a * b
+    return _activation(y, op["opt"].get("activation", "NONE"))
+
+
+def _prelu(graph: TFLiteGraph, op: dict, inputs: list) -> torch.Tensor:
+    x, alpha = inputs
+    return torch.where(x >= 0, x, x * alpha)
+
+
+def _pad(graph: TFLiteGraph, op: dict, inputs: list) -> torch.Tensor:
+    x, paddings = inputs
+    pairs = [paddings[2 * i:2 * i + 2] for i in range(len(paddings) // 2)]
+    if x.dim() == 4:
+        pairs = [pairs[0], pairs[3], pairs[1], pairs[2]]  # NHWC -> NCHW
+    if pairs[0] != [0, 0]:
+        raise NotImplementedError("padding the batch axis")
+    flat = []
+    for before, after in reversed(pairs[1:]):
+        flat += [before, after]
+    return F.pad(x, flat)
+
+
+def _to_nhwc(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 2, 3, 1) if x.dim() == 4 else x
+
+
+def _to_internal(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 3, 1, 2) if x.dim() == 4 else x
+
+
+def _reshape(graph: TFLiteGraph, op: dict, inputs: list) -> torch.Tensor:
+    shape = list(graph.shapes[op["out"][0]])
+    x = _to_nhwc(inputs[0])
+    return _to_internal(x.reshape([x.shape[0]] + shape[1:]))
+
+
+def _concatenation(graph: TFLiteGraph, op: dict, inputs: list) -> torch.Tensor:
+    axis = op["opt"]["axis"]
+    if inputs[0].dim() == 4:
+        axis = _NHWC_TO_NCHW_AXIS[axis % 4]
+    return _activation(torch.cat(inputs, dim=axis), op["opt"]["activation"])
+
+
+def _strided_slice(graph: TFLiteGraph, op: dict, inputs: list) -> torch.Tensor:
+    x, begin, end, strides = inputs
+    opt = op["opt"]
+    if opt["shrink_axis_mask"] or opt["ellipsis_mask"] or opt["new_axis_mask"]:
+        raise NotImplementedError("STRIDED_SLICE with shrink / ellipsis / new-axis masks")
+    x = _to_nhwc(x)
+    index: list[slice] = [slice(None)]  # the batch axis is kept whole
+    for axis in range(1, x.dim()):
+        start = None if opt["begin_mask"] >> axis & 1 else begin[axis]
+        stop = None if opt["end_mask"] >> axis & 1 else end[axis]
+        index.append(slice(start, stop, strides[axis]))
+    return _to_internal(x[tuple(index)])
+
+
+def _resize_bilinear(graph: TFLiteGraph, op: dict, inputs: list) -> torch.Tensor:
+    x, size = inputs
+    opt = op["opt"]
+    if opt["align_corners"]:
+        return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=True)
+    if not opt["half_pixel_centers"]:
+        raise NotImplementedError("RESIZE_BILINEAR without half-pixel centres")
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+_OPS = {
+    "CONV_2D": _conv,
+    "DEPTHWISE_CONV_2D": _conv,
+    "CUSTOM:Convolution2DTransposeBias": _transpose_conv_bias,
+    "MAX_POOL_2D": _pool,
+    "AVERAGE_POOL_2D": _pool,
+    "ADD": _binary,
+    "MUL": _binary,
+    "PRELU": _prelu,
+    "RELU": lambda graph, op, inputs: F.relu(inputs[0]),
+    "LOGISTIC": lambda graph, op, inputs: torch.sigmoid(inputs[0]),
+    "HARD_SWISH": lambda graph, op, inputs: F.hardswish(inputs[0]),
+    "PAD": _pad,
+    "RESHAPE": _reshape,
+    "CONCATENATION": _concatenation,
+    "STRIDED_SLICE": _strided_slice,
+    "RESIZE_BILINEAR": _resize_bilinear,
+    "CUSTOM:Landmarks2TransformMatrix": attention_ops.landmarks_to_transform_matrix,
+    "CUSTOM:TransformTensorBilinear": attention_ops.transform_tensor_bilinear,
+    "CUSTOM:TransformLandmarks": attention_ops.transform_landmarks,
+}

@@ -1,0 +1,244 @@
+"""The PyTorch face models against mediapipe 0.10.14 itself, on the same images.
+
+Both run here (the test environment has mediapipe; where it cannot be installed, e.g. Python
+3.13, the comparison cannot exist and the module is skipped with that reason). Tolerances:
+
+* landmarks: mean <= 0.5 px and max <= 2 px, measured in a 512 crop of the face: pixel errors
+  scaled by 512 / the long side of the face's landmark box (stricter than the pipeline's aligned
+  512 crops, where the face fills only about half of the crop);
+* detector boxes: IoU >= 0.95 with mediapipe's ``FaceDetection(model_selection=0)``, and the
+  same number of faces;
+* selfie mask (probability > 0.5): IoU >= 0.98 with ``SelfieSegmentation(model_selection=0)``.
+
+Images: the example portrait, the example video's frames (tracking mode against mediapipe's
+tracking mode), skimage's astronaut, faces at several sizes and in-plane rotations, and a
+faceless image.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+import torch
+
+mp_solutions = pytest.importorskip(
+    "mediapipe.python.solutions",
+    reason="mediapipe==0.10.14 is the reference and is not installable here (e.g. Python 3.13)")
+
+from segtalker_core.face.torch_models import loading  # noqa: E402
+from segtalker_core.face.torch_models.landmarker import TorchFaceLandmarker  # noqa: E402
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+CROP = 512.0
+MEAN_PX, MAX_PX = 0.5, 2.0
+BOX_IOU, MASK_IOU = 0.95, 0.98
+VIDEO_FRAMES = 12
+
+_measured: dict[str, tuple[float, float]] = {}
+
+
+def _quiet(call, *args):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype")
+        return call(*args)
+
+
+def _rgb(path: Path) -> np.ndarray:
+    return np.ascontiguousarray(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
+
+
+def _rotated(image: np.ndarray, degrees: float) -> np.ndarray:
+    height, width = image.shape[:2]
+    matrix = cv2.getRotationMatrix2D((width / 2, height / 2), degrees, 1.0)
+    return cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT)
+
+
+def _on_canvas(image: np.ndarray, scale: float, canvas: tuple[int, int]) -> np.ndarray:
+    """``image`` resized by ``scale`` on a grey ``canvas`` (width, height), off centre."""
+    small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    out = np.full((canvas[1], canvas[0], 3), 128, np.uint8)
+    y0, x0 = (canvas[1] - small.shape[0]) // 3, (canvas[0] - small.shape[1]) // 4
+    out[y0:y0 + small.shape[0], x0:x0 + small.shape[1]] = small
+    return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: these models are small, and the test machine is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def portrait() -> np.ndarray:
+    return _rgb(EXAMPLES / "portrait.png")
+
+
+@pytest.fixture(scope="module")
+def still_images(portrait) -> dict[str, np.ndarray]:
+    astronaut = np.ascontiguousarray(skimage.data.astronaut())
+    return {
+        "portrait": portrait,
+        "astronaut": astronaut,
+        "portrait x2": cv2.resize(portrait, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC),
+        "small face in 640x480": _on_canvas(portrait, 0.8, (640, 480)),
+        "portrait rotated 30": _rotated(portrait, 30),
+        "portrait rotated -50": _rotated(portrait, -50),
+        "portrait rotated 90": np.ascontiguousarray(np.rot90(portrait)),
+        "astronaut rotated 180": np.ascontiguousarray(astronaut[::-1, ::-1]),
+    }
+
+
+@pytest.fixture(scope="module")
+def video_frames() -> list[np.ndarray]:
+    import av
+
+    frames = []
+    with av.open(str(EXAMPLES / "video.mp4")) as container:
+        for frame in container.decode(video=0):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            if len(frames) == VIDEO_FRAMES:
+                break
+    assert len(frames) == VIDEO_FRAMES
+    return frames
+
+
+def _mediapipe_faces(mesh, image: np.ndarray) -> list[np.ndarray]:
+    result = _quiet(mesh.process, image)
+    return [np.array([(p.x, p.y, p.z) for p in face.landmark], np.float32)
+            for face in result.multi_face_landmarks or ()]
+
+
+def _crop_errors(ours: np.ndarray, theirs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Per-point distances in a 512 crop of the face (see the module docstring)."""
+    scale = np.array(size, np.float32)
+    xy_ours, xy_theirs = ours[:, :2] * scale, theirs[:, :2] * scale
+    face_side = float(np.ptp(xy_theirs, axis=0).max())
+    return np.linalg.norm(xy_ours - xy_theirs, axis=1) * (CROP / face_side)
+
+
+def _check_landmarks(name: str, ours: list[np.ndarray], theirs: list[np.ndarray],
+                     image: np.ndarray) -> None:
+    assert len(ours) == len(theirs), f"{name}: {len(ours)} faces vs mediapipe's {len(theirs)}"
+    size = (image.shape[1], image.shape[0])
+    for face_ours, face_theirs in zip(ours, theirs):
+        assert face_ours.shape == (478, 3)
+        errors = _crop_errors(face_ours, face_theirs, size)
+        _measured[name] = (float(errors.mean()), float(errors.max()))
+        assert errors.mean() <= MEAN_PX and errors.max() <= MAX_PX, (name, _measured[name])
+
+
+def test_landmarks_match_mediapipe_on_still_images(still_images):
+    ours = TorchFaceLandmarker(video=False, max_faces=2)
+    with mp_solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=2,
+                                         refine_landmarks=True) as mesh:
+        for name, image in still_images.items():
+            theirs = _mediapipe_faces(mesh, image)
+            assert theirs, f"{name}: mediapipe finds no face; the test image is wrong"
+            _check_landmarks(name, ours.process(image), theirs, image)
+
+
+def test_tracking_mode_matches_mediapipe_on_the_example_video(video_frames):
+    ours = TorchFaceLandmarker(video=True, max_faces=1)
+    with mp_solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1,
+                                         refine_landmarks=True) as mesh:
+        for index, frame in enumerate(video_frames):
+            _check_landmarks(f"video frame {index}", ours.process(frame),
+                             _mediapipe_faces(mesh, frame), frame)
+
+
+def test_a_batch_gives_the_same_faces_as_frame_by_frame(still_images):
+    same_size = [still_images[k] for k in ("portrait", "portrait rotated 30",
+                                           "portrait rotated 90")]
+    landmarker = TorchFaceLandmarker(video=False, max_faces=1)
+    batched = landmarker.process_batch(np.stack(same_size))
+    for image, faces in zip(same_size, batched):
+        single = landmarker.process(image)
+        assert len(faces) == len(single) == 1
+        np.testing.assert_allclose(faces[0], single[0], atol=1e-4)
+
+
+def test_no_face_gives_no_landmarks_in_both():
+    blank = np.full((240, 320, 3), 90, np.uint8)
+    noise = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    ours = TorchFaceLandmarker(video=False, max_faces=1)
+    with mp_solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
+                                         refine_landmarks=True) as mesh:
+        for image in (blank, noise):
+            assert _mediapipe_faces(mesh, image) == []
+            assert ours.process(image) == []
+
+
+def _box_iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_detector_boxes_match_mediapipe(still_images, video_frames):
+    detector = loading.face_detector()
+    images = dict(still_images, **{"video frame 0": video_frames[0]})
+    worst = 1.0
+    with mp_solutions.face_detection.FaceDetection(model_selection=0,
+                                                   min_detection_confidence=0.5) as reference:
+        for name, image in images.items():
+            result = _quiet(reference.process, image)
+            theirs = []
+            for detection in result.detections or ():
+                box = detection.location_data.relative_bounding_box
+                theirs.append((box.xmin, box.ymin, box.xmin + box.width, box.ymin + box.height))
+            with torch.inference_mode():
+                found = detector(torch.from_numpy(image).permute(2, 0, 1)[None].float(), 0.5)[0]
+            ours = found.boxes.tolist()
+            assert len(ours) == len(theirs), f"{name}: {len(ours)} boxes vs {len(theirs)}"
+            for box in theirs:
+                best = max(_box_iou(box, mine) for mine in ours)
+                worst = min(worst, best)
+                assert best >= BOX_IOU, (name, best)
+    _measured["detector worst IoU"] = (worst, worst)
+
+
+def test_selfie_mask_matches_mediapipe(still_images, video_frames):
+    segmenter = loading.selfie_segmenter()
+    portrait = still_images["portrait"]
+    images = {
+        "portrait at 256": cv2.resize(portrait, (256, 256), interpolation=cv2.INTER_AREA),
+        "portrait": portrait,
+        "astronaut": still_images["astronaut"],
+        "portrait rotated 30": still_images["portrait rotated 30"],
+        "video frame 0": video_frames[0],
+    }
+    worst = 1.0
+    with mp_solutions.selfie_segmentation.SelfieSegmentation(model_selection=0) as reference:
+        for name, image in images.items():
+            theirs = _quiet(reference.process, image).segmentation_mask > 0.5
+            with torch.inference_mode():
+                mask = segmenter(torch.from_numpy(image).permute(2, 0, 1)[None].float())[0]
+            ours = mask.numpy() > 0.5
+            assert ours.shape == theirs.shape
+            assert theirs.any(), f"{name}: mediapipe sees no person; the test image is wrong"
+            iou = (ours & theirs).sum() / (ours | theirs).sum()
+            worst = min(worst, float(iou))
+            assert iou >= MASK_IOU, (name, iou)
+    _measured["selfie worst IoU"] = (worst, worst)
+
+
+def test_report_measured_agreement(capsys):
+    """Prints the measured numbers (``pytest -s``); fails if an earlier test measured nothing."""
+    landmark_rows = {k: v for k, v in _measured.items() if "IoU" not in k}
+    assert landmark_rows, "run with the other tests of this module"
+    with capsys.disabled():
+        print("\nlandmark error in a 512 face crop (mean px, max px):")
+        for name, (mean, peak) in landmark_rows.items():
+            print(f"  {name:28s} {mean:.3f} {peak:.3f}")
+        for name in ("detector worst IoU", "selfie worst IoU"):
+            if name in _measured:
+                print(f"  {name:28s} {_measured[name][0]:.4f}")

@@ -9,6 +9,8 @@ retry, down to 1 (:mod:`.batching`); the halved size holds for the rest of the c
 """
 from __future__ import annotations
 
+import logging
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -18,8 +20,13 @@ import torch.nn.functional as F
 from . import precision
 from .batching import AdaptiveBatch
 from .containers import FaceTrack, StyleCodes, TalkingSegmentation
-from .progress import Progress
 from .model_handle import LoadedModel
+from .progress import Progress
+
+if TYPE_CHECKING:
+    from .style_refinement import ParsingTarget, StyleRefinement
+
+log = logging.getLogger("segtalker")
 
 
 # Default batches of the learned runs (frames per forward pass); OOM halves them at run time.
@@ -79,8 +86,15 @@ def tsg_segmentation(
     return out
 
 
-def encode_style_learned(faces: FaceTrack, model: LoadedModel, frame: int) -> StyleCodes:
-    """W+ codes ``[1, 12, L, w]`` of one reference frame (one code for the whole video)."""
+def encode_style_learned(faces: FaceTrack, model: LoadedModel, frame: int,
+                         refine: "StyleRefinement | None" = None) -> StyleCodes:
+    """W+ codes ``[1, 12, L, w]`` of one reference frame (one code for the whole video).
+
+    ``refine``: E4S's per-face optimisation of those codes against the frame's crop
+    (:mod:`.style_refinement`; None or 0 steps: the encoder's codes, unchanged). A video refines
+    this one reference frame, whose codes every frame is drawn with: refining per frame or per
+    chunk would let the texture change from chunk to chunk, and cost the steps each time.
+    """
     from .models.bundles import check_finite
 
     encoder = model.runner
@@ -97,13 +111,99 @@ def encode_style_learned(faces: FaceTrack, model: LoadedModel, frame: int) -> St
     with torch.inference_mode(), precision.compute(device, dtype):
         codes, valid = encoder(image, regions)
     precision.check_output(codes, "the mask-guided encoder", dtype)
+    encoder_id = (model.config.extra or {}).get("encoder_id") if model.config is not None else None
+    meta = {"frame": frame, "source": model.source}
+    codes = codes.float()
+    if refine is not None and refine.config.enabled:
+        codes, meta["refinement"] = _refined_codes(faces, frame, model, encoder_id, image, regions,
+                                                   codes, refine)
     return StyleCodes(
         kind="learned",
         valid=valid.cpu().numpy().astype(bool),
-        codes=codes.float().cpu(),
-        encoder_id=(model.config.extra or {}).get("encoder_id") if model.config is not None else None,
-        meta={"frame": frame, "source": model.source},
+        codes=codes.cpu(),
+        encoder_id=encoder_id,
+        meta=meta,
     )
+
+
+def _refined_codes(faces: FaceTrack, frame: int, encoder_model: LoadedModel,
+                   encoder_id: str | None, image: torch.Tensor, regions: torch.Tensor,
+                   codes: torch.Tensor, refine: "StyleRefinement") -> tuple[torch.Tensor, dict]:
+    """The refined codes of ``faces[frame]`` and what the refinement did (for ``meta``)."""
+    from .model_handle import GENERATOR, require_component
+    from .models.bundles import ResizePlan, check_style_codes
+    from .style_refinement import loss_size, refine_codes
+
+    require_component(refine.generator, (GENERATOR,), slot="generator")
+    generator = refine.generator.runner
+    device, _ = _placement(encoder_model)
+    g_device, dtype = _placement(refine.generator)
+    if g_device != device:
+        raise ValueError(
+            f"refining the style codes runs the encoder and the generator together, but the "
+            f"encoder is on {device} and the generator on {g_device}; load both on one device")
+    check_style_codes(codes, encoder_id, refine.generator.config)
+    s = faces.crop_size
+    p = loss_size(s, generator.config.size)
+    crop = faces.crops[frame]
+    if p != s:
+        crop = cv2.resize(crop, (p, p), interpolation=cv2.INTER_AREA)
+    target = torch.from_numpy(crop).permute(2, 0, 1)[None].to(device=device, dtype=torch.float32)
+    target = target / 127.5 - 1.0
+    small = ResizePlan(s, p).apply(regions)  # nearest: labels never blend
+    mask = (torch.ones_like(small) if refine.config.include_background else small != 0)
+    if not mask.any():
+        log.warning("frame %d's segmentation is all background: the refinement fits the whole crop",
+                    frame)
+        mask = torch.ones_like(small)
+    mask = mask[:, None].float()
+    parsing = _parsing_target(refine.parser, target, device, dtype, refine.config)
+    result = refine_codes(
+        encoder_model.runner, generator, image, regions, target,
+        ResizePlan(s, generator.config.size).apply(regions), mask, refine.config, dtype,
+        parsing=parsing, progress=refine.progress,
+    )
+    log.info("refined the style codes of frame %d: %d steps (%s), loss %.4g -> %.4g (step %d)",
+             frame, refine.config.steps, "+".join(result.terms), result.initial_loss,
+             result.best_loss, result.best_step)
+    info = {"steps": refine.config.steps, "space": refine.config.space, "terms": list(result.terms),
+            "loss_start": result.initial_loss, "loss_best": result.best_loss,
+            "best_step": result.best_step}
+    return result.codes, info
+
+
+def _parsing_target(parser: LoadedModel | None, target: torch.Tensor, device: torch.device,
+                    dtype: torch.dtype, config) -> "ParsingTarget | None":
+    """The parsing term's parser (a learned BiSeNet) and its labels of the target crop, or None
+    (no parser, the built-in one, or weight 0)."""
+    from .parsing.bisenet import IMAGENET_MEAN, IMAGENET_STD, BiSeNetParser
+    from .style_refinement import ParsingTarget
+
+    if parser is None or config.parsing_weight == 0:
+        return None
+    runner = parser.runner
+    if not isinstance(runner, BiSeNetParser):
+        log.info("the refinement has no parsing term: the %s parser is not differentiable (a "
+                 "BiSeNet parser is)", "built-in" if parser.is_builtin else "given")
+        return None
+    net, at = runner.model, runner.device
+    mean = torch.tensor(IMAGENET_MEAN, device=at).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=at).view(1, 3, 1, 1)
+    size = target.shape[-1]
+
+    def logits(images: torch.Tensor) -> torch.Tensor:  # [B, 3, P, P] in [-1, 1] -> [B, C, P, P]
+        x = (images.to(at) + 1) / 2
+        if x.shape[-1] != runner.input_size:
+            x = F.interpolate(x, size=(runner.input_size,) * 2, mode="bilinear",
+                              align_corners=False, antialias=True)
+        out = net.segment((x - mean) / std)
+        if out.shape[-1] != size:
+            out = F.interpolate(out, size=(size, size), mode="bilinear", align_corners=False)
+        return out.to(device)
+
+    with torch.no_grad(), precision.compute(at, runner.dtype):
+        labels = logits(target).float().argmax(dim=1)
+    return ParsingTarget(logits=logits, labels=labels)
 
 
 def synthesize_learned(

@@ -1,0 +1,164 @@
+"""Style-code refinement (E4S's per-face optimisation): it fits the source crop better than the
+encoder alone, is off (bit-identical) at 0 steps, leaves the models untouched, and refuses bad
+settings. Tiny random bundles on the CPU (the code is device-agnostic; CUDA when available)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from segtalker_core import checkpoints, learned, model_loading
+from segtalker_core.containers import NUM_LANDMARKS, FaceTrack, TalkingSegmentation
+from segtalker_core.models.random_bundle import write_random_bundles
+from segtalker_core.parsing.bisenet import bisenet_bundle_config, build_bisenet
+from segtalker_core.style_refinement import (MAX_STEPS, RefinementConfig, StyleRefinement,
+                                             masked_ssim, multiscale_structure_loss)
+
+SIZE = 64
+STEPS = 6
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("refine")
+    paths = write_random_bundles(out, resolution=SIZE, seed=0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = build_bisenet()
+    bisenet = checkpoints.save(out / "bisenet.safetensors", net.state_dict(), bisenet_bundle_config())
+    loaded = {slot: model_loading.load_model(paths[slot], "cpu", slot=slot)
+              for slot in ("encoder", "generator")}
+    loaded["parser"] = model_loading.load_model(bisenet, "cpu", slot="parser")
+    loaded["parser"].runner.input_size = SIZE  # the network at the crop size: fast, still BiSeNet
+    return loaded
+
+
+def _faces() -> FaceTrack:
+    """One smooth synthetic face: skin, hair, lips, an eye, a background, with soft shading."""
+    labels = np.zeros((1, SIZE, SIZE), np.uint8)
+    labels[:, 8:60, 12:52] = 1  # skin
+    labels[:, 8:18, 12:52] = 17  # hair
+    labels[:, 40:46, 24:40] = 12  # upper lip
+    labels[:, 46:50, 24:40] = 13  # lower lip
+    labels[:, 24:28, 18:28] = 4  # an eye
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE] / SIZE
+    crop = np.stack([90 + 120 * xx, 60 + 100 * yy, 140 - 60 * xx * yy], -1)
+    crop = np.clip(crop + 30 * (labels[0, ..., None] == 12), 0, 255).astype(np.uint8)[None]
+    return FaceTrack(frames=crop.copy(), crops=crop, labels=labels,
+                     landmarks=np.full((1, NUM_LANDMARKS, 3), np.nan, np.float32),
+                     transforms=np.eye(2, 3)[None], found=np.ones(1, bool))
+
+
+def _face_error(faces: FaceTrack, style, generator) -> float:
+    """Masked mean squared error (face pixels, 0..255) of the rendered crop vs the source."""
+    seg = TalkingSegmentation(faces.regions, faces, np.zeros(1, np.int64), 25.0)
+    crop = learned.synthesize_learned(seg, style, generator, seed=0)[0].astype(np.float64)
+    face = faces.regions[0] != 0
+    return float(((crop - faces.crops[0]) ** 2)[face].mean())
+
+
+def _weights(*loaded) -> list[torch.Tensor]:
+    return [t.detach().clone() for m in loaded for t in m.runner.state_dict().values()]
+
+
+def test_refined_codes_reproduce_the_crop_better(models):
+    faces = _faces()
+    before = _weights(models["encoder"], models["generator"])
+    plain = learned.encode_style_learned(faces, models["encoder"], 0)
+    steps = []
+    refine = StyleRefinement(RefinementConfig(steps=STEPS), models["generator"],
+                             progress=lambda done, total: steps.append((done, total)))
+    refined = learned.encode_style_learned(faces, models["encoder"], 0, refine)
+    info = refined.meta["refinement"]
+    assert info["loss_best"] < 0.9 * info["loss_start"], info
+    assert info["terms"] == ["l2", "structure"] and info["space"] == "features"
+    assert steps[-1] == (STEPS, STEPS) and len(steps) == STEPS
+    assert refined.codes.shape == plain.codes.shape and refined.codes.dtype == torch.float32
+    np.testing.assert_array_equal(refined.valid, plain.valid)
+    assert _face_error(faces, refined, models["generator"]) < 0.9 * _face_error(
+        faces, plain, models["generator"])
+    # The cached models are untouched: same values, no gradients left on them.
+    after = _weights(models["encoder"], models["generator"])
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+    assert all(p.grad is None for m in ("encoder", "generator")
+               for p in models[m].runner.parameters())
+
+
+def test_zero_steps_is_the_encoder_output_bit_for_bit(models):
+    faces = _faces()
+    plain = learned.encode_style_learned(faces, models["encoder"], 0)
+    off = learned.encode_style_learned(
+        faces, models["encoder"], 0, StyleRefinement(RefinementConfig(steps=0), models["generator"]))
+    assert torch.equal(plain.codes, off.codes) and "refinement" not in off.meta
+    np.testing.assert_array_equal(plain.valid, off.valid)
+
+
+def test_codes_space_and_parsing_term(models):
+    faces = _faces()
+    refine = StyleRefinement(RefinementConfig(steps=3, space="codes"), models["generator"],
+                             parser=models["parser"])
+    info = learned.encode_style_learned(faces, models["encoder"], 0, refine).meta["refinement"]
+    assert info["terms"] == ["l2", "structure", "parsing"]
+    assert info["loss_best"] < info["loss_start"]
+    assert all(p.grad is None for p in models["parser"].runner.model.parameters())
+
+
+def test_cancel_leaves_nothing_behind(models):
+    faces = _faces()
+    before = _weights(models["encoder"], models["generator"])
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(done: int, _total: int) -> None:
+        if done == 1:
+            raise Cancelled
+
+    refine = StyleRefinement(RefinementConfig(steps=10), models["generator"], progress=cancel)
+    with pytest.raises(Cancelled):
+        learned.encode_style_learned(faces, models["encoder"], 0, refine)
+    assert all(torch.equal(a, b) for a, b in
+               zip(before, _weights(models["encoder"], models["generator"])))
+
+
+def test_half_precision_keeps_float32_codes(models):
+    faces = _faces()
+    generator = models["generator"]
+    try:
+        generator.place("cpu", torch.bfloat16)
+        refine = StyleRefinement(RefinementConfig(steps=1), generator)
+        style = learned.encode_style_learned(faces, models["encoder"], 0, refine)
+    finally:
+        generator.place("cpu", torch.float32)
+    assert style.codes.dtype == torch.float32 and torch.isfinite(style.codes).all()
+    assert all(t.dtype == torch.float32 for t in generator.runner.state_dict().values()
+               if t.is_floating_point())
+
+
+def test_ssim_is_one_on_equal_images_and_masks_count():
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., :16] = 1
+    assert float(masked_ssim(x, x, mask)) == pytest.approx(1.0, abs=1e-5)
+    y = x.clone()
+    y[..., 21:] = -x[..., 21:]  # changed outside the mask, beyond the 11 px window
+    assert float(multiscale_structure_loss(x, y, mask, scales=1)) == pytest.approx(0, abs=1e-4)
+    assert float(multiscale_structure_loss(x, y, torch.ones_like(mask))) > 0.1
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(steps=-1), "0..5000"), (dict(steps=MAX_STEPS + 1), "0..5000"), (dict(steps=2.5), "whole"),
+    (dict(steps=True), "whole"), (dict(steps=5, lr=0), "learning rate"),
+    (dict(steps=5, space="w"), "space"), (dict(steps=5, parsing_weight=-1), "parsing_weight"),
+    (dict(steps=5, l2_weight=0, structure_weight=0), "nothing ties"),
+])
+def test_bad_settings_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RefinementConfig(**kwargs)
+
+
+def test_a_generator_on_another_slot_is_refused(models):
+    refine = StyleRefinement(RefinementConfig(steps=2), models["encoder"])
+    with pytest.raises(ValueError, match="generator"):
+        learned.encode_style_learned(_faces(), models["encoder"], 0, refine)

@@ -72,6 +72,7 @@ class LoopConfig:
     grad_clip: float = 0.0  # max global grad norm per optimiser (0: no clipping)
     seed: int = 0  # base seed; process r seeds with seed + r (data order is global, see distributed.py)
     num_workers: int = 0  # DataLoader workers per process
+    cpu_threads: int = 0  # torch CPU threads of each process while training (0: torch's default)
     log_every: int = 50  # plain-text log line (and TensorBoard scalars) every N steps
     sample_every: int = 500  # sample grids (PNG in the run folder, TensorBoard images) every N steps
     eval_every: int = 500  # validation metrics on the val split every N steps (0: never)
@@ -84,7 +85,8 @@ class LoopConfig:
     def __post_init__(self) -> None:
         _positive(self, "steps", "batch_size", "log_every", "sample_every", "checkpoint_every",
                   "keep_checkpoints", "eval_batches")
-        _non_negative(self, "micro_batch_size", "eval_every", "num_workers", "grad_clip")
+        _non_negative(self, "micro_batch_size", "eval_every", "num_workers", "grad_clip",
+                      "cpu_threads")
         if self.precision not in PRECISION_CHOICES:
             raise ConfigError(f"loop.precision must be one of {', '.join(PRECISION_CHOICES)}, got "
                               f"{self.precision!r}")

@@ -27,8 +27,11 @@ How to implement a stage
    whatever is not trained (a frozen SyncNet loaded with ``bundles.load_component``, EMA copies).
    Each :class:`TrainedPart` is one trained network with its own optimiser (and its own
    GradScaler under fp16): a GAN returns e.g. ``{"generator": ..., "discriminator": ...}``. When
-   ``config.init_from`` is set, load it here (use :func:`check_init_bundle` first: a bundle of
-   the wrong component or resolution is an error naming both). The loop then moves the parts to
+   ``config.init_from`` is set and ``self.init_weights`` is true, load it here (use
+   :func:`check_init_bundle` first: a bundle of the wrong component or resolution is an error
+   naming both); the loop sets ``init_weights`` false on ``--resume`` and for export, and
+   ``self.exporting`` true for export (then do not load frozen critics either: only the parts
+   and EMA copies are needed). The loop then moves the parts to
    channels-last (``loop.channels_last``), wraps each in DDP (several processes) and
    ``torch.compile`` (``loop.compile``); only a part's ``forward`` goes through the wrappers,
    so when a step needs several methods of a network (encode + synthesise), give the part a small
@@ -102,7 +105,13 @@ How to implement a stage
    first. A stage writing several bundles (encoder + generator) derives the other names from
    ``path`` and returns every path written.
 
-Interface changes after the first commit are additive and announced here.
+Interface changes after the first commit are additive and announced here:
+
+* :func:`init_from_bundle` (load a checked bundle into a module built from the config).
+
+* ``Stage.init_weights`` / ``Stage.exporting`` (see 3.), set by the loop before ``build()``.
+* Datasets may define ``set_epoch(epoch)``: the loop calls it (in DataLoader workers too)
+  before each item of that epoch (:class:`.distributed.EpochIndexed`).
 """
 from __future__ import annotations
 
@@ -307,6 +316,10 @@ class Stage(abc.ABC):
         self.config = config
         self.runtime = runtime
         self.data_root = data_root
+        # Set by the loop before build(): load config.init_from only when init_weights (not on
+        # --resume, not for export); when exporting, skip frozen critics and datasets too.
+        self.init_weights = True
+        self.exporting = False
 
     @property
     def resolution(self) -> int:
@@ -394,3 +407,25 @@ def load_stage_class(name: str) -> type[Stage]:
     if not (isinstance(stage_cls, type) and issubclass(stage_cls, Stage)):
         raise TypeError(f"{module.__name__} must define STAGE = <its Stage subclass>")
     return stage_cls
+
+
+def init_from_bundle(module: nn.Module, path: str | os.PathLike[str], component: str,
+                     resolution: int, stage: str) -> None:
+    """Copy a bundle's weights into ``module`` (built from the run's config), after
+    :func:`check_init_bundle`; a bundle of another architecture is an error naming the fields
+    that differ."""
+    import dataclasses
+
+    from ..models import bundles
+
+    check_init_bundle(path, component, resolution, stage)
+    loaded, _ = bundles.load_component(path, component)
+    ours, theirs = module.config, loaded.config
+    if ours != theirs:
+        differ = [f.name for f in dataclasses.fields(ours)
+                  if getattr(ours, f.name) != getattr(theirs, f.name)]
+        raise ValueError(f"--init-from {Path(path).name} has another {component} architecture "
+                         f"than this run's config (model.{', model.'.join(differ)} differ); set "
+                         f"those keys to the bundle's values or use another bundle")
+    with torch.no_grad():
+        module.load_state_dict(loaded.state_dict())

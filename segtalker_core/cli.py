@@ -26,7 +26,8 @@ from pathlib import Path
 from .cli_errors import (EXIT_BAD_INPUT, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, Terminated,
                          failure_message, first_line, one_line, report, stop_signals_raise)
 from .cli_options import (BUNDLE_RESOLUTIONS, CROP_SIZE_RANGE, batch_size_value,
-                          crop_size_value, face_index_value, fps_value, max_size_value, strength_value)
+                          crop_size_value, face_index_value, fps_value, max_size_value,
+                          optimize_steps_value, strength_value)
 
 
 # -- inputs and outputs -------------------------------------------------------------------------
@@ -170,12 +171,15 @@ def cmd_talk(args: argparse.Namespace) -> int:
     inputs = {"--image": args.image, "--video": args.video, "--audio": args.audio,
               **_swap_inputs(specs), **_model_inputs(args)}
     _check_video_output(args.output, inputs)
+    if args.optimize_steps and not (args.encoder and args.generator):
+        raise ValueError(f"--optimize-steps {args.optimize_steps} refines the learned style codes: "
+                         f"give --encoder and --generator too (or leave it at 0)")
     image = read_image(args.image, "--image") if args.image else None
     swaps = tuple((names, read_image(path, f"--swap {','.join(names)} reference")) for names, path in specs)
     settings = TalkSettings(
         strength=args.strength, method=args.phonemes, video_mode=args.video_mode,
         blink=not args.no_blink, seed=args.seed, crop_size=args.size, face_index=args.face_index,
-        swaps=swaps, max_size=args.max_size, blend=args.blend,
+        swaps=swaps, max_size=args.max_size, blend=args.blend, optimize_steps=args.optimize_steps,
     )
     models = _talk_models(args)
     # The total comes with the first report: the library decodes the audio once, and checks a
@@ -187,15 +191,30 @@ def cmd_talk(args: argparse.Namespace) -> int:
             bar.total = total
         bar.update(done - bar.n)
 
+    # The refinement runs before the first frame: a bar of its own, made at its first step.
+    refine_bars: list = []
+
+    def refine_progress(done: int, total: int) -> None:
+        if not refine_bars:
+            refine_bars.append(tqdm(total=total, unit="step", desc="optimize style",
+                                    disable=args.quiet, leave=False))
+        refine_bars[0].update(done - refine_bars[0].n)
+        if done == total:
+            refine_bars[0].close()
+
     try:
         if image is not None:
             fps = args.fps if args.fps is not None else 25.0
             result = talk_image_file(image, args.audio, args.output, fps, settings, models,
-                                     input_name=args.image, inputs=inputs, progress=progress)
+                                     input_name=args.image, inputs=inputs, progress=progress,
+                                     refine_progress=refine_progress)
         else:
             result = talk_video_file(args.video, args.audio, args.output, args.fps, settings, models,
-                                     input_name=args.video, inputs=inputs, progress=progress)
+                                     input_name=args.video, inputs=inputs, progress=progress,
+                                     refine_progress=refine_progress)
     finally:
+        for refine_bar in refine_bars:
+            refine_bar.close()
         bar.close()  # ends the bar's line, so an error message starts a line of its own
     print(f"wrote {result.path} ({result.frames} frames at {result.fps:g} fps)")
     return 0
@@ -300,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="what the learned models compute in (auto: fp32 on a CPU)")
     models.add_argument("--batch-size", type=batch_size_value, default=None,
                         help="frames per forward pass of the learned models (default: theirs)")
+    models.add_argument("--optimize-steps", type=optimize_steps_value, default=0, metavar="N",
+                        help="refine the encoder's style codes against the face for N Adam steps "
+                             "before rendering (E4S's optimisation: ~200; slow, use a GPU; a "
+                             "video refines its reference frame; default 0: off)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_verbose(p, top_level=False)
     p.set_defaults(run=cmd_talk)

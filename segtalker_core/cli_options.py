@@ -14,6 +14,9 @@ STRENGTH_RANGE = (0.0, 2.0)
 # The same as models.random_bundle.RESOLUTIONS (a test holds them equal); importing it here would
 # import torch just to build the parser.
 BUNDLE_RESOLUTIONS = (64, 128, 256, 512)
+# ``--optimize-steps``: the same as style_refinement.MAX_STEPS (a test holds them equal; it imports
+# torch). E4S's optimisation runs 200; 5000 at 1024 px is about an hour on a GPU.
+OPTIMIZE_STEPS_RANGE = (0, 5000)
 
 # Measured peak memory per crop pixel (``talk`` on one portrait at --size 256..2048): about 16
 # bytes while a frame is drawn; 5 stay per frame held (crop 3, parsing 1, talking map 1) when a
@@ -79,6 +82,17 @@ def batch_size_value(text: str) -> int:
     if size < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {size}")
     return size
+
+
+def optimize_steps_value(text: str) -> int:
+    """``--optimize-steps``: Adam steps refining the style codes, 0 (off) .. 5000."""
+    steps = _number(text, int)
+    low, high = OPTIMIZE_STEPS_RANGE
+    if not low <= steps <= high:
+        raise argparse.ArgumentTypeError(
+            f"must be within {low}..{high} (0: off; a few hundred is E4S's use, e.g. 200), got "
+            f"{steps}")
+    return steps
 
 
 def strength_value(text: str) -> float:

@@ -405,8 +405,10 @@ def edit_segmentation(
 # Style
 
 
-def encode_style(faces: FaceTrack, model: LoadedModel | None = None, frame: int = 0) -> StyleCodes:
-    """Style codes of one frame of ``faces`` (one reference for the whole video: no flicker)."""
+def encode_style(faces: FaceTrack, model: LoadedModel | None = None, frame: int = 0,
+                 refine=None) -> StyleCodes:
+    """Style codes of one frame of ``faces`` (one reference for the whole video: no flicker).
+    ``refine``: a :class:`.style_refinement.StyleRefinement` (learned encoder only; None: off)."""
     if not isinstance(faces, FaceTrack):
         raise TypeError(f"input 'faces' must be SEGTALKER_FACES, got {type(faces).__name__}")
     if not 0 <= frame < len(faces):
@@ -418,11 +420,14 @@ def encode_style(faces: FaceTrack, model: LoadedModel | None = None, frame: int 
     if model is None or model.is_builtin:
         from . import builtin
 
+        if refine is not None and refine.config.enabled:
+            raise ValueError("refining the style codes needs the learned encoder: connect the "
+                             "encoder bundle, or set the optimisation steps to 0")
         return builtin.encode_style(faces, frame)
     from .learned import encode_style_learned
 
     require_component(model, (ENCODER,), slot="encoder")
-    return encode_style_learned(faces, model, frame)
+    return encode_style_learned(faces, model, frame, refine)
 
 
 def swap_style(style: StyleCodes, reference: StyleCodes, regions, strength: float = 1.0) -> StyleCodes:

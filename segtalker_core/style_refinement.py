@@ -240,7 +240,9 @@ def refine_codes(
     noise_rng = torch.Generator(device="cpu").manual_seed(int(config.seed))
     noise = [n.to(device) for n in generator.make_noise(1, noise_rng, device="cpu")]
     optimizer = torch.optim.Adam([variable], lr=config.lr)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    # fp16 gradients underflow without scaling; the scaler exists for these device types.
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16
+                                  and device.type in ("cuda", "cpu", "xpu"))
     terms = ["l2", "structure"] + (["parsing"] if parsing is not None and config.parsing_weight > 0 else [])
     result = RefinementResult(codes=start_codes.detach().clone(), terms=tuple(terms))
     best = math.inf

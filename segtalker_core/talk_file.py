@@ -84,9 +84,15 @@ class TalkSettings:
     swaps: tuple = field(default_factory=tuple)
     max_size: int | None = DEFAULT_MAX_SIZE  # long side of the working size, pixels; None: no cap
     blend: str = "linear"  # paste-back: "linear" or "multiband" (Laplacian pyramid, as E4S)
+    # Adam steps refining the learned style codes against the face (E4S's optimisation; 0: off;
+    # needs the learned encoder and generator). A video refines its one reference frame.
+    optimize_steps: int = 0
 
     def __post_init__(self) -> None:
         from .face.paste import BLEND_MODES
+        from .style_refinement import RefinementConfig
+
+        RefinementConfig(steps=self.optimize_steps)  # refuses a bad count, naming the range
 
         if self.blend not in BLEND_MODES:
             raise ValueError(f"blend must be one of {', '.join(BLEND_MODES)}, got {self.blend!r}")
@@ -111,24 +117,28 @@ class TalkFileResult:
 def talk_image_file(image: np.ndarray, audio, out_path: PathLike, fps: float = 25.0,
                     settings: TalkSettings = TalkSettings(), models: TalkModels = TalkModels(),
                     input_name: str = "image", progress: Progress = None,
-                    inputs: Mapping[str, PathLike | None] | None = None) -> TalkFileResult:
+                    inputs: Mapping[str, PathLike | None] | None = None,
+                    refine_progress: Progress = None) -> TalkFileResult:
     """A portrait ``[H, W, 3]`` uint8 + speech -> a video of ``ceil(duration * fps)`` frames.
 
     ``inputs``: ``{name: path}`` of the files the run reads, by the names messages should use
     (the CLI passes ``{"--image": ..., "--audio": ...}``); the output must be none of them, nor
     the audio file (named ``"audio"`` when ``inputs`` does not name it). Checked before any work.
+    ``refine_progress(step, steps)``: the style refinement's steps (``optimize_steps``).
     """
     from .video_io import check_fps
 
     named = _named_inputs(inputs, {"audio": _path_or_none(audio)})
     _check_output(out_path, named)
+    _check_refinement(settings, models)
     fps = float(check_fps(fps))
     image = _fit_image(image, settings.max_size, input_name)
     settings = _capped_swaps(settings)
     mono, sound = _decode_speech(audio)
     frames = image[None]
     if models.learned:
-        stream = iter_talk_with_models(frames, mono, fps, settings, models, input_name, progress)
+        stream = iter_talk_with_models(frames, mono, fps, settings, models, input_name, progress,
+                                       refine_progress=refine_progress)
     else:
         stream = pipeline.iter_talk(
             frames, mono, fps, video_mode=settings.video_mode, blink=settings.blink,
@@ -141,19 +151,22 @@ def talk_video_file(video_path: PathLike, audio, out_path: PathLike,
                     fps: float | None = None, settings: TalkSettings = TalkSettings(),
                     models: TalkModels = TalkModels(), input_name: str | None = None,
                     progress: Progress = None,
-                    inputs: Mapping[str, PathLike | None] | None = None) -> TalkFileResult:
+                    inputs: Mapping[str, PathLike | None] | None = None,
+                    refine_progress: Progress = None) -> TalkFileResult:
     """Dub the video at ``video_path`` with ``audio`` (None: its own sound track) into a video.
 
     The output has ``ceil(duration * fps)`` frames at ``fps`` (None: the video's own average
     rate, which must then lie in 1..120; a variable-rate video is warned about, see
     :mod:`.video_timing`). ``inputs``: as for :func:`talk_image_file`; the video and the audio
-    file are named ``"video"`` and ``"audio"`` unless ``inputs`` names them.
+    file are named ``"video"`` and ``"audio"`` unless ``inputs`` names them. ``refine_progress``:
+    as for :func:`talk_image_file` (a video refines the codes of its one reference frame).
     """
     from .video_io import VideoReader, check_fps, probe_video
     from .video_timing import REORDER_MARGIN, scan_video_packets, warn_if_variable
 
     named = _named_inputs(inputs, {"video": video_path, "audio": _path_or_none(audio)})
     _check_output(out_path, named)
+    _check_refinement(settings, models)
     if fps is not None:
         fps = float(check_fps(fps))
     name = input_name or os.fspath(video_path)
@@ -186,7 +199,7 @@ def talk_video_file(video_path: PathLike, audio, out_path: PathLike,
         frames = read_frames(video_path, max_frames=n_frames, size=size)
         if models.learned:
             frames_out = iter_talk_with_models(frames, mono, fps, settings, models, name, progress,
-                                               blink=False)
+                                               blink=False, refine_progress=refine_progress)
         else:
             frames_out = pipeline.iter_talk(
                 frames, mono, fps, video_mode=settings.video_mode, blink=False, input_name=name,
@@ -197,12 +210,15 @@ def talk_video_file(video_path: PathLike, audio, out_path: PathLike,
 
 def iter_talk_with_models(frames: np.ndarray, audio, fps: float, settings: TalkSettings,
                           models: TalkModels, input_name: str = "image", progress: Progress = None,
-                          blink: bool | None = None) -> Iterator[np.ndarray]:
+                          blink: bool | None = None,
+                          refine_progress: Progress = None) -> Iterator[np.ndarray]:
     """The chain of the modular nodes with learned models: parse -> talking segmentation (TSG or
-    rig) -> style (encoder or built-in) -> synthesis (generator or the built-in renderer, which
-    follows the TSG's maps) -> paste-back, yielding full-resolution frames one at a time.
+    rig) -> style (encoder or built-in, refined when ``settings.optimize_steps``) -> synthesis
+    (generator or the built-in renderer, which follows the TSG's maps) -> paste-back, yielding
+    full-resolution frames one at a time.
 
-    ``progress`` counts the frames pasted back (the stages before it run first, collected).
+    ``progress`` counts the frames pasted back (the stages before it run first, collected);
+    ``refine_progress`` the style refinement's steps.
     """
     mono = pipeline.load_mono(audio, "audio")
     blink = settings.blink if blink is None else blink
@@ -212,7 +228,7 @@ def iter_talk_with_models(frames: np.ndarray, audio, fps: float, settings: TalkS
         faces, mono, fps, model=models.tsg, strength=settings.strength, method=settings.method,
         video_mode=settings.video_mode, blink=blink, seed=settings.seed, batch_size=models.batch_size,
     )
-    style = _style(faces, settings, models)
+    style = _style(faces, settings, models, refine_progress)
     if _learned(models.generator):
         crops = pipeline.synthesize(segmentation, style, model=models.generator, seed=settings.seed,
                                     batch_size=models.batch_size)
@@ -308,8 +324,31 @@ def _builtin_options(settings: TalkSettings, models: TalkModels) -> dict:
                 blend=settings.blend)
 
 
-def _style(faces, settings: TalkSettings, models: TalkModels):
-    """Style of ``faces`` for the synthesizer that will run, with the swaps applied."""
+def _check_refinement(settings: TalkSettings, models: TalkModels) -> None:
+    """Refuse ``optimize_steps`` without the learned encoder and generator it refines with."""
+    if settings.optimize_steps and not (_learned(models.encoder) and _learned(models.generator)):
+        raise ValueError(
+            f"optimize_steps={settings.optimize_steps} refines the learned encoder's style codes "
+            f"through the learned generator, but this run has no "
+            f"{'encoder' if not _learned(models.encoder) else 'generator'} bundle; give both "
+            f"(CLI: --encoder and --generator) or leave optimize_steps at 0")
+
+
+def _refinement(settings: TalkSettings, models: TalkModels, progress: Progress):
+    """The style refinement of a run (None when ``optimize_steps`` is 0). Its noise is the
+    synthesis's (the same seed), so the codes are fitted to the noise the frames are drawn with."""
+    if not settings.optimize_steps:
+        return None
+    from .style_refinement import RefinementConfig, StyleRefinement
+
+    _check_refinement(settings, models)
+    config = RefinementConfig(steps=settings.optimize_steps, seed=settings.seed)
+    return StyleRefinement(config, models.generator, parser=models.parser, progress=progress)
+
+
+def _style(faces, settings: TalkSettings, models: TalkModels, refine_progress: Progress = None):
+    """Style of ``faces`` for the synthesizer that will run, refined when asked, with the swaps
+    applied (the swap references' codes are not refined: only some of their regions are used)."""
     learned_generator = _learned(models.generator)
     if learned_generator and not _learned(models.encoder):
         raise ValueError("a learned generator renders W+ style codes: give the encoder bundle too "
@@ -320,7 +359,8 @@ def _style(faces, settings: TalkSettings, models: TalkModels):
                     "(give a generator to render the encoder's codes)")
     if not settings.swaps and encoder is None:
         return None
-    style = pipeline.encode_style(faces, encoder)
+    refine = _refinement(settings, models, refine_progress)
+    style = pipeline.encode_style(faces, encoder, refine=refine)
     for k, (regions, image) in enumerate(settings.swaps):
         reference = pipeline.parse_faces(image[None], models.parser, crop_size=settings.crop_size,
                                          input_name=f"swap reference {k + 1}")

@@ -15,7 +15,8 @@ from segtalker_core.style_refinement import (MAX_STEPS, RefinementConfig, StyleR
                                              masked_ssim, multiscale_structure_loss)
 
 SIZE = 64
-STEPS = 6
+STEPS = 4
+LR = 0.03  # 3x E4S's: a clear gain in a few steps keeps the test short
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def test_refined_codes_reproduce_the_crop_better(models):
     before = _weights(models["encoder"], models["generator"])
     plain = learned.encode_style_learned(faces, models["encoder"], 0)
     steps = []
-    refine = StyleRefinement(RefinementConfig(steps=STEPS), models["generator"],
+    refine = StyleRefinement(RefinementConfig(steps=STEPS, lr=LR), models["generator"],
                              progress=lambda done, total: steps.append((done, total)))
     refined = learned.encode_style_learned(faces, models["encoder"], 0, refine)
     info = refined.meta["refinement"]
@@ -95,7 +96,7 @@ def test_zero_steps_is_the_encoder_output_bit_for_bit(models):
 
 def test_codes_space_and_parsing_term(models):
     faces = _faces()
-    refine = StyleRefinement(RefinementConfig(steps=3, space="codes"), models["generator"],
+    refine = StyleRefinement(RefinementConfig(steps=2, space="codes", lr=LR), models["generator"],
                              parser=models["parser"])
     info = learned.encode_style_learned(faces, models["encoder"], 0, refine).meta["refinement"]
     assert info["terms"] == ["l2", "structure", "parsing"]
@@ -162,3 +163,69 @@ def test_a_generator_on_another_slot_is_refused(models):
     refine = StyleRefinement(RefinementConfig(steps=2), models["encoder"])
     with pytest.raises(ValueError, match="generator"):
         learned.encode_style_learned(_faces(), models["encoder"], 0, refine)
+
+
+# -- the talk command and TalkSettings ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bundle_files(tmp_path_factory) -> dict:
+    return {k: str(v) for k, v in write_random_bundles(tmp_path_factory.mktemp("cli"),
+                                                        resolution=SIZE, seed=0).items()}
+
+
+def _talk(tmp_path, *options) -> tuple[int, object]:
+    import video_clips as V
+    from segtalker_core import cli
+
+    speech = V.speech_clip(tmp_path / "speech.wav", 0.12)  # 3 frames
+    out = tmp_path / "out.mp4"
+    code = cli.main(["talk", "--image", str(V.REPO_DIR / "examples" / "portrait.png"), "--audio",
+                     str(speech), "-o", str(out), "-q", "--size", "64", *options])
+    return code, out
+
+
+def test_talk_optimize_steps_refines_the_portrait_codes(tmp_path, bundle_files, monkeypatch):
+    from segtalker_core.video_io import probe_video
+
+    calls = []
+    original = learned._refined_codes
+
+    def spy(*args):
+        calls.append(args[-1].config)
+        return original(*args)
+
+    monkeypatch.setattr(learned, "_refined_codes", spy)
+    code, out = _talk(tmp_path, "--encoder", bundle_files["encoder"], "--generator",
+                      bundle_files["generator"], "--optimize-steps", "1", "--seed", "3")
+    assert code == 0 and probe_video(out).frame_count == 3
+    assert [(c.steps, c.seed) for c in calls] == [(1, 3)]
+
+
+@pytest.mark.parametrize("value, message", [("-1", "0..5000"), ("5001", "0..5000"),
+                                            ("many", "whole number")])
+def test_talk_refuses_a_bad_step_count(tmp_path, capsys, value, message):
+    with pytest.raises(SystemExit) as exit_info:  # argparse's usage error: one error line
+        _talk(tmp_path, "--optimize-steps", value)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: argument --optimize-steps")
+    assert message in err and not (tmp_path / "out.mp4").exists()
+
+
+def test_talk_optimize_steps_needs_the_learned_encoder_and_generator(tmp_path, capsys, bundle_files):
+    code, out = _talk(tmp_path, "--encoder", bundle_files["encoder"], "--optimize-steps", "4")
+    err = capsys.readouterr().err
+    assert code != 0 and "give --encoder and --generator" in err and not out.exists()
+
+
+def test_talk_settings_check_the_steps(tmp_path):
+    from segtalker_core import cli_options, style_refinement, talk_file
+
+    assert cli_options.OPTIMIZE_STEPS_RANGE == (0, style_refinement.MAX_STEPS)
+    with pytest.raises(ValueError, match="0..5000"):
+        talk_file.TalkSettings(optimize_steps=-2)
+    settings = talk_file.TalkSettings(optimize_steps=2)
+    image = np.zeros((64, 64, 3), np.uint8)
+    with pytest.raises(ValueError, match="no encoder bundle"):
+        talk_file.talk_image_file(image, np.zeros(1600, np.float32), tmp_path / "x.mp4",
+                                  settings=settings)

@@ -1,7 +1,8 @@
 """The PyTorch face models against mediapipe 0.10.14 itself, on the same images.
 
 Both run here (the test environment has mediapipe; where it cannot be installed, e.g. Python
-3.13, the comparison cannot exist and the module is skipped with that reason). Tolerances:
+3.13, the comparisons cannot exist and are skipped with that reason; the tests at the end, which
+need no mediapipe, run everywhere). Tolerances:
 
 * landmarks: mean <= 0.5 px and max <= 2 px, measured in a 512 crop of the face: pixel errors
   scaled by 512 / the long side of the face's landmark box (stricter than the pipeline's aligned
@@ -16,6 +17,7 @@ faceless image.
 """
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 
@@ -25,12 +27,9 @@ import pytest
 import skimage.data
 import torch
 
-mp_solutions = pytest.importorskip(
-    "mediapipe.python.solutions",
-    reason="mediapipe==0.10.14 is the reference and is not installable here (e.g. Python 3.13)")
-
-from segtalker_core.face.torch_models import loading  # noqa: E402
-from segtalker_core.face.torch_models.landmarker import TorchFaceLandmarker  # noqa: E402
+from segtalker_core.face.torch_models import loading
+from segtalker_core.face.torch_models.landmarker import TorchFaceLandmarker
+from segtalker_core.face.torch_models.tflite_graph import MissingWeightsError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CROP = 512.0
@@ -74,6 +73,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def mp_solutions():
+    return pytest.importorskip(
+        "mediapipe.python.solutions",
+        reason="mediapipe==0.10.14 is the reference and is not installable here (e.g. Python "
+               "3.13)")
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +142,7 @@ def _check_landmarks(name: str, ours: list[np.ndarray], theirs: list[np.ndarray]
         assert errors.mean() <= MEAN_PX and errors.max() <= MAX_PX, (name, _measured[name])
 
 
-def test_landmarks_match_mediapipe_on_still_images(still_images):
+def test_landmarks_match_mediapipe_on_still_images(mp_solutions, still_images):
     ours = TorchFaceLandmarker(video=False, max_faces=2)
     with mp_solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=2,
                                          refine_landmarks=True) as mesh:
@@ -145,7 +152,7 @@ def test_landmarks_match_mediapipe_on_still_images(still_images):
             _check_landmarks(name, ours.process(image), theirs, image)
 
 
-def test_tracking_mode_matches_mediapipe_on_the_example_video(video_frames):
+def test_tracking_mode_matches_mediapipe_on_the_example_video(mp_solutions, video_frames):
     ours = TorchFaceLandmarker(video=True, max_faces=1)
     with mp_solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1,
                                          refine_landmarks=True) as mesh:
@@ -165,7 +172,7 @@ def test_a_batch_gives_the_same_faces_as_frame_by_frame(still_images):
         np.testing.assert_allclose(faces[0], single[0], atol=1e-4)
 
 
-def test_no_face_gives_no_landmarks_in_both():
+def test_no_face_gives_no_landmarks_in_both(mp_solutions):
     blank = np.full((240, 320, 3), 90, np.uint8)
     noise = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
     ours = TorchFaceLandmarker(video=False, max_faces=1)
@@ -183,7 +190,7 @@ def _box_iou(a, b) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-def test_detector_boxes_match_mediapipe(still_images, video_frames):
+def test_detector_boxes_match_mediapipe(mp_solutions, still_images, video_frames):
     detector = loading.face_detector()
     images = dict(still_images, **{"video frame 0": video_frames[0]})
     worst = 1.0
@@ -206,7 +213,7 @@ def test_detector_boxes_match_mediapipe(still_images, video_frames):
     _measured["detector worst IoU"] = (worst, worst)
 
 
-def test_selfie_mask_matches_mediapipe(still_images, video_frames):
+def test_selfie_mask_matches_mediapipe(mp_solutions, still_images, video_frames):
     segmenter = loading.selfie_segmenter()
     portrait = still_images["portrait"]
     images = {
@@ -231,7 +238,7 @@ def test_selfie_mask_matches_mediapipe(still_images, video_frames):
     _measured["selfie worst IoU"] = (worst, worst)
 
 
-def test_report_measured_agreement(capsys):
+def test_report_measured_agreement(mp_solutions, capsys):
     """Prints the measured numbers (``pytest -s``); fails if an earlier test measured nothing."""
     landmark_rows = {k: v for k, v in _measured.items() if "IoU" not in k}
     assert landmark_rows, "run with the other tests of this module"
@@ -242,3 +249,42 @@ def test_report_measured_agreement(capsys):
         for name in ("detector worst IoU", "selfie worst IoU"):
             if name in _measured:
                 print(f"  {name:28s} {_measured[name][0]:.4f}")
+
+
+# -- without mediapipe ---------------------------------------------------------------------------
+
+def test_the_pack_detects_and_parses_with_mediapipe_unimportable(portrait, monkeypatch):
+    """The runtime path (detector + built-in parser) while every ``import mediapipe...`` fails."""
+    from segtalker_core.face.detect import FaceMeshDetector
+    from segtalker_core.labels import BISENET_19
+    from segtalker_core.parsing.landmark_parser import LandmarkParser
+
+    for name in [name for name in sys.modules if name.split(".")[0] == "mediapipe"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "mediapipe", None)  # None in sys.modules: ImportError
+    with pytest.raises(ImportError):
+        import mediapipe.python.solutions  # noqa: F401
+    with FaceMeshDetector() as detector, LandmarkParser() as parser:
+        faces = detector.detect(portrait)
+        assert len(faces) == 1
+        labels = parser.parse(portrait[None], faces[0].landmarks[None])
+    names = {BISENET_19[i] for i in np.unique(labels)}
+    # Face features from the mesh, and hair / background from the selfie mask.
+    assert {"background", "skin", "l_eye", "r_eye", "nose", "u_lip", "l_lip", "hair"} <= names
+
+
+def test_missing_weights_are_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(loading, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(MissingWeightsError, match="face model weights .* are missing.*"
+                                                 "convert_mediapipe_models.py"):
+        loading.load_network(loading.MESH_FILE)
+
+
+def test_float16_landmarks_stay_within_the_tolerance_of_float32(portrait):
+    """Half precision (the CPU runs it too; a GPU is where it is meant for)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    full = TorchFaceLandmarker(device=device).process(portrait)
+    half = TorchFaceLandmarker(device=device, dtype=torch.float16).process(portrait)
+    assert len(full) == len(half) == 1
+    errors = _crop_errors(half[0], full[0], (portrait.shape[1], portrait.shape[0]))
+    assert errors.mean() <= MEAN_PX and errors.max() <= MAX_PX, (errors.mean(), errors.max())

@@ -1,7 +1,8 @@
-"""Face detection (MediaPipe face mesh), FFHQ-style alignment, temporal smoothing, paste-back.
+"""Face detection (MediaPipe's face mesh, in PyTorch), FFHQ-style alignment, temporal smoothing,
+paste-back.
 
-Importing this package loads no model and does not import mediapipe; the detector does that when
-it first runs.
+Importing this package loads no model and does not import torch's face models (nor mediapipe,
+which the pack no longer needs); the detector loads them when it first runs.
 """
 from .align import Similarity, ffhq_similarity, similarity_to_affine, transform_points, warp_crop
 from .aligned import AlignedFaces, align_faces

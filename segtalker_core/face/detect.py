@@ -1,15 +1,19 @@
-"""Face-mesh detection with MediaPipe (478 landmarks per face, in frame pixels).
+"""Face-mesh detection (478 landmarks per face, in frame pixels), in PyTorch.
 
-:class:`FaceMeshDetector` wraps ``mediapipe.solutions.face_mesh.FaceMesh`` (the model ships in the
-``mediapipe==0.10.14`` wheel; nothing is downloaded). One detector is reused across the frames of
-a video: in ``video=True`` mode MediaPipe tracks the face from the previous frame's landmarks
-(faster, steadier); in image mode every frame is detected from scratch.
+:class:`FaceMeshDetector` runs MediaPipe's face models re-implemented in PyTorch
+(:mod:`segtalker_core.face.torch_models`: BlazeFace short range, then the attention face mesh with
+refined lips and irises) from the weights shipped in ``segtalker_core/face/weights/``; neither
+mediapipe nor TensorFlow is needed, and nothing is downloaded. The results match mediapipe
+0.10.14's ``FaceMesh(refine_landmarks=True)`` (``tests/test_torch_face_models.py``). One detector
+is reused across the frames of a video: in ``video=True`` mode the face is tracked from the
+previous frame's landmarks (faster, steadier), as MediaPipe's solution graph does; in image mode
+every frame is detected from scratch.
 
 Image size policy:
 
 * frames whose longer side exceeds ``max_side`` (default 1280) are detected on a downscaled copy;
-  MediaPipe returns normalised coordinates, so landmarks scale back to the full frame exactly;
-* small faces: MediaPipe's short-range detector misses faces narrower than ~12 % of the frame's
+  the mesh returns normalised coordinates, so landmarks scale back to the full frame exactly;
+* small faces: the short-range detector misses faces narrower than ~12 % of the frame's
   long side. When the whole frame gives no face, the detector searches square windows (the
   frame's short side, then half of it, overlapping by half) and maps what it finds back; in video
   mode it first looks in a window around the previous frame's face. This costs extra time only
@@ -25,11 +29,12 @@ image left (by bounding-box centre x). A missing index gives no face (with a war
 error, so one frame without the second person does not stop a video. The choice is made per
 frame: with two faces of similar size "largest" may switch between them; give an index then.
 
-``mediapipe`` is imported inside the detector, so importing this module stays light.
+torch and the models are loaded inside the detector, on its first frame, so importing this module
+stays light. ``device`` / ``dtype`` (keyword-only) choose where the networks run (default: the CPU
+in float32).
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import cv2
@@ -37,7 +42,6 @@ import numpy as np
 
 from ..closing import Closing
 from ..logs import get_logger
-from ..native_logs import quiet_native_stderr
 from .image import to_rgb_uint8
 
 log = get_logger("face")
@@ -97,12 +101,13 @@ def select_face(faces: list[DetectedFace], face_index: int = LARGEST_FACE) -> De
 
 
 class FaceMeshDetector(Closing):
-    """Reusable MediaPipe face-mesh detector. Use as a context manager or call :meth:`close`.
+    """Reusable face-mesh detector. Use as a context manager or call :meth:`close`.
 
     ``video``: track across consecutive frames (feed frames in order); ``max_faces``: how many
-    faces MediaPipe looks for (raise it to pick among more people); ``min_confidence``: detection
+    faces are looked for (raise it to pick among more people); ``min_confidence``: detection
     (and tracking) score threshold; ``search_small``: look for small faces in windows when the
-    whole frame gives none (see the module docstring).
+    whole frame gives none (see the module docstring); ``device`` / ``dtype``: where and in which
+    precision the networks run.
     """
 
     def __init__(
@@ -113,6 +118,9 @@ class FaceMeshDetector(Closing):
         max_side: int = 1280,
         min_side: int = 64,
         search_small: bool = True,
+        *,
+        device=None,
+        dtype=None,
     ) -> None:
         if max_faces < 1:
             raise ValueError(f"max_faces must be >= 1, got {max_faces}")
@@ -129,22 +137,27 @@ class FaceMeshDetector(Closing):
         self.max_side = max_side
         self.min_side = min_side
         self.search_small = search_small
+        self.device = device
+        self.dtype = dtype
         self._mesh = None  # whole frames (tracking in video mode)
         self._window_mesh = None  # windows: always static, they jump around the frame
         self._previous: DetectedFace | None = None  # video: last face seen, for a window search
 
     def _model(self, window: bool):
-        """The whole-frame mesh, or (video mode) a separate static one for windows."""
-        from mediapipe.python.solutions import face_mesh  # heavy: only when detecting
+        """The whole-frame landmarker, or (video mode) a separate static one for windows."""
+        import torch  # heavy: only when detecting
 
-        def make(static_mode: bool):
-            return open_solution(lambda: face_mesh.FaceMesh(
-                static_image_mode=static_mode,
-                max_num_faces=self.max_faces,
-                refine_landmarks=True,
+        from .torch_models.landmarker import TorchFaceLandmarker
+
+        def make(static_mode: bool) -> TorchFaceLandmarker:
+            return TorchFaceLandmarker(
+                video=not static_mode,
+                max_faces=self.max_faces,
                 min_detection_confidence=self.min_confidence,
                 min_tracking_confidence=self.min_confidence,
-            ))
+                device=self.device if self.device is not None else "cpu",
+                dtype=self.dtype if self.dtype is not None else torch.float32,
+            )
 
         if not window or not self.video:
             if self._mesh is None:
@@ -172,17 +185,15 @@ class FaceMeshDetector(Closing):
     def _run(self, work: np.ndarray, window: bool, origin: tuple[float, float],
              extent: tuple[float, float]) -> list[DetectedFace]:
         """Run the mesh on ``work``, an image of the frame region ``origin + [0, extent]``."""
-        result = run_solution(self._model(window), work)
         faces = []
-        for face in result.multi_face_landmarks or ():
-            normalised = np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32)
-            if len(normalised) != NUM_LANDMARKS:
+        for normalised in self._model(window).process(work):
+            if normalised.shape != (NUM_LANDMARKS, 3):
                 raise RuntimeError(
-                    f"MediaPipe returned {len(normalised)} landmarks instead of {NUM_LANDMARKS}; "
-                    f"is mediapipe==0.10.14 installed (refined irises)?"
+                    f"the face mesh returned landmarks of shape {normalised.shape} instead of "
+                    f"({NUM_LANDMARKS}, 3)"
                 )
-            # MediaPipe normalises x by width and y by height, and gives z "in roughly the same
-            # scale as x": scaling by the region's size in the frame undoes any resize we made.
+            # Landmarks are normalised as MediaPipe's (x by width, y by height, z like x):
+            # scaling by the region's size in the frame undoes any resize we made.
             scale = np.array([extent[0], extent[1], extent[0]], dtype=np.float32)
             offset = np.array([origin[0], origin[1], 0.0], dtype=np.float32)
             faces.append(DetectedFace(landmarks=normalised * scale + offset))
@@ -198,7 +209,7 @@ class FaceMeshDetector(Closing):
     def _search_windows(self, rgb: np.ndarray) -> list[DetectedFace]:
         """Small faces: square windows of the short side, then of half of it, 50 % overlap.
 
-        MediaPipe's short-range detector sees the whole (letterboxed) frame at 128 px and misses
+        The short-range detector sees the whole (letterboxed) frame at 128 px and misses
         faces narrower than about 12 % of the long side; a window makes them larger.
         """
         height, width = rgb.shape[:2]
@@ -261,19 +272,16 @@ class FaceMeshDetector(Closing):
         """Forget the previous frame (video mode): call between unrelated clips."""
         self._previous = None
         if self.video and self._mesh is not None:
-            self._mesh.close()
-            self._mesh = None
+            self._mesh.reset()
 
     def close(self) -> None:
-        for mesh in (self._mesh, self._window_mesh):
-            if mesh is not None:
-                mesh.close()
+        # The networks are cached per device and dtype (torch_models.loading); only the
+        # tracking state belongs to this detector.
         self._mesh = self._window_mesh = None
         self._previous = None
 
 
-
-# A window around a face: this many face sizes wide (MediaPipe finds faces filling ~1/3 to 1/2).
+# A window around a face: this many face sizes wide (the mesh finds faces filling ~1/3 to 1/2).
 _FACE_WINDOW_RATIO = 2.5
 _WINDOW_PIXELS = 384  # windows are resized to at most this (the detector itself looks at 128)
 _SMALLEST_WINDOW = 160.0  # px of the frame; faces in smaller windows are too small to use
@@ -315,33 +323,6 @@ def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float,
         return 0.0
     smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
     return width * height / max(smaller, 1e-9)
-
-
-def run_solution(solution, image: np.ndarray):
-    """``solution.process(image)`` for a MediaPipe legacy solution, without its protobuf noise.
-
-    mediapipe 0.10.14 calls a protobuf API deprecated in newer protobuf on every result, which
-    would print a ``SymbolDatabase.GetPrototype() is deprecated`` warning into every run.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype",
-                                category=UserWarning)
-        return solution.process(image)
-
-
-def open_solution(factory):
-    """``factory()``, a MediaPipe legacy solution, created and run once on a blank image inside
-    one :func:`quiet_native_stderr` window: its graph prints TFLite/absl start-up lines to fd 2
-    from worker threads until the first result (see :mod:`..native_logs`). The blank run finds
-    nothing, so a tracking solution starts from scratch at the first real frame, as a new one
-    does."""
-    with quiet_native_stderr():
-        solution = factory()
-        run_solution(solution, _WARM_UP_IMAGE)
-    return solution
-
-
-_WARM_UP_IMAGE = np.zeros((64, 64, 3), np.uint8)
 
 
 def _resize(rgb: np.ndarray, factor: float, interpolation: int) -> np.ndarray:

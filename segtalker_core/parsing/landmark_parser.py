@@ -1,7 +1,8 @@
 """The built-in face parser: face-mesh landmarks + MediaPipe selfie segmentation -> 19-class map.
 
-No weight file is needed: the selfie-segmentation model ships inside the ``mediapipe==0.10.14``
-wheel and the face regions are polygons of the face mesh (:mod:`segtalker_core.face.mesh_topology`)
+No weight file to download: the selfie-segmentation model (MediaPipe's, re-implemented in PyTorch
+in :mod:`segtalker_core.face.torch_models.selfie`) ships with the pack in
+``segtalker_core/face/weights/``, and the face regions are polygons of the face mesh (:mod:`segtalker_core.face.mesh_topology`)
 filled with ``cv2.fillPoly`` (sub-pixel vertices, no anti-aliasing). Output is BiSeNet order
 (:data:`segtalker_core.labels.BISENET_19`). Classes produced: background, skin, l/r brow, l/r eye,
 nose, mouth (interior, only when the lips are apart), u_lip, l_lip, neck, cloth, hair. Never
@@ -39,7 +40,6 @@ import numpy as np
 
 from ..closing import Closing
 from ..face import mesh_topology as T
-from ..face.detect import open_solution, run_solution
 from ..labels import BISENET_19
 from ..logs import get_logger
 from ..masks import dilate, erode
@@ -156,11 +156,14 @@ class LandmarkParser(Closing):
         if not self.settings.use_selfie:
             return None
         if self._selfie is None:
-            from mediapipe.python.solutions import selfie_segmentation  # heavy: first parse only
+            from ..face.torch_models.loading import selfie_segmenter  # heavy: first parse only
 
-            # Created and run once quietly: MediaPipe's C++ start-up lines (see native_logs).
-            self._selfie = open_solution(lambda: selfie_segmentation.SelfieSegmentation(model_selection=0))
-        return run_solution(self._selfie, np.ascontiguousarray(small)).segmentation_mask
+            self._selfie = selfie_segmenter()
+        import torch
+
+        image = torch.from_numpy(np.ascontiguousarray(small)).permute(2, 0, 1)[None].float()
+        with torch.inference_mode():
+            return self._selfie(image)[0].numpy()
 
     def _paint_body(self, labels: np.ndarray, body: np.ndarray, g: "_FaceGeometry",
                     along: np.ndarray, across: np.ndarray, colours: "_ColourScores") -> None:
@@ -211,9 +214,7 @@ class LandmarkParser(Closing):
         return gap > max(1.0, self.settings.mouth_open * width)
 
     def close(self) -> None:
-        if self._selfie is not None:
-            self._selfie.close()
-            self._selfie = None
+        self._selfie = None  # the network itself stays cached (torch_models.loading)
 
 
 

@@ -9,6 +9,10 @@ rotation makes the two given landmarks level, its size is the rotated bounding b
 subset times ``scale_x / scale_y``, the sampler treats output pixel centres with a half-pixel
 correction, and a sample whose position leaves ``[0, size - 1]`` on either axis is zero.
 
+Geometry is computed in float32 whatever the network's dtype: in float16 the crop positions
+(0..48 feature pixels) and the landmark coordinates would lose the sub-pixel precision that the
+refinement is for.
+
 Each function has the signature of a :mod:`.tflite_graph` operator: ``(graph, op, inputs)``.
 """
 from __future__ import annotations
@@ -19,7 +23,7 @@ import torch.nn.functional as F
 
 def landmarks_to_transform_matrix(graph, op: dict, inputs: list) -> torch.Tensor:
     """``[N, L, 3]`` landmarks -> ``[N, 4, 4]``: output-crop pixel -> feature-map position."""
-    landmarks = inputs[0]
+    landmarks = inputs[0].float()
     opt = op["opt"]
     left = landmarks[:, opt["left_rotation_idx"], :2]
     right = landmarks[:, opt["right_rotation_idx"], :2]
@@ -56,27 +60,28 @@ def landmarks_to_transform_matrix(graph, op: dict, inputs: list) -> torch.Tensor
 def transform_tensor_bilinear(graph, op: dict, inputs: list) -> torch.Tensor:
     """Sample ``features [N, C, H, W]`` at ``matrix [N, 4, 4]`` -> ``[N, C, out_h, out_w]``."""
     features, matrix = inputs
+    matrix = matrix.float()
     out_h, out_w = int(op["opt"]["output_height"]), int(op["opt"]["output_width"])
     height, width = features.shape[2], features.shape[3]
     m = matrix[:, :2, :]  # [N, 2, 4]
     # MediaPipe's align-corners correction: sample at pixel centres (x + 0.5), minus 0.5.
     offset = m[:, :, 3] + 0.5 * m[:, :, 0] + 0.5 * m[:, :, 1] - 0.5  # [N, 2]
     ys, xs = torch.meshgrid(
-        torch.arange(out_h, dtype=features.dtype, device=features.device),
-        torch.arange(out_w, dtype=features.dtype, device=features.device), indexing="ij")
+        torch.arange(out_h, dtype=torch.float32, device=features.device),
+        torch.arange(out_w, dtype=torch.float32, device=features.device), indexing="ij")
     sample_x = m[:, 0, 0, None, None] * xs + m[:, 0, 1, None, None] * ys + offset[:, 0, None, None]
     sample_y = m[:, 1, 0, None, None] * xs + m[:, 1, 1, None, None] * ys + offset[:, 1, None, None]
     inside = (sample_x >= 0) & (sample_x <= width - 1) & (sample_y >= 0) & (sample_y <= height - 1)
     grid = torch.stack((2.0 * sample_x / (width - 1) - 1.0,
                         2.0 * sample_y / (height - 1) - 1.0), dim=-1)
-    sampled = F.grid_sample(features, grid, mode="bilinear", padding_mode="zeros",
+    sampled = F.grid_sample(features.float(), grid, mode="bilinear", padding_mode="zeros",
                             align_corners=True)
-    return sampled * inside[:, None].to(sampled.dtype)
+    return (sampled * inside[:, None].to(sampled.dtype)).to(features.dtype)
 
 
 def transform_landmarks(graph, op: dict, inputs: list) -> torch.Tensor:
     """``landmarks [N, L, 2 or 3]`` through ``matrix [N, 4, 4]`` (x, y only; z is kept)."""
-    landmarks, matrix = inputs
+    landmarks, matrix = inputs[0].float(), inputs[1].float()
     x, y = landmarks[..., 0], landmarks[..., 1]
     new_x = matrix[:, 0, 0, None] * x + matrix[:, 0, 1, None] * y + matrix[:, 0, 3, None]
     new_y = matrix[:, 1, 0, None] * x + matrix[:, 1, 1, None] * y + matrix[:, 1, 3, None]

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .roi_crop import crop_rects
-from .tflite_graph import TFLiteGraph
+from .tflite_graph import TFLiteGraph, cpu_threads
 
 INPUT_SIZE = 128
 NUM_KEYPOINTS = 6
@@ -69,6 +69,10 @@ class ShortRangeFaceDetector(nn.Module):
 
     def forward(self, images: torch.Tensor, min_score: float = 0.5) -> list[FaceDetections]:
         assert images.dim() == 4 and images.shape[1] == 3, images.shape
+        with cpu_threads(images.device):
+            return self._detect(images, min_score)
+
+    def _detect(self, images: torch.Tensor, min_score: float) -> list[FaceDetections]:
         count, height, width = images.shape[0], images.shape[2], images.shape[3]
         # Letterbox: a square region around the whole image (keep_aspect_ratio, zero border).
         side = max(width, height)

@@ -23,6 +23,7 @@ import torch
 
 from . import loading
 from .rects import associate, rects_from_detections, rects_from_landmarks
+from .tflite_graph import cpu_threads
 
 
 class TorchFaceLandmarker:
@@ -61,9 +62,12 @@ class TorchFaceLandmarker:
         images = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
         return images.permute(0, 3, 1, 2).to(self.dtype)
 
-    @torch.inference_mode()
     def process(self, rgb: np.ndarray) -> list[np.ndarray]:
         """Faces of one RGB uint8 frame ``[H, W, 3]`` (video mode: frames in order)."""
+        with torch.inference_mode(), cpu_threads(self.device):
+            return self._process(rgb)
+
+    def _process(self, rgb: np.ndarray) -> list[np.ndarray]:
         images = self._images(rgb[None])
         size = (images.shape[3], images.shape[2])
         tracked = self._tracked if self.video else self._tracked[:0]
@@ -81,13 +85,16 @@ class TorchFaceLandmarker:
             self._tracked = rects_from_landmarks(kept, size)
         return [face.cpu().numpy() for face in kept]
 
-    @torch.inference_mode()
     def process_batch(self, frames: np.ndarray) -> list[list[np.ndarray]]:
         """Static mode: ``[B, H, W, 3]`` uint8 frames of one size -> faces per frame; one
         detector forward and one mesh forward for the whole batch."""
         if self.video:
             raise ValueError("process_batch is for static images; video mode tracks frame by "
                              "frame (use process)")
+        with torch.inference_mode(), cpu_threads(self.device):
+            return self._process_batch(frames)
+
+    def _process_batch(self, frames: np.ndarray) -> list[list[np.ndarray]]:
         images = self._images(frames)
         size = (images.shape[3], images.shape[2])
         found = self.detector(images, self.min_detection_confidence)

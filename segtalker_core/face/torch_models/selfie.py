@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .roi_crop import crop_rects, whole_image_rects
-from .tflite_graph import TFLiteGraph
+from .tflite_graph import TFLiteGraph, cpu_threads
 
 INPUT_SIZE = 256
 
@@ -26,6 +26,10 @@ class SelfieSegmenter(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         assert images.dim() == 4 and images.shape[1] == 3, images.shape
+        with cpu_threads(images.device):
+            return self._segment(images)
+
+    def _segment(self, images: torch.Tensor) -> torch.Tensor:
         count, height, width = images.shape[0], images.shape[2], images.shape[3]
         rects = whole_image_rects(count, images.device)
         tensor = crop_rects(images, torch.arange(count, device=images.device), rects,

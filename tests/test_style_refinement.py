@@ -122,15 +122,18 @@ def test_cancel_leaves_nothing_behind(models):
                zip(before, _weights(models["encoder"], models["generator"])))
 
 
-def test_half_precision_keeps_float32_codes(models):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_refines_and_keeps_float32_codes(models, dtype):
     faces = _faces()
     generator = models["generator"]
     try:
-        generator.place("cpu", torch.bfloat16)
-        refine = StyleRefinement(RefinementConfig(steps=1), generator)
+        generator.place("cpu", dtype)
+        refine = StyleRefinement(RefinementConfig(steps=2, lr=LR), generator)
         style = learned.encode_style_learned(faces, models["encoder"], 0, refine)
     finally:
         generator.place("cpu", torch.float32)
+    info = style.meta["refinement"]
+    assert info["loss_best"] < info["loss_start"], info  # fp16: the scaler did not skip them all
     assert style.codes.dtype == torch.float32 and torch.isfinite(style.codes).all()
     assert all(t.dtype == torch.float32 for t in generator.runner.state_dict().values()
                if t.is_floating_point())

@@ -99,6 +99,7 @@ def still_images(portrait) -> dict[str, np.ndarray]:
         "portrait rotated 30": _rotated(portrait, 30),
         "portrait rotated -50": _rotated(portrait, -50),
         "portrait rotated 90": np.ascontiguousarray(np.rot90(portrait)),
+        "face cut by the left border": np.ascontiguousarray(portrait[40:, 135:]),
         "astronaut rotated 180": np.ascontiguousarray(astronaut[::-1, ::-1]),
     }
 

@@ -268,6 +268,7 @@ def _add_verbose(parser: argparse.ArgumentParser, top_level: bool) -> None:
 # ``add_command(commands, add_verbose)``, which adds its sub-parser and sets ``run``. Imported when
 # the parser is built, so each keeps its heavy imports inside its ``run``.
 COMMAND_MODULES: tuple[str, ...] = (
+    ".train.cli_prepare",
     ".train.cli_train",
 )
 

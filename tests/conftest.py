@@ -8,6 +8,9 @@ Fixtures (session-scoped):
                           ``SEGTALKER_REQUIRE_COMFYUI=1`` (``.ci/run`` sets it).
 * ``pack_description`` -- the pack imported as ComfyUI does, every schema built (``describe_pack``).
 * ``comfyui_server``   -- a running ``ComfyUIServer`` with this pack linked in, stopped at the end.
+* ``prepared_dataset`` -- the folder of a small real training dataset: talking clips rendered by
+                          the built-in chain, prepared by the ``prepare`` CLI (``train_data.py``);
+                          its source videos are in ``train_data.source_folder(root)``.
 """
 from __future__ import annotations
 
@@ -52,3 +55,10 @@ def comfyui_server(comfyui_dir, tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def prepared_dataset(tmp_path_factory) -> Path:
+    import train_data
+
+    return train_data.build_prepared_dataset(tmp_path_factory.mktemp("train_data")).root

@@ -201,6 +201,12 @@ class _PreparedBase(Dataset):
         self.epoch = 0
         self.clips = self.dataset.split(split)
         self._shards = _ShardCache(self.clips)
+        self._samples: list[tuple[int, int]] = []  # (clip, frame) per sample, set by subclasses
+
+    def where(self, index: int) -> tuple[ClipInfo, int]:
+        """The clip of sample ``index`` and its (centre) frame in that clip (previews, tests)."""
+        clip, frame = self._samples[index]
+        return self.clips[clip], frame
 
     def set_epoch(self, epoch: int) -> None:
         """Draw other random choices (negatives, references) for every index from now on."""

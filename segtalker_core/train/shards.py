@@ -71,6 +71,8 @@ class ClipRecord:
     shard: str  # path relative to the dataset folder
     sha256: str  # of the shard file
     start_frame: int = 0  # first frame's index in the 25 fps source (segments of long videos)
+    source_digest: str = ""  # of the source's name, size and mtime: a changed file is redone
+    unit: str = ""  # what prepare did in one go: the source video, or the image block's id
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ClipRecord":
@@ -80,12 +82,13 @@ class ClipRecord:
 
 @dataclass
 class SkipRecord:
-    """A source that produced no clip, and why (size/mtime: a changed file is tried again)."""
+    """A source (or part of one) that produced no clip, and why. ``source_digest`` as in
+    :class:`ClipRecord`: a changed file is tried again."""
 
     source: str
     reason: str
-    size: int
-    mtime_ns: int
+    source_digest: str = ""
+    unit: str = ""  # as in ClipRecord
 
 
 @dataclass
@@ -129,7 +132,8 @@ class DatasetIndex:
                    sample_rate=int(data["sample_rate"]), parser=str(data["parser"]),
                    settings=dict(data.get("settings") or {}),
                    clips=[ClipRecord.from_dict(c) for c in data.get("clips", [])],
-                   skipped=[SkipRecord(**s) for s in data.get("skipped", [])])
+                   skipped=[SkipRecord(**{k: s[k] for k in SkipRecord.__dataclass_fields__ if k in s})
+                            for s in data.get("skipped", [])])
 
 
 def index_path(root: str | os.PathLike) -> Path:

@@ -1,0 +1,156 @@
+"""The evaluation on real clips: the pack's own dub of the example portrait (``talk --eval``),
+and copies of it made identical, shifted, blurred, flickering, faceless, silent, or at another
+frame rate and length, each with the answer it must give."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from segtalker_core import cli
+from segtalker_core.eval.evaluate import EvalOptions, evaluate_clip
+from segtalker_core.video_io import read_video
+from speech import speak
+from video_clips import REPO_DIR, write_clip
+
+PORTRAIT = REPO_DIR / "examples" / "portrait.png"
+FAST = EvalOptions(cpbd_frames=4)
+SHIFT = 3
+
+
+@dataclass(frozen=True)
+class Dub:
+    folder: Path
+    video: Path
+    speech: Path
+    frames: np.ndarray
+    report: dict
+
+
+@pytest.fixture(scope="module")
+def dub(tmp_path_factory) -> Dub:
+    folder = tmp_path_factory.mktemp("eval")
+    speech = speak("Please bring me the blue box from the kitchen.", folder / "box.wav")
+    video = folder / "box.mp4"
+    code = cli.main(["talk", "--image", str(PORTRAIT), "--audio", str(speech), "-o", str(video),
+                     "--size", "256", "--max-size", "256", "-q", "--eval"])
+    assert code == 0
+    report = json.loads((folder / "box_eval" / "report.json").read_text())
+    frames, _ = read_video(video)
+    return Dub(folder, video, speech, frames, report)
+
+
+def test_talk_eval_reports_sync_and_texture_of_the_packs_own_dub(dub):
+    clip = dub.report["clips"][0]
+    metrics = clip["metrics"]
+    assert metrics["frames"]["compared"] == len(dub.frames) and metrics["frames"]["without_face"] == 0
+    assert any("the reference was resized" in note for note in clip["notes"])  # 400 px portrait, 256 px dub
+    assert metrics["lip_sync"]["envelope_correlation"] >= 0.6
+    assert abs(metrics["lip_sync"]["best_offset_frames"]) <= 1
+    assert metrics["texture"]["static_psnr_db"] >= 35.0
+    # The mouth is what changed: the lips differ most from the portrait, the background least.
+    regions = metrics["regions"]
+    assert regions["lips"] > regions["lower face"] > regions["background"]
+    for kind in ("sync", "sheet", "heat"):
+        assert (dub.folder / "box_eval" / clip["figures"][kind]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (dub.folder / "box_eval" / "report.md").read_text()
+    assert "mouth opening vs speech envelope" in markdown and "LSE-C / LSE-D" in markdown
+
+
+def test_identical_videos_through_the_cli_folders(dub, tmp_path):
+    generated, reference = tmp_path / "gen", tmp_path / "ref"
+    generated.mkdir()
+    reference.mkdir()
+    (generated / "box.mp4").write_bytes(dub.video.read_bytes())
+    (reference / "box.mp4").write_bytes(dub.video.read_bytes())
+    (generated / "orphan.mp4").write_bytes(dub.video.read_bytes())  # no reference: listed
+    out = tmp_path / "report"
+    assert cli.main(["eval", "--generated", str(generated), "--reference", str(reference), "-o", str(out)]) == 0
+    document = json.loads((out / "report.json").read_text())
+    (clip,) = document["clips"]
+    image, texture = clip["metrics"]["image"], clip["metrics"]["texture"]
+    assert image["psnr_db"] == "inf" and image["face_psnr_db"] == "inf"
+    assert image["ssim"] == pytest.approx(1.0) and image["lmd_mouth_px"] == 0.0
+    assert texture["lower_face_high_frequency_ratio"] == pytest.approx(1.0)
+    assert clip["metrics"]["temporal"]["flicker_frames"] == []
+    assert clip["metrics"]["lip_sync"]["mouth_motion_vs_reference"] == pytest.approx(1.0)
+    assert any("orphan" in item for item in document["unpaired"])
+
+
+def test_video_shifted_by_k_frames_gives_offset_k(dub, tmp_path):
+    late = np.concatenate([np.repeat(dub.frames[:1], SHIFT, axis=0), dub.frames[:-SHIFT]])
+    path = write_clip(tmp_path / "late.mp4", late)
+    report = evaluate_clip(path, PORTRAIT, dub.speech, FAST)
+    sync = report.metrics["lip_sync"]
+    assert sync["best_offset_frames"] == SHIFT
+    assert sync["envelope_correlation"] < sync["best_offset_correlation"] - 0.1
+
+
+@pytest.fixture(scope="module")
+def mismatched(dub, tmp_path_factory):
+    """40 silent frames at 25 fps, 5 of them without a face, against the dub at 50 fps."""
+    folder = tmp_path_factory.mktemp("mismatched")
+    generated = dub.frames[:40].copy()
+    generated[5:10] = 128
+    gen_path = write_clip(folder / "gen.mp4", generated)
+    ref_path = write_clip(folder / "ref50.mp4", np.repeat(dub.frames, 2, axis=0), fps=50)
+    out = folder / "report"
+    assert cli.main(["eval", "--generated", str(gen_path), "--reference", str(ref_path), "-o", str(out)]) == 0
+    return json.loads((out / "report.json").read_text())["clips"][0], (out / "report.md").read_text()
+
+
+def test_different_fps_and_length_are_compared_by_time(mismatched):
+    clip, markdown = mismatched
+    frames = clip["metrics"]["frames"]
+    assert (frames["compared"], frames["generated_fps"], frames["reference_fps"]) == (40, 25.0, 50.0)
+    assert any("frame rates differ" in n for n in clip["notes"])
+    assert any("lengths differ" in n for n in clip["notes"])
+    # Frame i is matched with reference frame 2i: the same picture, re-encoded.
+    assert clip["metrics"]["image"]["face_psnr_db"] > 35.0
+    assert "| frames compared | 40 |" in markdown
+
+
+def test_frames_without_a_face_are_excluded_and_counted(mismatched):
+    clip, _ = mismatched
+    assert clip["metrics"]["frames"]["without_face"] == 5
+    assert clip["metrics"]["frames"]["with_face"] == 35
+    assert any("5 of 40 compared frames have no face" in n for n in clip["notes"])
+
+
+def test_silent_video_without_audio_skips_sync_and_says_so(mismatched):
+    clip, markdown = mismatched
+    assert clip["metrics"]["lip_sync"] == {"skipped": "no audio", "mouth_motion_vs_reference": pytest.approx(
+        clip["metrics"]["lip_sync"]["mouth_motion_vs_reference"])}
+    assert "lip sync skipped: the generated video has no sound track and no --audio was given" in markdown
+
+
+def test_blurred_flickering_copy(dub, tmp_path):
+    original = dub.frames[:25]
+    blurred = np.stack([cv2.GaussianBlur(f, (0, 0), 2.0) for f in original])
+    for frame in (8, 16):
+        blurred[frame] = np.clip(blurred[frame].astype(int) + 30, 0, 255).astype(np.uint8)
+    ref_path = write_clip(tmp_path / "ref.mp4", original)
+    gen_path = write_clip(tmp_path / "gen.mp4", blurred)
+    report = evaluate_clip(gen_path, ref_path, dub.speech, FAST)
+    image, texture = report.metrics["image"], report.metrics["texture"]
+    assert image["cpbd"] < 0.5 * image["cpbd_reference"]
+    assert image["ssim"] < 0.95 and texture["lower_face_high_frequency_ratio"] < 0.5
+    assert [f["frame"] for f in report.metrics["temporal"]["flicker_frames"]] == [8, 16]
+
+
+def test_still_video_has_no_sync(dub, tmp_path):
+    still = np.repeat(dub.frames[:1], 25, axis=0)
+    path = write_clip(tmp_path / "still.mp4", still, audio=dub.speech)
+    report = evaluate_clip(path, PORTRAIT, None, FAST)
+    assert abs(report.metrics["lip_sync"]["envelope_correlation"]) < 0.2
+    assert report.metrics["lip_sync"]["audio"] == str(path)  # its own sound track
+
+
+def test_an_image_as_generated_is_refused(tmp_path, capsys):
+    code = cli.main(["eval", "--generated", str(PORTRAIT), "--reference", str(PORTRAIT), "-o", str(tmp_path / "r")])
+    assert code == 2
+    assert "is an image; give the generated video" in capsys.readouterr().err

@@ -1,0 +1,123 @@
+"""Metrics with user-supplied weights: SyncNet v2 (LSE-C / LSE-D) loads a random state dict in
+the public ``syncnet_v2.model`` layout (``tests/layouts/syncnet_v2_model.json``, the names and
+shapes of joonson/syncnet_python's module) and scores; files of another network are named for
+what they look like; the MFCCs it reads."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from segtalker_core import cli
+from segtalker_core.eval import syncnet_v2 as sn
+from segtalker_core.eval.mfcc import mfcc
+from segtalker_core.eval.weights import WrongWeightsError, load_weights
+from video_clips import REPO_DIR
+
+LAYOUT = json.loads((REPO_DIR / "tests" / "layouts" / "syncnet_v2_model.json").read_text())
+
+
+def random_state(layout: dict, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, shape in layout.items():
+        if name.endswith("num_batches_tracked"):
+            state[name] = torch.tensor(100)
+        elif name.endswith("running_var"):
+            state[name] = torch.rand(shape, generator=g) + 0.5
+        else:
+            state[name] = 0.05 * torch.randn(shape, generator=g)
+    return state
+
+
+@pytest.fixture(scope="module")
+def syncnet_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("weights") / "syncnet_v2.model"
+    torch.save(random_state(LAYOUT), path)
+    return path
+
+
+def test_the_network_has_the_public_layout():
+    mine = {k: list(v.shape) for k, v in sn.SyncNetV2().state_dict().items()}
+    assert mine == LAYOUT
+
+
+def test_a_random_syncnet_v2_file_loads_and_scores(syncnet_file):
+    model = sn.load_syncnet_v2(syncnet_file)
+    expected = torch.load(syncnet_file, weights_only=True)
+    assert torch.equal(model.state_dict()["netcnnlip.0.weight"], expected["netcnnlip.0.weight"])
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (7, sn.CROP, sn.CROP, 3), np.uint8)
+    wave = rng.standard_normal(16000 * 7 // 25).astype(np.float32) * 0.1
+    result = sn.syncnet_v2_score(model, crops, wave, max_shift=1)
+    assert result.windows == 2 and -1 <= result.offset <= 1
+    assert math.isfinite(result.lse_d) and result.lse_d > 0 and result.lse_c >= 0
+
+
+def test_lse_finds_the_shift_of_matching_embeddings():
+    g = torch.Generator().manual_seed(1)
+    audio = torch.randn(40, 16, generator=g)
+    video = torch.roll(audio, 3, dims=0)  # video window i shows audio window i - 3: video late
+    result = sn.lse(video, audio, max_shift=5)
+    assert result.offset == 3 and result.lse_c > 1.0
+
+
+@pytest.mark.parametrize("keys, looks_like", [
+    (["Conv2d_1a_3x3.conv.weight", "Mixed_5b.branch1x1.conv.weight"], "Inception v3"),
+    (["face_encoder.0.conv_block.0.weight", "audio_encoder.0.conv_block.0.weight"], "Wav2Lip's SyncNet"),
+    (["lin0.model.1.weight", "lin1.model.1.weight"], "LPIPS"),
+    (["some.layer.weight"], "an unknown network"),
+])
+def test_a_file_of_another_network_is_named(tmp_path, keys, looks_like):
+    path = tmp_path / "wrong.pth"
+    torch.save({k: torch.zeros(2, 2) for k in keys}, path)
+    with pytest.raises(WrongWeightsError, match=looks_like) as error:
+        load_weights(path, "syncnet_v2", "LSE-C / LSE-D", "--syncnet-v2")
+    assert "needs SyncNet v2" in str(error.value)
+
+
+def test_not_a_weight_file_is_refused(tmp_path):
+    text = tmp_path / "syncnet_v2.model"
+    text.write_text("<html>404 Not Found</html>")
+    with pytest.raises(WrongWeightsError, match="cannot be read as plain tensors"):
+        sn.load_syncnet_v2(text)
+
+
+def test_the_cli_refuses_a_wrong_weight_file_before_reading_clips(tmp_path, capsys):
+    wrong = tmp_path / "inception.pth"
+    torch.save({"Conv2d_1a_3x3.conv.weight": torch.zeros(1), "Mixed_5b.x": torch.zeros(1)}, wrong)
+    portrait = str(REPO_DIR / "examples" / "portrait.png")
+    video = str(REPO_DIR / "examples" / "video.mp4")
+    code = cli.main(["eval", "--generated", video, "--reference", portrait, "--syncnet-v2", str(wrong),
+                     "-o", str(tmp_path / "report")])
+    assert code == 2
+    assert "looks like an Inception v3 network" in capsys.readouterr().err
+    assert not (tmp_path / "report").exists()
+
+
+def test_another_bundle_as_seg_syncnet_is_refused(tmp_path, capsys):
+    from segtalker_core.models.random_bundle import write_random_bundles
+
+    bundles = write_random_bundles(tmp_path / "bundles")
+    video = str(REPO_DIR / "examples" / "video.mp4")
+    code = cli.main(["eval", "--generated", video, "--reference", video, "--syncnet", str(bundles["tsg"]),
+                     "-o", str(tmp_path / "report")])
+    assert code == 2
+    assert "--syncnet" in capsys.readouterr().err
+
+
+def test_mfcc_frames_and_energy():
+    rng = np.random.default_rng(0)
+    wave = (0.1 * rng.standard_normal(16000)).astype(np.float32)
+    features = mfcc(wave)
+    assert features.shape == (13, 1 + math.ceil((16000 - 400) / 160))
+    # The first coefficient is the log energy of the pre-emphasised 16-bit frame.
+    x = wave.astype(np.float64) * 32768
+    x = np.append(x[0], x[1:] - 0.97 * x[:-1])
+    frame = x[160:560]
+    assert features[0, 1] == pytest.approx(np.log((np.abs(np.fft.rfft(frame, 512)) ** 2 / 512).sum()))
+    louder = mfcc(wave * 2)
+    assert np.allclose(louder[0] - features[0], np.log(4.0))

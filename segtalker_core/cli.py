@@ -217,6 +217,10 @@ def cmd_talk(args: argparse.Namespace) -> int:
             refine_bar.close()
         bar.close()  # ends the bar's line, so an error message starts a line of its own
     print(f"wrote {result.path} ({result.frames} frames at {result.fps:g} fps)")
+    if args.eval:
+        from .eval.cli_eval import evaluate_talk_output
+
+        evaluate_talk_output(result.path, args.image or args.video, args.audio)
     return 0
 
 
@@ -268,6 +272,7 @@ def _add_verbose(parser: argparse.ArgumentParser, top_level: bool) -> None:
 # ``add_command(commands, add_verbose)``, which adds its sub-parser and sets ``run``. Imported when
 # the parser is built, so each keeps its heavy imports inside its ``run``.
 COMMAND_MODULES: tuple[str, ...] = (
+    ".eval.cli_eval",
     ".train.cli_prepare",
     ".train.cli_train",
 )
@@ -325,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "before rendering (E4S's optimisation: ~200; slow, use a GPU; a "
                              "video refines its reference frame; default 0: off)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--eval", action="store_true",
+                   help="also write an evaluation report of the output against the input (NAME_eval/ beside it)")
     _add_verbose(p, top_level=False)
     p.set_defaults(run=cmd_talk)
 

@@ -17,8 +17,8 @@ Image size policy:
   long side. When the whole frame gives no face, the detector searches square windows (the
   frame's short side, then half of it, overlapping by half) and maps what it finds back; in video
   mode it first looks in a window around the previous frame's face. This costs extra time only
-  on frames where the whole-frame pass found nothing (a faceless 1080p frame: ~25 mesh runs,
-  a few hundred ms); ``search_small=False`` turns it off;
+  on frames where the whole-frame pass found nothing (a faceless 1080p frame: ~25 windows, each
+  window size in one batched detector forward); ``search_small=False`` turns it off;
 * frames whose shorter side is below ``min_side`` (64) are upscaled so that side becomes 256 and a
   warning says the landmarks are coarse; frames below ``MIN_USABLE_SIDE`` (16 px) are refused
   with ``ValueError``: no face is recognisable there.
@@ -185,8 +185,14 @@ class FaceMeshDetector(Closing):
     def _run(self, work: np.ndarray, window: bool, origin: tuple[float, float],
              extent: tuple[float, float]) -> list[DetectedFace]:
         """Run the mesh on ``work``, an image of the frame region ``origin + [0, extent]``."""
+        return self._to_frame(self._model(window).process(work), origin, extent)
+
+    @staticmethod
+    def _to_frame(normalised_faces: list[np.ndarray], origin: tuple[float, float],
+                  extent: tuple[float, float]) -> list[DetectedFace]:
+        """Normalised landmarks of the region ``origin + [0, extent]`` -> frame pixels."""
         faces = []
-        for normalised in self._model(window).process(work):
+        for normalised in normalised_faces:
             if normalised.shape != (NUM_LANDMARKS, 3):
                 raise RuntimeError(
                     f"the face mesh returned landmarks of shape {normalised.shape} instead of "
@@ -219,10 +225,7 @@ class FaceMeshDetector(Closing):
                 break
             windows = list(_windows(height, width, side))
             if len(windows) > 1 or side < min(height, width) or height != width:
-                faces: list[DetectedFace] = []
-                for x0, y0 in windows:
-                    faces.extend(self._run_window(rgb, x0, y0, side))
-                faces = _merge_duplicates(faces)
+                faces = _merge_duplicates(self._run_windows(rgb, windows, side))
                 if faces:
                     return faces
             side /= 2.0
@@ -230,6 +233,21 @@ class FaceMeshDetector(Closing):
 
     def _run_window(self, rgb: np.ndarray, x0: float, y0: float, side: float) -> list[DetectedFace]:
         """Faces in the square ``[x0, x0 + side] x [y0, y0 + side]`` of the frame, frame pixels."""
+        return self._run_windows(rgb, [(x0, y0)], side)
+
+    def _run_windows(self, rgb: np.ndarray, corners: list[tuple[float, float]],
+                     side: float) -> list[DetectedFace]:
+        """Faces in squares of one ``side`` at top-left ``corners``: one batched forward each for
+        detection and mesh (the windows have one size)."""
+        views = [self._window_view(rgb, x0, y0, side) for x0, y0 in corners]
+        found = self._model(window=True).process_batch(np.stack([work for work, _, _ in views]))
+        faces = []
+        for (_, origin, extent), normalised_faces in zip(views, found):
+            faces.extend(self._to_frame(normalised_faces, origin, extent))
+        return faces
+
+    def _window_view(self, rgb: np.ndarray, x0: float, y0: float, side: float):
+        """(image, origin, extent) of one window, resized to at most ``_WINDOW_PIXELS``."""
         size = int(min(_WINDOW_PIXELS, max(self.min_side, round(side))))
         scale = size / side
         if scale < 1 and _inside(rgb.shape, x0, y0, side):
@@ -244,8 +262,7 @@ class FaceMeshDetector(Closing):
             work = cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_LINEAR,
                                   borderMode=cv2.BORDER_REPLICATE)
             side_x = side_y = side
-        return self._run(np.ascontiguousarray(work), window=True, origin=(x0, y0),
-                         extent=(side_x, side_y))
+        return np.ascontiguousarray(work), (x0, y0), (side_x, side_y)
 
     def _working_copy(self, rgb: np.ndarray, name: str) -> np.ndarray:
         height, width = rgb.shape[:2]
@@ -285,7 +302,7 @@ class FaceMeshDetector(Closing):
 _FACE_WINDOW_RATIO = 2.5
 _WINDOW_PIXELS = 384  # windows are resized to at most this (the detector itself looks at 128)
 _SMALLEST_WINDOW = 160.0  # px of the frame; faces in smaller windows are too small to use
-# Window sizes tried: the short side, then half of it (a faceless 1080p frame costs ~25 mesh runs).
+# Window sizes tried: the short side, then half of it (a faceless 1080p frame: ~25 windows).
 _WINDOW_LEVELS = 2
 
 

@@ -43,7 +43,10 @@ def crop_rects(
         y = torch.round(y * _OPENCV_SUBPIXEL) / _OPENCV_SUBPIXEL
     # grid_sample, align_corners=False: pixel index p sits at (2p + 1) / size - 1.
     grid = torch.stack(((2 * x + 1) / width - 1, (2 * y + 1) / height - 1), dim=-1)
-    source = images[image_index].to(torch.float32)
+    if images.shape[0] == 1:
+        source = images.to(torch.float32).expand(len(rects), -1, -1, -1)  # a view, no copies
+    else:
+        source = images[image_index].to(torch.float32)
     crops = F.grid_sample(source, grid, mode="bilinear", padding_mode=border,
                           align_corners=False)
     if emulate_uint8:

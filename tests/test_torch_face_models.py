@@ -307,7 +307,8 @@ def test_the_shipped_weights_are_what_the_converter_writes(mp_solutions, tmp_pat
     spec.loader.exec_module(tool)
     assert tool.main(["--out", str(tmp_path)]) == 0
     for _, name in tool.MODELS:
-        shipped, fresh = loading.WEIGHTS_DIR / f"{name}.safetensors", tmp_path / f"{name}.safetensors"
+        shipped = loading.WEIGHTS_DIR / f"{name}.safetensors"
+        fresh = tmp_path / f"{name}.safetensors"
         with safe_open(str(shipped), "pt") as a, safe_open(str(fresh), "pt") as b:
             assert json.loads(a.metadata()["graph"]) == json.loads(b.metadata()["graph"])
             assert a.metadata()["source_sha256"] == b.metadata()["source_sha256"]

@@ -78,7 +78,8 @@ class AttentionFaceMesh(nn.Module):
 
 
 def project(points: torch.Tensor, rects: torch.Tensor) -> torch.Tensor:
-    """Crop-normalised ``points [R, P, 3]`` -> image-normalised (``LandmarkProjectionCalculator``)."""
+    """Crop-normalised ``points [R, P, 3]`` -> image-normalised, as MediaPipe's
+    ``LandmarkProjectionCalculator``."""
     x, y = points[..., 0] - 0.5, points[..., 1] - 0.5
     cos, sin = torch.cos(rects[:, 4])[:, None], torch.sin(rects[:, 4])[:, None]
     new_x = (cos * x - sin * y) * rects[:, 2, None] + rects[:, 0, None]

@@ -81,15 +81,23 @@ class TFLiteGraph(nn.Module):
         self.shapes = {int(k): list(v) for k, v in graph["shapes"].items()}
         self.weights = nn.ParameterDict()  # float constants, in the layout their operator wants
         self.integers: dict[int, list[int]] = {}  # shape / padding / slice constants
-        for op_index, op in enumerate(self.ops):
+        layouts: dict[int, tuple[str, int]] = {}  # constant -> (operator, input) of its layout
+        for op in self.ops:
             for position, tensor_id in enumerate(op["in"]):
                 name = f"t{tensor_id}"
-                if name not in constants or str(tensor_id) in self.weights:
+                if name not in constants:
                     continue
                 value = constants[name]
                 if not value.is_floating_point():
                     self.integers[tensor_id] = value.flatten().tolist()
                     continue
+                use = (op["op"], position)
+                if tensor_id in layouts:
+                    if _layout_kind(*layouts[tensor_id]) != _layout_kind(*use):
+                        raise ValueError(f"constant {tensor_id} is used by {layouts[tensor_id]} "
+                                         f"and {use}, which need different layouts")
+                    continue
+                layouts[tensor_id] = use
                 prepared = _prepare_constant(op["op"], position, value)
                 self.weights[str(tensor_id)] = nn.Parameter(prepared.float(), requires_grad=False)
 
@@ -132,6 +140,14 @@ def cpu_threads(device: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def _layout_kind(kind: str, position: int) -> str:
+    """Which of :func:`_prepare_constant`'s layouts a constant used here gets."""
+    if position == 1 and kind in ("CONV_2D", "DEPTHWISE_CONV_2D", "PRELU",
+                                  "CUSTOM:Convolution2DTransposeBias"):
+        return kind
+    return "operand"
 
 
 def _prepare_constant(kind: str, position: int, value: torch.Tensor) -> torch.Tensor:

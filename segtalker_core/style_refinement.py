@@ -247,7 +247,8 @@ def refine_codes(
     scaler = torch.amp.GradScaler(device.type, init_scale=FP16_INIT_SCALE,
                                   enabled=dtype == torch.float16
                                   and device.type in ("cuda", "cpu", "xpu"))
-    terms = ["l2", "structure"] + (["parsing"] if parsing is not None and config.parsing_weight > 0 else [])
+    use_parsing = parsing is not None and config.parsing_weight > 0
+    terms = ["l2", "structure"] + (["parsing"] if use_parsing else [])
     result = RefinementResult(codes=start_codes.detach().clone(), terms=tuple(terms))
     best = math.inf
 

@@ -293,12 +293,9 @@ def test_float16_landmarks_stay_within_the_tolerance_of_float32(portrait):
 
 def test_the_shipped_weights_are_what_the_converter_writes(mp_solutions, tmp_path):
     """``tools/convert_mediapipe_models.py`` on the installed wheel reproduces the shipped files
-    (same graph, same constants bit for bit)."""
+    byte for byte (the converter writes a fixed header order)."""
     pytest.importorskip("tflite", reason="the converter's flatbuffer parser (requirements-dev)")
     import importlib.util
-    import json
-
-    from safetensors import safe_open
 
     root = Path(__file__).resolve().parents[1]
     spec = importlib.util.spec_from_file_location("convert_mediapipe_models",
@@ -307,11 +304,5 @@ def test_the_shipped_weights_are_what_the_converter_writes(mp_solutions, tmp_pat
     spec.loader.exec_module(tool)
     assert tool.main(["--out", str(tmp_path)]) == 0
     for _, name in tool.MODELS:
-        shipped = loading.WEIGHTS_DIR / f"{name}.safetensors"
-        fresh = tmp_path / f"{name}.safetensors"
-        with safe_open(str(shipped), "pt") as a, safe_open(str(fresh), "pt") as b:
-            assert json.loads(a.metadata()["graph"]) == json.loads(b.metadata()["graph"])
-            assert a.metadata()["source_sha256"] == b.metadata()["source_sha256"]
-            assert sorted(a.keys()) == sorted(b.keys())
-            for key in a.keys():
-                assert torch.equal(a.get_tensor(key), b.get_tensor(key)), (name, key)
+        shipped = (loading.WEIGHTS_DIR / f"{name}.safetensors").read_bytes()
+        assert (tmp_path / f"{name}.safetensors").read_bytes() == shipped, name

@@ -167,9 +167,31 @@ def read_graph(tflite, data: bytes) -> tuple[dict, dict[str, np.ndarray]]:
     return description, constants
 
 
+_SAFETENSORS_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16",
+                      np.dtype(np.int32): "I32", np.dtype(np.int64): "I64",
+                      np.dtype(np.uint8): "U8"}
+
+
+def safetensors_bytes(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+    """A .safetensors file with its header in a fixed order (sorted keys), so that converting
+    twice gives the same bytes (``safetensors.save`` orders the metadata differently per run)."""
+    header: dict[str, object] = {"__metadata__": dict(sorted(metadata.items()))}
+    chunks, offset = [], 0
+    for name in sorted(tensors):
+        array = np.ascontiguousarray(tensors[name])
+        data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[array.dtype], "shape": list(array.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        chunks.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
+    return len(text).to_bytes(8, "little") + text + b"".join(chunks)
+
+
 def convert(source: Path, target: Path) -> None:
     import tflite
-    from safetensors.numpy import save_file
+    from safetensors.numpy import load
 
     data = source.read_bytes()
     description, constants = read_graph(tflite, data)
@@ -179,8 +201,13 @@ def convert(source: Path, target: Path) -> None:
         "source_sha256": hashlib.sha256(data).hexdigest(),
         "license": "Apache-2.0 (Google LLC); see NOTICE beside this file",
     }
+    encoded = safetensors_bytes(constants, metadata)
+    restored = load(encoded)  # the safetensors library reads it back, value for value
+    if sorted(restored) != sorted(constants) or not all(
+            np.array_equal(restored[k], constants[k]) for k in constants):
+        raise RuntimeError(f"{target.name}: the written tensors do not read back identically")
     with atomic_output(target, inputs={"model": source}) as tmp:
-        save_file(constants, str(tmp), metadata=metadata)
+        Path(tmp).write_bytes(encoded)
     size = target.stat().st_size / 1e6
     print(f"{source.name} -> {target} ({len(description['ops'])} ops, {len(constants)} constants, "
           f"{size:.2f} MB)")

@@ -123,8 +123,9 @@ def test_frames_without_a_face_are_excluded_and_counted(mismatched):
 
 def test_silent_video_without_audio_skips_sync_and_says_so(mismatched):
     clip, markdown = mismatched
-    assert clip["metrics"]["lip_sync"] == {"skipped": "no audio", "mouth_motion_vs_reference": pytest.approx(
-        clip["metrics"]["lip_sync"]["mouth_motion_vs_reference"])}
+    sync = clip["metrics"]["lip_sync"]
+    assert sync["skipped"] == "no audio"
+    assert "envelope_correlation" not in sync and "best_offset_frames" not in sync
     assert "lip sync skipped: the generated video has no sound track and no --audio was given" in markdown
 
 
@@ -154,3 +155,29 @@ def test_an_image_as_generated_is_refused(tmp_path, capsys):
     code = cli.main(["eval", "--generated", str(PORTRAIT), "--reference", str(PORTRAIT), "-o", str(tmp_path / "r")])
     assert code == 2
     assert "is an image; give the generated video" in capsys.readouterr().err
+
+
+def test_user_weights_add_seg_syncnet_and_lse_rows(dub, tmp_path):
+    import torch
+
+    from segtalker_core.models.random_bundle import write_random_bundles
+    from test_eval_weights import LAYOUT, random_state
+
+    bundles = write_random_bundles(tmp_path / "bundles")
+    syncnet_v2 = tmp_path / "syncnet_v2.model"
+    torch.save(random_state(LAYOUT), syncnet_v2)
+    clip = write_clip(tmp_path / "short.mp4", dub.frames[:12], audio=dub.speech)
+    options = EvalOptions(cpbd_frames=2, max_offset=2,
+                          weights={"syncnet": str(bundles["syncnet"]), "syncnet_v2": str(syncnet_v2)})
+    sync = evaluate_clip(clip, PORTRAIT, None, options).metrics["lip_sync"]
+    assert sync["segsyncnet_windows"] == 12 - 5 + 1 and abs(sync["segsyncnet_offset_frames"]) <= 2
+    assert 0.0 < sync["segsyncnet_probability"] < 1.0 and sync["segsyncnet_confidence"] >= 0.0
+    assert sync["lse_windows"] == 12 - 5 and sync["lse_d"] > 0 and sync["lse_c"] >= 0
+
+
+def test_talk_eval_refuses_an_unwritable_report_folder_before_the_dub(tmp_path, capsys):
+    (tmp_path / "clip_eval").write_text("a file where the report folder would go")
+    code = cli.main(["talk", "--image", str(PORTRAIT), "--audio", str(REPO_DIR / "examples" / "speech.wav"),
+                     "-o", str(tmp_path / "clip.mp4"), "-q", "--eval"])
+    assert code == 2 and "is a file" in capsys.readouterr().err
+    assert not (tmp_path / "clip.mp4").exists()

@@ -43,21 +43,23 @@ def _offset(text: str) -> int:
 
 
 def default_report_folder(generated: str) -> Path:
+    """``clip.mp4`` -> ``clip_eval`` beside it; a folder ``gen/`` -> ``gen_eval`` beside it (the
+    video need not exist yet: ``talk --eval`` checks the folder before the dub)."""
     path = Path(os.fspath(generated).rstrip("/\\") or ".")
-    return path.with_name(f"{path.stem if path.is_file() else path.name}_eval")
+    return path.with_name(f"{path.name if path.is_dir() else path.stem}_eval")
 
 
 def run(args: argparse.Namespace) -> int:
     from .evaluate import EvalOptions, evaluate_clip
     from .pairs import find_pairs
-    from .report import write_report
+    from .report import check_report_folder, write_report
 
     if args.phones is not None and args.recognise_phones:
         raise ValueError("give either --phones FILE or --recognise-phones, not both")
     if args.max_side < 64:
         raise ValueError(f"--max-side must be at least 64 px, got {args.max_side}")
     pairs, unpaired = find_pairs(args.generated, args.reference, args.audio)
-    folder = Path(args.output) if args.output else default_report_folder(args.generated)
+    folder = check_report_folder(args.output if args.output else default_report_folder(args.generated))
     weights = {k: v for k, v in (("syncnet", args.syncnet), ("syncnet_v2", args.syncnet_v2)) if v}
     _check_weights(weights, args.device)  # a wrong file is refused before any clip is read
     options = EvalOptions(max_offset=args.max_offset, max_side=args.max_side, face_index=args.face_index,

@@ -276,7 +276,7 @@ def _syncnet_v2(gen: Clip, marks: ClipLandmarks, audio: str, options: EvalOption
         notes.append("LSE-C / LSE-D skipped: no generated frame has a face")
         return {}
     count = int(len(gen) * Fraction(sn.FPS) / gen.fps)
-    index = np.minimum(np.round(np.arange(count) * gen.fps / sn.FPS).astype(int), len(gen) - 1)
+    index = np.minimum(np.round(np.arange(count) * float(gen.fps) / sn.FPS).astype(int), len(gen) - 1)
     if gen.fps != sn.FPS:
         notes.append(f"SyncNet v2 reads 25 fps: the {float(gen.fps):g} fps video was sampled at 25 fps by time")
     # A frame without a face takes the nearest frame's face box.

@@ -45,6 +45,11 @@ WEIGHTED_METRICS = {
     "syncnet": "Seg-SyncNet confidence and offset: a Seg-SyncNet bundle (.safetensors), --syncnet",
     "syncnet_v2": "LSE-C / LSE-D: syncnet_v2.model from joonson/syncnet_python, --syncnet-v2",
 }
+# Metrics of the papers this version does not compute yet, whatever is given.
+NOT_COMPUTED = (
+    "FID (pytorch-fid's Inception weights pt_inception-2015-12-05): not computed by this version",
+    "LPIPS (its VGG/AlexNet weights): not computed by this version",
+)
 
 
 def write_report(folder: str | os.PathLike, reports: list[ClipReport],
@@ -53,12 +58,7 @@ def write_report(folder: str | os.PathLike, reports: list[ClipReport],
     """Write the report of ``reports`` into ``folder`` (created if missing; its parent must
     exist); returns the Markdown file's path. ``weights``: the weight files given, by metric;
     ``unpaired``: inputs without a counterpart, listed in the report."""
-    root = Path(os.fspath(folder))
-    if root.exists() and not root.is_dir():
-        raise ValueError(f"-o {os.fspath(folder)!r} is a file; the report goes into a folder")
-    if not root.parent.is_dir():
-        raise FileNotFoundError(f"-o {os.fspath(folder)!r}: the folder {str(root.parent)!r} does not "
-                                "exist; create it first or write elsewhere")
+    root = check_report_folder(folder)
     (root / "figures").mkdir(parents=True, exist_ok=True)
     inputs = inputs or {}
     clip_entries = []
@@ -82,11 +82,24 @@ def write_report(folder: str | os.PathLike, reports: list[ClipReport],
         "unpaired": unpaired or [],
         "weights_given": weights,
         "weights_missing": missing,
+        "not_computed": list(NOT_COMPUTED),
     }
     write_bytes(root / "report.json", (json.dumps(document, indent=2, allow_nan=False) + "\n").encode(),
                 inputs, "the JSON report")
     markdown = _markdown(document, clip_entries)
     return write_bytes(root / "report.md", markdown.encode(), inputs, "the Markdown report")
+
+
+def check_report_folder(folder: str | os.PathLike) -> Path:
+    """The report folder, refused before any work when it is a file or its parent is missing."""
+    root = Path(os.fspath(folder))
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"report folder {os.fspath(folder)!r} is a file; the report goes into a folder "
+                         "(give another -o)")
+    if not root.parent.is_dir():
+        raise FileNotFoundError(f"report folder {os.fspath(folder)!r}: the folder {str(root.parent)!r} does "
+                                "not exist; create it first or write elsewhere")
+    return root
 
 
 def _markdown(document: dict, clip_entries) -> str:
@@ -130,9 +143,9 @@ def _markdown(document: dict, clip_entries) -> str:
         lines.append("")
     if document["unpaired"]:
         lines += ["## Not evaluated", ""] + [f"- {item}" for item in document["unpaired"]] + [""]
-    if document["weights_missing"]:
-        lines += ["## Metrics not computed (weights not given)", ""]
-        lines += [f"- {text}" for text in document["weights_missing"].values()] + [""]
+    lines += ["## Metrics not computed", ""]
+    lines += [f"- {text} (weights not given)" for text in document["weights_missing"].values()]
+    lines += [f"- {text}" for text in NOT_COMPUTED] + [""]
     return "\n".join(lines)
 
 

@@ -171,6 +171,11 @@ def cmd_talk(args: argparse.Namespace) -> int:
     inputs = {"--image": args.image, "--video": args.video, "--audio": args.audio,
               **_swap_inputs(specs), **_model_inputs(args)}
     _check_video_output(args.output, inputs)
+    if args.eval:  # a report folder that cannot be written is refused before the dub, not after
+        from .eval.cli_eval import default_report_folder
+        from .eval.report import check_report_folder
+
+        check_report_folder(default_report_folder(args.output))
     if args.optimize_steps and not (args.encoder and args.generator):
         raise ValueError(f"--optimize-steps {args.optimize_steps} refines the learned style codes: "
                          f"give --encoder and --generator too (or leave it at 0)")

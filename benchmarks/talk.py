@@ -22,6 +22,7 @@ the load average is printed with the table.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -151,13 +152,36 @@ def cli_rss(seconds: float, workdir: Path) -> tuple[int, float, float]:
     return frame_count(Fraction(int(seconds * SR), SR), FPS), wall, int(kib.group(1)) / 1024.0
 
 
+def resolution_rows(sizes: list[int], seconds: float) -> list[dict]:
+    """Warm fps of the built-in chain on the portrait resized to each ``size`` (crop = size)."""
+    from segtalker_core import pipeline
+
+    source = cv2.cvtColor(cv2.imread(str(ROOT / "examples" / "portrait.png")), cv2.COLOR_BGR2RGB)
+    audio = audio_dict(speech(seconds))
+    rows = []
+    for size in sizes:
+        image = cv2.resize(source, (size, size), interpolation=cv2.INTER_CUBIC)
+        for _ in range(2):  # the first call at a size loads models and warms caches
+            start, start_cpu = time.perf_counter(), time.process_time()
+            n = sum(1 for _ in pipeline.iter_talk(image[None], audio, FPS, crop_size=size))
+            wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+        rows.append({"size": size, "frames": n, "seconds": wall, "fps": n / wall, "cpu_ms_per_frame": 1e3 * cpu / n})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short clips and 0.5 / 2 minutes of audio")
     parser.add_argument("--skip-rss", action="store_true", help="speed rows only")
+    parser.add_argument("--rss-seconds", type=float, nargs="+", metavar="S",
+                        help="audio lengths (seconds) of the peak-RSS rows (default: 1 and 10 minutes; "
+                             "--quick: 0.5 and 2)")
+    parser.add_argument("--resolutions", type=int, nargs="*", default=[], metavar="PX",
+                        help="also time the chain on the portrait at these sizes (crop = size)")
+    parser.add_argument("--json", action="store_true", help="also print the RSS and resolution rows as JSON")
     args = parser.parse_args()
     clip = 4.0 if args.quick else 10.0
-    minutes = (0.5, 2.0) if args.quick else (1.0, 10.0)
+    seconds = args.rss_seconds or [60.0 * m for m in ((0.5, 2.0) if args.quick else (1.0, 10.0))]
 
     print(f"CPU cores: {os.cpu_count()}; load average at start: {load_text()}", flush=True)
     rows = portrait_rows(clip) + dubbing_rows(clip)
@@ -167,21 +191,32 @@ def main() -> None:
         print(f"| {name} | {n} | {secs:.1f} | {fps:.1f} | >= {target} | {note} |")
     print(f"\nload average after the speed rows: {load_text()}\n", flush=True)
 
-    if args.skip_rss:
-        return
-    results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for m in minutes:
-            results.append((m,) + cli_rss(60.0 * m, Path(tmp)))
-            print(f"  ({m:g} min done, load {load_text()})", flush=True)
-    print("| talk CLI, portrait, audio | frames | wall s | fps | peak RSS MiB |")
-    print("|---|---:|---:|---:|---:|")
-    for m, n, wall, rss in results:
-        print(f"| {m:g} min | {n} | {wall:.0f} | {n / wall:.1f} | {rss:.0f} |")
-    ratio = results[1][3] / results[0][3]
-    verdict = "within" if ratio <= 1.2 else "NOT within"
-    print(f"\npeak RSS ratio {results[1][0]:g} min / {results[0][0]:g} min: {ratio:.2f} ({verdict} the 1.2x target)")
+    data: dict = {"rss": [], "resolutions": []}
+    if args.resolutions:
+        data["resolutions"] = resolution_rows(args.resolutions, min(clip, 4.0))
+        print(f"| portrait side = crop (px), {min(clip, 4.0):g} s of speech | frames | seconds (warm) | fps | CPU ms/frame |")
+        print("|---:|---:|---:|---:|---:|")
+        for r in data["resolutions"]:
+            print(f"| {r['size']} | {r['frames']} | {r['seconds']:.1f} | {r['fps']:.1f} | {r['cpu_ms_per_frame']:.0f} |")
+        print(flush=True)
+    if not args.skip_rss:
+        results = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for s in seconds:
+                results.append((s,) + cli_rss(s, Path(tmp)))
+                print(f"  ({s:g} s done, load {load_text()})", flush=True)
+        print("| talk CLI, portrait, audio | frames | wall s | fps | peak RSS MiB |")
+        print("|---|---:|---:|---:|---:|")
+        for s, n, wall, rss in results:
+            print(f"| {s:g} s | {n} | {wall:.0f} | {n / wall:.1f} | {rss:.0f} |")
+            data["rss"].append({"audio_seconds": s, "frames": n, "wall_seconds": wall, "peak_rss_mib": rss})
+        if len(results) >= 2:
+            ratio = results[-1][3] / results[0][3]
+            verdict = "within" if ratio <= 1.2 else "NOT within"
+            print(f"\npeak RSS ratio {results[-1][0]:g} s / {results[0][0]:g} s: {ratio:.2f} ({verdict} the 1.2x target)")
     print(f"load average at the end: {load_text()}")
+    if args.json:
+        print(json.dumps(data))
 
 
 if __name__ == "__main__":

@@ -59,7 +59,9 @@ class TorchFaceLandmarker:
         frames = np.asarray(frames)
         assert frames.ndim == 4 and frames.shape[-1] == 3 and frames.dtype == np.uint8, (
             frames.shape, frames.dtype)
-        images = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+        # torch.from_numpy wants a writable array; a read-only one (a decoded image, an IMAGE
+        # batch view) is copied once here rather than warned about.
+        images = torch.from_numpy(np.require(frames, requirements=["C", "W"])).to(self.device)
         return images.permute(0, 3, 1, 2).to(self.dtype)
 
     def process(self, rgb: np.ndarray) -> list[np.ndarray]:

@@ -36,18 +36,20 @@ RENDER_CROP = 128  # crop the built-in chain renders the face at (small: fast)
 FRAME_SIZE = 256  # side of the rendered video frames
 SPEECH_RATE = 165  # words per minute
 
-# Each speaker's sentences. Which clip of a speaker is in val follows from the split's hash
-# rank (splits.py); tests read the split from the index.
-CLIPS: dict[str, tuple[str, ...]] = {
+# Each speaker's sentences, short and full of lip closures (b, p, m) and open vowels: the face
+# tracking and parsing of prepare cost about 0.1 s of CPU per frame, and the whole build must
+# stay within ~40 s. Which clip of a speaker is in val follows from the split's hash rank
+# (splits.py); tests read the split from the index.
+CLIPS: dict[str, tuple[str, ...]] = {  # 1.3..1.9 s each, about 250 frames in all
     "portrait": (
-        "Papa made a map of the bay by the mill.",
-        "We will meet you by the river when the rain stops.",
-        "Bob may bake a big apple pie.",
+        "Bob may bake a big pie.",
+        "Papa made a map of the bay.",
+        "We meet by the mill.",
     ),
     "astronaut": (
-        "Please bring me the blue box from the kitchen.",
-        "Mama and papa bought a boat.",
-        "Open wide and say ah, then shut your mouth.",
+        "Open wide, then shut.",
+        "Please bring the blue box.",
+        "Mama bought a boat.",
     ),
 }
 

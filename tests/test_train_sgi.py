@@ -431,9 +431,16 @@ def test_init_from_refuses_wrong_component_and_resolution(tmp_path):
     g128 = _save_generator(tmp_path / "g128.safetensors", 128)
     with pytest.raises(ValueError, match=r"g128\.safetensors is a 128 px .* trains at 64 px"):
         _stage(f"init_from={g128}").build()
-    with pytest.raises(ValueError, match=r"is a mask-guided StyleGAN generator bundle, but .* "
-                                         r"discriminator"):
+    with pytest.raises(ValueError, match=r"init_discriminator g64_generator\.safetensors is a "
+                                         r"mask-guided StyleGAN generator bundle, but "
+                                         r"init_discriminator takes a StyleGAN discriminator"):
         _stage(f"init_discriminator={g_bundle}").build()
+    d128 = tmp_path / "d128.safetensors"
+    d_config = S.SGIModelConfig(resolution=128, d_channel_base=256, d_channel_multiplier=1,
+                                d_channel_max=32).discriminator()
+    bundles.save_component(d128, bundles.build_component("discriminator", d_config), d_config)
+    with pytest.raises(ValueError, match=r"d128\.safetensors is a 128 px .* trains at 64 px"):
+        _stage(f"init_discriminator={d128}").build()
     # An encoder that writes codes for another generator layout is named with both layouts.
     other = _save_generator(tmp_path / "w16_generator.safetensors", 64, w_dim=16)
     with pytest.raises(ValueError, match=r"writes codes of w_dim 32.*reads w_dim 16"):
@@ -485,6 +492,34 @@ def test_train_export_and_init_from_the_export(tmp_path, portrait64):
     rebuilt.build()
     assert rebuilt.teacher is None and rebuilt.perceptual is None
     assert rebuilt.autoencoder.generator.config == gen.config
+
+
+class TinyEmbedding(nn.Module):
+    """[B, 3, 112, 112] -> unit [B, 16]: a cheap stand-in for the IR-SE-50 in a train step."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 8, 8)
+        self.linear = nn.Linear(4 * 14 * 14, 16)
+
+    def forward(self, x):
+        return F.normalize(self.linear(self.conv(x).flatten(1)), dim=1)
+
+
+def test_stage_uses_lpips_and_identity_when_their_files_are_given(weight_files, portrait64):
+    stage = _stage(f"loss.lpips_weights={weight_files['lins']}",
+                   f"loss.vgg16_weights={weight_files['vgg']}",
+                   f"loss.arcface_weights={weight_files['arcface']}", "loss.identity=0.1")
+    parts = stage.build()
+    assert isinstance(stage.perceptual, FL.LPIPSLoss)
+    assert isinstance(stage.identity, FL.IdentityLoss)
+    stage.identity.net = TinyEmbedding()  # the IR-SE-50's forward is tested above
+    out = stage.train_step(StepContext(CPU, parts, {}, 1), [_synthetic_batch(portrait64, 1)], 1)
+    assert out["perceptual"] > 0 and 0 < out["identity"] <= 2
+    # Without files: the weight-free perceptual loss, and no identity term.
+    plain = _stage("loss.identity=0.1")
+    plain.build()
+    assert isinstance(plain.perceptual, IL.WeightFreePerceptual) and plain.identity is None
 
 
 def test_sgi_reconstruction_psnr_rises_on_a_training_clip(prepared_dataset):

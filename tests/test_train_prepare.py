@@ -356,3 +356,53 @@ def test_image_folder_parsed_by_the_pipeline(tmp_path):
     assert [(s.source, s.reason) for s in index.skipped] == [("alice/grey.png", "no face found")]
     shard = shards.open_shard(tmp_path / "out" / index.clips[0].shard)
     assert (shard.regions[0] == LIPS).any() and (shard.regions[0] == L.REGIONS_12.index("skin")).mean() > 0.1
+
+
+# ------------------------------------------------------------------------------ sources, splits
+
+def test_sources_take_speakers_from_folders_lists_and_maps(tmp_path):
+    from segtalker_core.train.sources import find_sources
+
+    src = tmp_path / "src"
+    for name in ("id01/a/1.mp4", "id01/b/2.mov", "id02/3.mkv", "loose.webm", ".hidden.mp4",
+                 "notes.txt"):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(b"x")
+    kind, sources = find_sources(src)
+    assert kind == "video"
+    assert [(s.name, s.speaker) for s in sources] == [
+        ("id01/a/1.mp4", "id01"), ("id01/b/2.mov", "id01"), ("id02/3.mkv", "id02"),
+        ("loose.webm", None)]
+    speakers = tmp_path / "speakers.tsv"
+    speakers.write_text("loose\tid03\nid02/3.mkv\tid09\n")
+    _, sources = find_sources(src, speakers)
+    assert [s.speaker for s in sources] == ["id01", "id01", "id09", "id03"]
+    listing = tmp_path / "list.txt"
+    listing.write_text("# my clips\nsrc/id02/3.mkv\talice\n\nsrc/loose.webm\n")
+    _, sources = find_sources(listing)
+    assert [(s.name, s.speaker, s.path.is_file()) for s in sources] == [
+        ("src/id02/3.mkv", "alice", True), ("src/loose.webm", None, True)]
+    (src / "face.png").write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"both videos \(4\) and images \(1\)"):
+        find_sources(src)
+
+
+def test_split_is_deterministic_never_empty_and_keeps_groups_whole():
+    from segtalker_core.train.splits import assign_splits, group_of, resolve_split_by, stratum_of
+
+    names = [(f"spk{s}/clip{c}.mp4", f"spk{s}") for s in range(10) for c in range(4)]
+    assert resolve_split_by("auto", [sp for _, sp in names]) == "speaker"
+    assert resolve_split_by("auto", [None, "a"]) == "clip"
+    with pytest.raises(ValueError, match="1 source"):
+        resolve_split_by("speaker", [None, "a"])
+    groups = {group_of("speaker", n, sp): stratum_of("speaker", sp) for n, sp in names}
+    split = assign_splits(groups, 0.2, seed=0)
+    assert list(split.values()).count("val") == 2  # 2 of 10 speakers, each with all its clips
+    assert assign_splits(dict(reversed(list(groups.items()))), 0.2, seed=0) == split
+    assert any(assign_splits(groups, 0.2, seed=k) != split for k in range(1, 6))  # seeded
+    clips = {group_of("clip", n, sp): stratum_of("clip", sp) for n, sp in names}
+    by_clip = assign_splits(clips, 0.25)
+    for s in range(10):  # one of each speaker's four videos is held out
+        assert sum(by_clip[f"clip:spk{s}/clip{c}.mp4"] == "val" for c in range(4)) == 1
+    assert list(assign_splits({"clip:a": "", "clip:b": ""}, 0.05).values()).count("val") == 1
+    assert set(assign_splits({"clip:a": "", "clip:b": ""}, 0.0).values()) == {"train"}

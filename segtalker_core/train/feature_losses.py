@@ -104,7 +104,7 @@ def looks_like(keys: Sequence[str], shapes: Mapping[str, Sequence[int]] | None =
 def _read(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], Path, ck.BundleConfig]:
     p = ck.find_checkpoint(path)
     state, config = ck.load(p)
-    return {k: v.float() for k, v in state.items()}, p, config
+    return state, p, config
 
 
 def _refuse(path: Path, state: Mapping[str, torch.Tensor], config: ck.BundleConfig, wanted: str,
@@ -355,7 +355,8 @@ class IdentityLoss(nn.Module):
         for k in expected:
             if k.endswith("num_batches_tracked") and k not in state:
                 state[k] = torch.zeros((), dtype=torch.long)  # older torch did not save it
-        state = {k: v.to(torch.long) if k.endswith("num_batches_tracked") else v
+        # assign=True keeps the tensors as given: make them what the module holds.
+        state = {k: v.to(torch.long) if k.endswith("num_batches_tracked") else v.float()
                  for k, v in state.items()}
         loss.net.load_state_dict(state, strict=True, assign=True)
         return loss.freeze()

@@ -406,3 +406,31 @@ def test_split_is_deterministic_never_empty_and_keeps_groups_whole():
         assert sum(by_clip[f"clip:spk{s}/clip{c}.mp4"] == "val" for c in range(4)) == 1
     assert list(assign_splits({"clip:a": "", "clip:b": ""}, 0.05).values()).count("val") == 1
     assert set(assign_splits({"clip:a": "", "clip:b": ""}, 0.0).values()) == {"train"}
+
+
+def test_a_stopped_run_keeps_what_finished_and_resumes(bad_source, tmp_path, monkeypatch, caplog):
+    from segtalker_core.train import prepare
+
+    src, _, _ = bad_source
+    listing = tmp_path / "two.txt"
+    listing.write_text(f"{src / 'corrupt.mp4'}\n{src / 'silent.mp4'}\n")
+    real_work = prepare._work
+    calls = []
+
+    def work_then_ctrl_c(kind, unit, root, settings):
+        calls.append(unit.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_work(kind, unit, root, settings)
+
+    monkeypatch.setattr(prepare, "_work", work_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dataset(listing, tmp_path / "out", _settings())
+    index = shards.read_index(tmp_path / "out")  # written on the way out
+    assert [s.source for s in index.skipped] == [str(src / "corrupt.mp4")] and not index.clips
+    monkeypatch.setattr(prepare, "_work", real_work)
+    with caplog.at_level(logging.INFO, logger="segtalker"):
+        report = prepare_dataset(listing, tmp_path / "out", _settings())
+    assert (report.prepared, report.resumed, report.skipped) == (1, 1, 2)
+    assert any("corrupt.mp4: corrupt or unreadable video" in r.message
+               and "recorded by an earlier run" in r.message for r in caplog.records)

@@ -25,7 +25,8 @@ decode, a video without a sound track or with a silent one, a video (or a segmen
 which fewer than ``min_face_share`` (default 0.5) of the frames have a face, an image without a
 face or without its mask.
 
-**Resumable**: the index is rewritten (atomically) after every finished source; a re-run skips
+**Resumable**: the index is rewritten (atomically) every 10 s while a run works and when it
+ends, also on Ctrl-C or an error (a ``kill -9`` loses at most the last 10 s); a re-run skips
 every source the index lists whose shards are all complete and whose file is unchanged (name,
 size, mtime), and redoes the rest (a source interrupted mid-way, or a shard that went missing).
 A shard is written whole or not at all, so an interrupted write never counts as done.
@@ -35,6 +36,7 @@ One ``prepare`` per folder at a time (a lock file refuses a second one).
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -61,6 +63,7 @@ FPS = 25
 SAMPLE_RATE = 16000
 SILENT_PEAK = 1e-4  # a sound track whose loudest sample is below this is silence (-80 dBFS)
 LOCK_NAME = ".prepare.lock"
+INDEX_EVERY_S = 10.0  # the index is rewritten at most this often while a run works (and at the end)
 
 
 @dataclass(frozen=True)
@@ -459,16 +462,6 @@ def _open_index(root: Path, kind: str, settings: PrepareSettings) -> DatasetInde
                         parser=parser_name)
 
 
-def _unit_done(index: DatasetIndex, root: Path, unit: str, digest: str) -> bool:
-    """Whether an earlier run finished ``unit`` on the same file(s): its clips' shards all
-    complete, or (no clip) it was skipped."""
-    clips = [c for c in index.clips if c.unit == unit]
-    if clips:
-        return all(c.source_digest == digest and shards.shard_is_complete(root / c.shard, index.kind)
-                   for c in clips)
-    return any(s.source_digest == digest and s.unit == unit for s in index.skipped)
-
-
 def _remove_leftovers(root: Path) -> None:
     """``.partial-`` files only a ``kill -9`` of an earlier run can leave (never counted)."""
     from ..atomic_files import PARTIAL_MARK
@@ -522,50 +515,80 @@ def prepare_dataset(src: str | os.PathLike, out: str | os.PathLike,
         return _run(root, kind, sources, settings, progress)
 
 
+class _Book:
+    """The index while a run works on it: records by unit (a source video or an image block),
+    written back atomically at most every :data:`INDEX_EVERY_S` seconds and at the end (a crash
+    loses at most that much finished work; the units are redone by the next run)."""
+
+    def __init__(self, root: Path, index: DatasetIndex, settings: PrepareSettings) -> None:
+        self.root, self.index, self.settings = root, index, settings
+        self.clips: dict[str, list[ClipRecord]] = {}
+        self.skips: dict[str, list[SkipRecord]] = {}
+        for c in index.clips:
+            self.clips.setdefault(c.unit, []).append(c)
+        for s in index.skipped:
+            self.skips.setdefault(s.unit, []).append(s)
+        self.written = time.monotonic()
+
+    def done(self, unit: str, digest: str) -> bool:
+        """Whether an earlier run finished ``unit`` on the same file(s): its clips' shards all
+        complete, or (no clip) it was skipped."""
+        clips = self.clips.get(unit)
+        if clips:
+            return all(c.source_digest == digest
+                       and shards.shard_is_complete(self.root / c.shard, self.index.kind)
+                       for c in clips)
+        return any(s.source_digest == digest for s in self.skips.get(unit, ()))
+
+    def record(self, result: SourceResult) -> None:
+        kept = {c.shard for c in result.clips}
+        for c in self.clips.get(result.unit, ()):  # shards of an earlier version of the unit
+            if c.shard not in kept:
+                (self.root / c.shard).unlink(missing_ok=True)
+        self.clips[result.unit] = list(result.clips)
+        self.skips[result.unit] = list(result.skips)
+        if time.monotonic() - self.written >= INDEX_EVERY_S:
+            self.write()
+
+    def write(self) -> None:
+        self.index.clips = [c for clips in self.clips.values() for c in clips]
+        self.index.skipped = [s for skips in self.skips.values() for s in skips]
+        _resplit(self.index, self.settings)
+        shards.write_index(self.root, self.index)
+        self.written = time.monotonic()
+
+
 def _run(root: Path, kind: str, sources: list[Source], settings: PrepareSettings,
          progress: bool) -> PrepareReport:
     index = _open_index(root, kind, settings)
     index.settings = {"content": settings.content(), "val_fraction": settings.val_fraction,
                       "split_by": settings.split_by, "seed": settings.seed}
     _remove_leftovers(root)
+    book = _Book(root, index, settings)
     if kind == "video":
         units: list[tuple[str, str, Any]] = [(s.name, s.digest(), s) for s in sources]
     else:
         units = [(b.id, b.digest(), b) for b in image_blocks(sources, settings)]
     todo = []
     for name, digest, unit in units:
-        if _unit_done(index, root, name, digest):
-            for s in index.skipped:
-                if s.unit == name:
-                    log.warning("skipped %s: %s (recorded by an earlier run)", s.source, s.reason)
+        if book.done(name, digest):
+            for s in book.skips.get(name, ()):
+                log.warning("skipped %s: %s (recorded by an earlier run)", s.source, s.reason)
         else:
             todo.append((name, unit))
     resumed = len(units) - len(todo)
     if resumed:
         log.info("%d of %d %s already prepared in %s; doing the other %d", resumed, len(units),
                  "videos" if kind == "video" else "image blocks", root, len(todo))
-
-    def record(result: SourceResult) -> None:
-        old = [c for c in index.clips if c.unit == result.unit]
-        index.clips = [c for c in index.clips if c.unit != result.unit]
-        index.skipped = [s for s in index.skipped if s.unit != result.unit]
-        index.clips.extend(result.clips)
-        index.skipped.extend(result.skips)
-        kept = {c.shard for c in result.clips}
-        for c in old:  # shards of an earlier version of this source
-            if c.shard not in kept:
-                (root / c.shard).unlink(missing_ok=True)
-        for s in result.skips:
-            log.warning("skipped %s: %s", s.source, s.reason)
-        for note in result.notes:
-            log.warning("%s: %s", result.unit, note)
-        _resplit(index, settings)
-        shards.write_index(root, index)
-
-    for result in _results(kind, todo, root, settings, progress):
-        record(result)
-    _resplit(index, settings)
-    shards.write_index(root, index)
+    try:
+        for result in _results(kind, todo, root, settings, progress):
+            for s in result.skips:
+                log.warning("skipped %s: %s", s.source, s.reason)
+            for note in result.notes:
+                log.warning("%s: %s", result.unit, note)
+            book.record(result)
+    finally:  # also on Ctrl-C or an error: what finished stays finished
+        book.write()
     return PrepareReport(root=root, clips=len(index.clips),
                          frames=sum(c.frames for c in index.clips), prepared=len(todo),
                          resumed=resumed, skipped=len(index.skipped))
@@ -591,9 +614,15 @@ def _results(kind: str, todo: list[tuple[str, Any]], root: Path, settings: Prepa
         # spawn: the workers start clean (no forked torch/MediaPipe thread state).
         with ProcessPoolExecutor(settings.workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_init_worker, initargs=(threads,)) as pool:
-            pending = {pool.submit(_work, kind, unit, root, settings) for _, unit in todo}
+            queue = iter(todo)
+            pending: set = set()
             try:
-                while pending:
+                while True:
+                    # A few units per worker in flight: memory stays flat for a million files.
+                    for _, unit in itertools.islice(queue, 2 * settings.workers - len(pending)):
+                        pending.add(pool.submit(_work, kind, unit, root, settings))
+                    if not pending:
+                        break
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for future in done:
                         yield future.result()

@@ -169,7 +169,8 @@ def cmd_talk(args: argparse.Namespace) -> int:
     # Everything that can be refused without loading anything comes first.
     specs = _swap_specs(args.swap)
     inputs = {"--image": args.image, "--video": args.video, "--audio": args.audio,
-              **_swap_inputs(specs), **_model_inputs(args)}
+              **_swap_inputs(specs), **_model_inputs(args),
+              "--lpips": args.lpips, "--lpips-vgg": args.lpips_vgg, "--arcface": args.arcface}
     _check_video_output(args.output, inputs)
     if args.eval:  # a report folder that cannot be written is refused before the dub, not after
         from .eval.cli_eval import default_report_folder
@@ -185,6 +186,7 @@ def cmd_talk(args: argparse.Namespace) -> int:
         strength=args.strength, method=args.phonemes, video_mode=args.video_mode,
         blink=not args.no_blink, seed=args.seed, crop_size=args.size, face_index=args.face_index,
         swaps=swaps, max_size=args.max_size, blend=args.blend, optimize_steps=args.optimize_steps,
+        lpips_weights=args.lpips, lpips_vgg_weights=args.lpips_vgg, arcface_weights=args.arcface,
     )
     models = _talk_models(args)
     # The total comes with the first report: the library decodes the audio once, and checks a
@@ -334,6 +336,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="refine the encoder's style codes against the face for N Adam steps "
                              "before rendering (E4S's optimisation: ~200; slow, use a GPU; a "
                              "video refines its reference frame; default 0: off)")
+    models.add_argument("--lpips", metavar="FILE",
+                        help="with --optimize-steps: E4S's LPIPS loss from lpips's v0.1 vgg.pth "
+                             "(needs --lpips-vgg) or a whole LPIPS state dict (default: SSIM)")
+    models.add_argument("--lpips-vgg", metavar="FILE",
+                        help="torchvision's ImageNet VGG16 (vgg16-397923af.pth) for --lpips")
+    models.add_argument("--arcface", metavar="FILE",
+                        help="with --optimize-steps: E4S's identity loss, ArcFace IR-SE-50 "
+                             "(model_ir_se50.pth)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--eval", action="store_true",
                    help="also write an evaluation report of the output against the input (NAME_eval/ beside it)")

@@ -158,10 +158,12 @@ def _refined_codes(faces: FaceTrack, frame: int, encoder_model: LoadedModel,
         mask = torch.ones_like(small)
     mask = mask[:, None].float()
     parsing = _parsing_target(refine.parser, target, device, dtype, refine.config)
+    # The loss networks are frozen and read-only here: moving them (never casting) is safe.
+    lpips, identity = (None if m is None else m.to(device) for m in (refine.lpips, refine.identity))
     result = refine_codes(
         encoder_model.runner, generator, image, regions, target,
         ResizePlan(s, generator.config.size).apply(regions), mask, refine.config, dtype,
-        parsing=parsing, progress=refine.progress,
+        parsing=parsing, progress=refine.progress, lpips=lpips, identity=identity,
     )
     log.info("refined the style codes of frame %d: %d steps (%s), loss %.4g -> %.4g (step %d)",
              frame, refine.config.steps, "+".join(result.terms), result.initial_loss,

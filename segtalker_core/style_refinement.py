@@ -15,7 +15,7 @@ What is optimised (``RefinementConfig.space``):
   closely, and drifts off the trained space sooner).
 
 The losses, offline (no weights downloaded). E4S uses L2 1.0 + LPIPS 0.8 + ArcFace identity 0.1
-+ face parsing 0.1; LPIPS and ArcFace need backbone weights that cannot be fetched, so:
++ face parsing 0.1; LPIPS and ArcFace need backbone weights that cannot be fetched, so by default:
 
 * ``l2``: mean squared error over the face (every region but the background, which synthesis
   takes from the source anyway; ``include_background`` puts it in), images in [-1, 1];
@@ -26,6 +26,12 @@ The losses, offline (no weights downloaded). E4S uses L2 1.0 + LPIPS 0.8 + ArcFa
   against the parser's own labels of the source crop, so a refinement that lowers the pixel
   error cannot move a lip or an eyebrow; E4S's weight 0.1. The BiSeNet is differentiable; the
   built-in parser is not, and then the term is left out (logged).
+
+With weight files the user has (:mod:`.train.feature_losses`: ``LPIPSLoss.from_files``,
+``IdentityLoss.from_file``), E4S's own terms join: ``lpips`` (0.8, at 3 scales as E4S, *in place
+of* ``structure``) and ``identity`` (0.1, 1 - ArcFace cosine). Both see the render with the
+background replaced by the source's, so they too count the face only (unless
+``include_background``).
 
 Where the losses are compared: at the smaller of the crop and the generator resolution (the
 render is downscaled with antialiasing as :func:`.learned.synthesize_learned` does, or the crop
@@ -76,6 +82,8 @@ class RefinementConfig:
     l2_weight: float = 1.0  # E4S's l2_lambda
     structure_weight: float = 0.8  # multi-scale SSIM, in the slot of E4S's LPIPS (0.8)
     parsing_weight: float = 0.1  # E4S's face_parsing_lambda; used only with a BiSeNet parser
+    lpips_weight: float = 0.8  # E4S's lpips_lambda; used only with an LPIPS module (then no SSIM)
+    identity_weight: float = 0.1  # E4S's id_lambda; used only with an ArcFace identity module
     include_background: bool = False  # fit the background region too (synthesis keeps the source's)
     seed: int = 0  # the noise, drawn as synthesize_learned draws it from its seed
 
@@ -90,7 +98,8 @@ class RefinementConfig:
         if self.space not in SPACES:
             raise ValueError(f"the refinement space must be one of {SPACES}, got {self.space!r}")
         weights = {"l2_weight": self.l2_weight, "structure_weight": self.structure_weight,
-                   "parsing_weight": self.parsing_weight}
+                   "parsing_weight": self.parsing_weight, "lpips_weight": self.lpips_weight,
+                   "identity_weight": self.identity_weight}
         for name, value in weights.items():
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
@@ -184,6 +193,21 @@ def multiscale_structure_loss(render: torch.Tensor, target: torch.Tensor,
     return total / used
 
 
+def multiscale_lpips(lpips: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                     render: torch.Tensor, target: torch.Tensor,
+                     scales: int = SSIM_SCALES) -> torch.Tensor:
+    """E4S's LPIPS term: the sum over ``scales`` resolutions (each half the last, down to 16 px,
+    what LPIPS's VGG needs) of ``lpips(render, target)``."""
+    total = render.new_zeros(())
+    for s in range(scales):
+        if s:
+            if min(render.shape[-2:]) < 32:
+                break
+            render, target = F.avg_pool2d(render, 2), F.avg_pool2d(target, 2)
+        total = total + lpips(render, target).float()
+    return total
+
+
 def parsing_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of ``logits [1, C, H, W]`` against ``labels [1, H, W]`` over the mask."""
     per_pixel = F.cross_entropy(logits, labels, reduction="none")
@@ -212,6 +236,8 @@ def refine_codes(
     dtype: torch.dtype,  # what the forward passes compute in (autocast)
     parsing: ParsingTarget | None = None,  # labels at the loss size P
     progress: Callable[[int, int], None] | None = None,  # (steps done, steps)
+    lpips: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,  # LPIPSLoss
+    identity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,  # IdentityLoss
 ) -> RefinementResult:
     """Refine the encoder's codes of ``image`` so the generator redraws ``target`` (module
     docstring). Returns the best codes seen ``[1, R, L, w]`` float32 and the per-step losses."""
@@ -247,8 +273,10 @@ def refine_codes(
     scaler = torch.amp.GradScaler(device.type, init_scale=FP16_INIT_SCALE,
                                   enabled=dtype == torch.float16
                                   and device.type in ("cuda", "cpu", "xpu"))
-    use_parsing = parsing is not None and config.parsing_weight > 0
-    terms = ["l2", "structure"] + (["parsing"] if use_parsing else [])
+    terms = ["l2"]
+    terms += ["lpips"] if lpips is not None and config.lpips_weight > 0 else ["structure"]
+    terms += ["identity"] if identity is not None and config.identity_weight > 0 else []
+    terms += ["parsing"] if parsing is not None and config.parsing_weight > 0 else []
     result = RefinementResult(codes=start_codes.detach().clone(), terms=tuple(terms))
     best = math.inf
 
@@ -264,9 +292,19 @@ def refine_codes(
         loss = render.new_zeros(())
         if config.l2_weight:
             loss = loss + config.l2_weight * masked_l2(render, target, loss_mask)
-        if config.structure_weight:
+        if "structure" in terms and config.structure_weight:
             loss = loss + config.structure_weight * multiscale_structure_loss(render, target,
                                                                                loss_mask)
+        # The feature losses see the face on the source's background: only the face differs.
+        composite = render * loss_mask + target * (1 - loss_mask)
+        if "lpips" in terms:
+            with precision.compute(device, dtype):
+                term = multiscale_lpips(lpips, composite, target)
+            loss = loss + config.lpips_weight * term.float()
+        if "identity" in terms:
+            with precision.compute(device, dtype):
+                term = identity(composite, target)
+            loss = loss + config.identity_weight * term.float()
         if "parsing" in terms:
             with precision.compute(device, dtype):
                 logits = parsing.logits(render)
@@ -300,9 +338,12 @@ class StyleRefinement:
     (:func:`.learned.encode_style_learned`): how, the generator bundle that renders the codes
     (a ``LoadedModel`` in the generator slot, on the encoder's device), the face parser whose
     BiSeNet gives the parsing term (None or the built-in parser: no parsing term), and a
-    ``progress(step, steps)`` callback (ComfyUI's raises to cancel)."""
+    ``progress(step, steps)`` callback (ComfyUI's raises to cancel); optionally E4S's LPIPS and
+    identity losses built from the user's weight files."""
 
     config: RefinementConfig
     generator: object  # model_handle.LoadedModel (generator slot)
     parser: object = None  # model_handle.LoadedModel (parser slot) or None
     progress: Callable[[int, int], None] | None = None
+    lpips: torch.nn.Module | None = None  # train.feature_losses.LPIPSLoss (moved to the device)
+    identity: torch.nn.Module | None = None  # train.feature_losses.IdentityLoss (likewise)

@@ -87,6 +87,12 @@ class TalkSettings:
     # Adam steps refining the learned style codes against the face (E4S's optimisation; 0: off;
     # needs the learned encoder and generator). A video refines its one reference frame.
     optimize_steps: int = 0
+    # Weight files for E4S's own refinement losses (train.feature_losses; None: the offline set):
+    # LPIPS's linear layers (lpips v0.1 vgg.pth, or a whole LPIPS state dict) + torchvision's VGG16,
+    # and the ArcFace IR-SE-50 (model_ir_se50.pth).
+    lpips_weights: str | None = None
+    lpips_vgg_weights: str | None = None
+    arcface_weights: str | None = None
 
     def __post_init__(self) -> None:
         from .face.paste import BLEND_MODES
@@ -222,13 +228,14 @@ def iter_talk_with_models(frames: np.ndarray, audio, fps: float, settings: TalkS
     """
     mono = pipeline.load_mono(audio, "audio")
     blink = settings.blink if blink is None else blink
+    refine = _refinement(settings, models, refine_progress)  # loss files read before any work
     faces = pipeline.parse_faces(frames, models.parser, crop_size=settings.crop_size,
                                  face_index=settings.face_index, input_name=input_name)
     segmentation = pipeline.talking_segmentation(
         faces, mono, fps, model=models.tsg, strength=settings.strength, method=settings.method,
         video_mode=settings.video_mode, blink=blink, seed=settings.seed, batch_size=models.batch_size,
     )
-    style = _style(faces, settings, models, refine_progress)
+    style = _style(faces, settings, models, refine)
     if _learned(models.generator):
         crops = pipeline.synthesize(segmentation, style, model=models.generator, seed=settings.seed,
                                     batch_size=models.batch_size)
@@ -325,7 +332,17 @@ def _builtin_options(settings: TalkSettings, models: TalkModels) -> dict:
 
 
 def _check_refinement(settings: TalkSettings, models: TalkModels) -> None:
-    """Refuse ``optimize_steps`` without the learned encoder and generator it refines with."""
+    """Refuse ``optimize_steps`` without the learned encoder and generator it refines with, and
+    loss weight files without ``optimize_steps``."""
+    files = [f for f in ("lpips_weights", "lpips_vgg_weights", "arcface_weights")
+             if getattr(settings, f)]
+    if files and not settings.optimize_steps:
+        raise ValueError(f"{', '.join(files)} given, but optimize_steps is 0: those weights are "
+                         f"only for the style refinement; set optimize_steps (CLI: "
+                         f"--optimize-steps 200) or leave them out")
+    if settings.lpips_vgg_weights and not settings.lpips_weights:
+        raise ValueError("lpips_vgg_weights given without lpips_weights (the LPIPS linear "
+                         "layers, lpips/weights/v0.1/vgg.pth); give both")
     if settings.optimize_steps and not (_learned(models.encoder) and _learned(models.generator)):
         raise ValueError(
             f"optimize_steps={settings.optimize_steps} refines the learned encoder's style codes "
@@ -343,10 +360,19 @@ def _refinement(settings: TalkSettings, models: TalkModels, progress: Progress):
 
     _check_refinement(settings, models)
     config = RefinementConfig(steps=settings.optimize_steps, seed=settings.seed)
-    return StyleRefinement(config, models.generator, parser=models.parser, progress=progress)
+    lpips = identity = None
+    if settings.lpips_weights or settings.arcface_weights:
+        from .train.feature_losses import IdentityLoss, LPIPSLoss
+
+        if settings.lpips_weights:
+            lpips = LPIPSLoss.from_files(settings.lpips_weights, settings.lpips_vgg_weights)
+        if settings.arcface_weights:
+            identity = IdentityLoss.from_file(settings.arcface_weights)
+    return StyleRefinement(config, models.generator, parser=models.parser, progress=progress,
+                           lpips=lpips, identity=identity)
 
 
-def _style(faces, settings: TalkSettings, models: TalkModels, refine_progress: Progress = None):
+def _style(faces, settings: TalkSettings, models: TalkModels, refine=None):
     """Style of ``faces`` for the synthesizer that will run, refined when asked, with the swaps
     applied (the swap references' codes are not refined: only some of their regions are used)."""
     learned_generator = _learned(models.generator)
@@ -359,7 +385,6 @@ def _style(faces, settings: TalkSettings, models: TalkModels, refine_progress: P
                     "(give a generator to render the encoder's codes)")
     if not settings.swaps and encoder is None:
         return None
-    refine = _refinement(settings, models, refine_progress)
     style = pipeline.encode_style(faces, encoder, refine=refine)
     for k, (regions, image) in enumerate(settings.swaps):
         reference = pipeline.parse_faces(image[None], models.parser, crop_size=settings.crop_size,

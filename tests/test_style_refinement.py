@@ -232,3 +232,66 @@ def test_talk_settings_check_the_steps(tmp_path):
     with pytest.raises(ValueError, match="no encoder bundle"):
         talk_file.talk_image_file(image, np.zeros(1600, np.float32), tmp_path / "x.mp4",
                                   settings=settings)
+
+
+# -- E4S's own losses from the user's weight files ------------------------------------------------
+
+
+class _MeanColourIdentity(torch.nn.Module):
+    """A stand-in for the ArcFace identity loss (same call; the real one is 43M weights)."""
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return (pred.mean(dim=(2, 3)) - target.mean(dim=(2, 3))).square().mean()
+
+
+class _EdgeLPIPS(torch.nn.Module):
+    """A stand-in for LPIPSLoss (same call, frozen): distance of fixed edge features; the real
+    VGG16 costs ~10 s of CPU a step here. The real one is built from files below."""
+
+    def __init__(self):
+        super().__init__()
+        edges = torch.tensor([[-1.0, 0.0, 1.0]] * 3)
+        self.weight = torch.nn.Parameter(torch.stack([edges, edges.t()])[:, None].repeat(1, 3, 1, 1),
+                                         requires_grad=False)
+        self.sizes: list[int] = []
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(pred.shape[-1])
+        f = torch.nn.functional.conv2d
+        return (f(pred, self.weight) - f(target, self.weight)).square().mean()
+
+
+def test_lpips_replaces_ssim_and_identity_joins(models):
+    lpips = _EdgeLPIPS()
+    refine = StyleRefinement(RefinementConfig(steps=2, lr=LR), models["generator"], lpips=lpips,
+                             identity=_MeanColourIdentity())
+    info = learned.encode_style_learned(_faces(), models["encoder"], 0, refine).meta["refinement"]
+    assert info["terms"] == ["l2", "lpips", "identity"]
+    assert info["loss_best"] < info["loss_start"]
+    assert lpips.sizes[:3] == [SIZE, SIZE // 2, SIZE // 4]  # E4S's three scales, each pass
+    assert lpips.weight.grad is None
+
+
+def test_talk_settings_load_the_lpips_files(models, tmp_path):
+    from segtalker_core import talk_file
+    from segtalker_core.train.feature_losses import LPIPS_CHANNELS, LPIPSLoss, VGG16Features
+
+    vgg = tmp_path / "vgg16-397923af.pth"
+    torch.save({f"features.{k}": v for k, v in VGG16Features().features.state_dict().items()}, vgg)
+    lins = tmp_path / "vgg.pth"
+    torch.save({f"lin{i}.model.1.weight": torch.full((1, c, 1, 1), 0.1)
+                for i, c in enumerate(LPIPS_CHANNELS)}, lins)
+    run = talk_file.TalkModels(encoder=models["encoder"], generator=models["generator"])
+    settings = talk_file.TalkSettings(optimize_steps=3, lpips_weights=str(lins),
+                                      lpips_vgg_weights=str(vgg))
+    refine = talk_file._refinement(settings, run, None)
+    assert isinstance(refine.lpips, LPIPSLoss) and refine.identity is None
+    assert refine.config.steps == 3
+    with pytest.raises(ValueError, match="optimize_steps is 0"):
+        talk_file._check_refinement(talk_file.TalkSettings(lpips_weights=str(lins)), run)
+    with pytest.raises(ValueError, match="without lpips_weights"):
+        talk_file._check_refinement(
+            talk_file.TalkSettings(optimize_steps=2, lpips_vgg_weights=str(vgg)), run)
+    with pytest.raises(Exception, match="vgg.pth"):  # the linear layers alone: VGG16 missing
+        talk_file._refinement(talk_file.TalkSettings(optimize_steps=2, lpips_weights=str(lins)),
+                              run, None)

@@ -121,3 +121,38 @@ def test_mfcc_frames_and_energy():
     assert features[0, 1] == pytest.approx(np.log((np.abs(np.fft.rfft(frame, 512)) ** 2 / 512).sum()))
     louder = mfcc(wave * 2)
     assert np.allclose(louder[0] - features[0], np.log(4.0))
+
+
+FID_LAYOUT = json.loads((REPO_DIR / "tests" / "layouts" / "pt_inception_fid.json").read_text())
+
+
+def test_a_random_fid_inception_file_in_pytorch_fids_layout_loads_and_gives_features(tmp_path):
+    from segtalker_core.eval.fid import inception_features, load_fid_inception
+
+    path = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
+    torch.save(random_state(FID_LAYOUT), path)
+    model = load_fid_inception(path)
+    assert {k: list(v.shape) for k, v in model.state_dict().items()} == FID_LAYOUT
+    frames = np.random.default_rng(0).integers(0, 256, (2, 64, 48, 3), np.uint8)
+    features = inception_features(model, frames)
+    assert features.shape == (2, 2048) and np.isfinite(features).all() and (features >= 0).all()
+
+
+def test_a_syncnet_file_as_inception_is_named(syncnet_file):
+    from segtalker_core.eval.fid import load_fid_inception
+
+    with pytest.raises(WrongWeightsError, match=r"looks like SyncNet v2 .*FID needs an Inception v3"):
+        load_fid_inception(syncnet_file)
+
+
+def test_frechet_distance_of_known_gaussians():
+    from segtalker_core.eval.fid import frechet_distance
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((400, 3))
+    a -= a.mean(axis=0)
+    assert frechet_distance(a, a.copy()) == pytest.approx(0.0, abs=1e-6)
+    shift = np.array([1.0, 2.0, 0.0])
+    assert frechet_distance(a, a + shift) == pytest.approx(5.0, rel=1e-6)
+    # Same mean, covariance scaled by 4: trace terms give 3 * (1 + 4 - 2 * 2) = 3 (sample noise aside).
+    assert frechet_distance(a, 2 * a) == pytest.approx(np.trace(np.cov(a, rowvar=False)), rel=1e-6)

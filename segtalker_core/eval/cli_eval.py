@@ -30,6 +30,7 @@ def add_command(commands, add_verbose) -> None:
                          "confidence and offset on the generated video's segmentation")
     weights.add_argument("--syncnet-v2", metavar="FILE", help="syncnet_v2.model (joonson/syncnet_python): "
                          "LSE-C and LSE-D")
+    weights.add_argument("--inception", metavar="FILE", help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth: FID")
     weights.add_argument("--device", default="cpu", help="where those networks run (cpu, cuda, ...)")
     add_verbose(p)
     p.set_defaults(run=run)
@@ -60,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-side must be at least 64 px, got {args.max_side}")
     pairs, unpaired = find_pairs(args.generated, args.reference, args.audio)
     folder = check_report_folder(args.output if args.output else default_report_folder(args.generated))
-    weights = {k: v for k, v in (("syncnet", args.syncnet), ("syncnet_v2", args.syncnet_v2)) if v}
+    weights = {k: v for k, v in (("syncnet", args.syncnet), ("syncnet_v2", args.syncnet_v2),
+                                 ("inception", args.inception)) if v}
     _check_weights(weights, args.device)  # a wrong file is refused before any clip is read
     options = EvalOptions(max_offset=args.max_offset, max_side=args.max_side, face_index=args.face_index,
                           phones=args.phones, recognise_phones=args.recognise_phones, weights=weights,
@@ -71,12 +73,17 @@ def run(args: argparse.Namespace) -> int:
                        f"--audio {pair.name}": pair.audio})
     reports = [evaluate_clip(p.generated, p.reference, p.audio, options, name=p.name) for p in pairs]
     path = write_report(folder, reports, weights=weights, unpaired=unpaired,
-                        inputs={**inputs, "--syncnet": args.syncnet, "--syncnet-v2": args.syncnet_v2})
+                        inputs={**inputs, "--syncnet": args.syncnet, "--syncnet-v2": args.syncnet_v2,
+                                "--inception": args.inception})
     print(f"wrote {path} ({len(reports)} clip{'s' if len(reports) != 1 else ''})")
     return 0
 
 
 def _check_weights(weights: dict[str, str], device: str) -> None:
+    if "inception" in weights:
+        from .fid import load_fid_inception
+
+        load_fid_inception(weights["inception"], device)
     if "syncnet_v2" in weights:
         from .syncnet_v2 import load_syncnet_v2
 

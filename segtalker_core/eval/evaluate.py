@@ -31,7 +31,7 @@ class EvalOptions:
     """``max_offset``: frames each way the sync search tries; ``max_side``: frames are evaluated
     at most this large; ``cpbd_frames``: CPBD is read on this many frames spread over the clip;
     ``phones``: a phone timing file for the bilabial check, or ``recognise_phones``;
-    ``weights``: user-supplied weight files by metric (``syncnet``, ``syncnet_v2``)."""
+    ``weights``: user-supplied weight files by metric (``syncnet``, ``syncnet_v2``, ``inception``)."""
 
     max_offset: int = lipsync.DEFAULT_MAX_OFFSET
     max_side: int | None = DEFAULT_MAX_SIDE
@@ -105,6 +105,8 @@ def evaluate_clip(generated: str | os.PathLike, reference: str | os.PathLike,
     envelope, sync, metrics["lip_sync"], audio_used = _lip_sync(gen, audio, mouth, options, notes)
     if options.weights.get("syncnet_v2") and envelope is not None:
         metrics["lip_sync"].update(_syncnet_v2(gen, gen_marks, audio_used, options, notes))
+    if options.weights.get("inception"):
+        metrics["image"].update(_fid(gen, ref, pairs, options, notes))
     if options.weights.get("syncnet") and envelope is not None:
         metrics["lip_sync"].update(_segsyncnet(gen, audio_used, options))
     if not ref.still:
@@ -287,6 +289,21 @@ def _syncnet_v2(gen: Clip, marks: ClipLandmarks, audio: str, options: EvalOption
                                  device=options.device)
     return {"lse_c": result.lse_c, "lse_d": result.lse_d, "lse_offset_frames": result.offset,
             "lse_windows": result.windows}
+
+
+FID_FRAMES = 200  # frames of each clip the FID reads at most (spread evenly)
+
+
+def _fid(gen: Clip, ref: Clip, pairs: FramePairs, options: EvalOptions, notes: list[str]) -> dict:
+    from .fid import frechet_distance, inception_features, load_fid_inception
+
+    model = load_fid_inception(options.weights["inception"], options.device)
+    picks = np.unique(np.linspace(0, len(pairs) - 1, min(FID_FRAMES, len(pairs))).round().astype(int))
+    generated = inception_features(model, gen.frames[pairs.generated[picks]], device=options.device)
+    reference = inception_features(model, ref.frames[np.unique(pairs.reference[picks])], device=options.device)
+    notes.append(f"FID over {len(generated)} generated and {len(reference)} reference frames of this clip "
+                 "(consecutive frames are alike: compare FIDs of like-sized sets only)")
+    return {"fid": frechet_distance(generated, reference), "fid_frames": len(generated)}
 
 
 def _segsyncnet(gen: Clip, audio: str, options: EvalOptions) -> dict:

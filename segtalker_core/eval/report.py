@@ -23,6 +23,7 @@ ROWS = (
     ("image", "cpbd", "CPBD (generated)", "{:.3f}"),
     ("image", "cpbd_reference", "CPBD (reference)", "{:.3f}"),
     ("image", "lmd_mouth_px", "LMD mouth (px)", "{:.2f}"),
+    ("image", "fid", "FID (pytorch-fid Inception)", "{:.2f}"),
     ("image", "lmd_face_px", "LMD face (px)", "{:.2f}"),
     ("texture", "static_psnr_db", "PSNR outside the lower face (dB)", "{:.2f}"),
     ("texture", "static_ssim", "SSIM outside the lower face", "{:.4f}"),
@@ -44,10 +45,10 @@ ROWS = (
 WEIGHTED_METRICS = {
     "syncnet": "Seg-SyncNet confidence and offset: a Seg-SyncNet bundle (.safetensors), --syncnet",
     "syncnet_v2": "LSE-C / LSE-D: syncnet_v2.model from joonson/syncnet_python, --syncnet-v2",
+    "inception": "FID: pytorch-fid's Inception weights pt_inception-2015-12-05-6726825d.pth, --inception",
 }
 # Metrics of the papers this version does not compute yet, whatever is given.
 NOT_COMPUTED = (
-    "FID (pytorch-fid's Inception weights pt_inception-2015-12-05): not computed by this version",
     "LPIPS (its VGG/AlexNet weights): not computed by this version",
 )
 

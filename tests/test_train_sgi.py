@@ -1,5 +1,6 @@
 """SGI training stage: GAN losses, EMA, image losses, loss weight files, --init-from, and a short
-reconstruction run (segtalker_core/train/{gan_losses,ema,image_losses,feature_losses,sgi_stage}.py)."""
+reconstruction run (segtalker_core/train/: gan_losses, ema, image_losses, feature_losses,
+sgi_stage)."""
 from __future__ import annotations
 
 import math

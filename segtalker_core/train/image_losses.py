@@ -131,7 +131,8 @@ def ms_ssim_scales(size: int) -> int:
 
 
 def _ssim_terms(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(ssim [B], contrast-structure [B])``: local statistics averaged over pixels and channels."""
+    """``(ssim [B], contrast-structure [B])``: local statistics averaged over pixels and
+    channels."""
     def blur(t: torch.Tensor) -> torch.Tensor:
         return gaussian_blur(t, SSIM_SIGMA, SSIM_RADIUS)
 

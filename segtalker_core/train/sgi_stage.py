@@ -460,7 +460,9 @@ class SGIStage(Stage):
             batch["image"], batch["regions"], noise=noise, mix_from=self._mix_from())
         terms = self.reconstruction_terms(fake, batch)
         weights = {"l2": c.l2, "l1": c.l1, "perceptual": c.perceptual, "identity": c.identity}
-        loss = sum((weights[k] * v for k, v in terms.items()), fake.new_zeros((), dtype=torch.float32))
+        loss = fake.new_zeros((), dtype=torch.float32)
+        for k, v in terms.items():
+            loss = loss + weights[k] * v
         if self.teacher is not None:
             with torch.no_grad():
                 target = self.teacher(codes.detach(), batch["regions"], noise=noise, valid=valid)
@@ -514,7 +516,9 @@ class SGIStage(Stage):
                         fake, mixed, _, _ = ctx.raw(GENERATOR)(
                             batch["image"], batch["regions"], mix_from=self._mix_from())
                     fakes = fake if mixed is None else torch.cat([fake, mixed])
-                    regions = batch["regions"] if mixed is None else batch["regions"].repeat(2, 1, 1)
+                    regions = batch["regions"]
+                    if mixed is not None:
+                        regions = regions.repeat(2, 1, 1)
                     d = ctx.module(DISCRIMINATOR)
                     real_logits = d(self._d_input(batch["image"], batch["regions"]))
                     fake_logits = d(self._d_input(fakes.detach(), regions))

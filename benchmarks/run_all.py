@@ -255,24 +255,39 @@ def main() -> None:
         gpu_note = "`--device cuda` was given but torch sees no CUDA device here: no GPU rows."
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
     start_load = load_average()
-    outcomes = []
-    for bench in chosen:
+    info = machine()
+    outcomes: list[Outcome] = []
+    listed = {b.script for b in BENCHMARKS} | {Path(__file__).name}
+    extras = [] if args.only else [
+        Outcome(Benchmark(name.removesuffix(".py"), name, None, None), ["benchmarks/" + name],
+                "skipped: new script, not yet in run_all.py's table")
+        for name in sorted(p.name for p in HERE.glob("*.py") if p.name not in listed)]
+
+    def write_results(pending: list[Benchmark]) -> None:
+        """RESULTS.md with what has run so far (rewritten after each benchmark, so a run that is
+        stopped still leaves the finished ones), the plots of what is there."""
+        waiting = [Outcome(b, ["benchmarks/" + b.script], "not run yet (the run was stopped)") for b in pending]
+        plots = write_plots(outcomes, args.output.parent / "plots")
+        text = results_markdown(outcomes + waiting + extras, info, args.quick, args.device, plots, started,
+                                (start_load, load_average()), gpu_note)
+        write_bytes(args.output, text.encode(), what="-o")
+
+    for k, bench in enumerate(chosen):
         print(f"{bench.name}: running ...", flush=True)
         outcome = run_one(bench, args.quick, args.timeout)
         if gpu and bench.device and outcome.status == "ok":
             outcome.gpu = run_one(bench, args.quick, args.timeout, device="cuda")
         print(f"{bench.name}: {outcome.status} ({outcome.seconds:.0f} s)", flush=True)
         outcomes.append(outcome)
+        write_results(chosen[k + 1:])
+    print(f"wrote {args.output}")
 
-    listed = {b.script for b in BENCHMARKS} | {Path(__file__).name}
-    for extra in sorted(p.name for p in HERE.glob("*.py") if p.name not in listed):
-        if not args.only:
-            outcomes.append(Outcome(Benchmark(extra.removesuffix(".py"), extra, None, None,
-                                              why="new script, not yet in run_all.py's table"),
-                                    ["benchmarks/" + extra], "skipped: new script, not yet in run_all.py's table"))
 
-    plots = {}
-    plot_dir = args.output.parent / "plots"
+def write_plots(outcomes: list[Outcome], plot_dir: Path) -> dict[str, str]:
+    """The plots whose data the finished benchmarks printed; ``{title: path relative to the
+    results file}``."""
+    from segtalker_core.atomic_files import write_bytes
+
     by_script = {o.benchmark.script: o for o in outcomes}
     sources = []
     talk = by_script.get("talk.py")
@@ -285,16 +300,12 @@ def main() -> None:
     if layer is not None and isinstance(layer.data, list) and layer.data:
         sources.append(("fast vs reference mask-guided layer cost vs regions", "mask_guided_cost_vs_regions.png",
                         plot_regions, layer.data))
-    if sources:
-        plot_dir.mkdir(exist_ok=True)
+    plots = {}
     for title, name, draw, rows in sources:
+        plot_dir.mkdir(exist_ok=True)
         write_bytes(plot_dir / name, draw(rows), what="a benchmark plot")
-        plots[title] = os.path.relpath(plot_dir / name, args.output.parent)
-    text = results_markdown(outcomes, machine(), args.quick, args.device, plots, started,
-                            (start_load, load_average()), gpu_note)
-    write_bytes(args.output, text.encode(), what="-o")
-    print(f"wrote {args.output}" + (f" and {len(plots)} plots in {plot_dir}" if plots else ""))
-
+        plots[title] = f"{plot_dir.name}/{name}"
+    return plots
 
 if __name__ == "__main__":
     main()

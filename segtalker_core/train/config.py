@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 PRESETS_DIR = Path(__file__).with_name("presets")
 PRESET_NAMES: tuple[str, ...] = ("tiny", "256", "512", "personal")
 PRECISION_CHOICES: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+LR_DECAYS: tuple[str, ...] = ("none", "cosine")
 
 T = TypeVar("T")
 
@@ -114,6 +115,8 @@ class OptimConfig:
     betas: tuple[float, ...] = (0.9, 0.999)
     weight_decay: float = 0.0
     warmup_steps: int = 0  # linear warm-up of the learning rate from 0
+    decay: str = "none"  # none, or cosine: lr falls to min_lr_fraction x lr at loop.steps
+    min_lr_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)
@@ -122,6 +125,12 @@ class OptimConfig:
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {self.betas}")
         _non_negative(self, "weight_decay", "warmup_steps")
+        if self.decay not in LR_DECAYS:
+            raise ConfigError(f"optim.decay must be one of {', '.join(LR_DECAYS)}, got "
+                              f"{self.decay!r}")
+        if not 0.0 <= self.min_lr_fraction <= 1.0:
+            raise ConfigError(f"optim.min_lr_fraction must be in [0, 1], got "
+                              f"{self.min_lr_fraction}")
 
 
 @dataclass

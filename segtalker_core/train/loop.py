@@ -25,7 +25,8 @@ from torch import nn
 from . import checkpointing, distributed
 from .config import StageConfig, dump_yaml, to_mapping
 from .run_log import RunLog
-from .stage import Batch, Runtime, Stage, StepContext, TrainedPart, load_stage_class
+from .stage import (Batch, LRSchedule, Runtime, Stage, StepContext, TrainedPart,
+                    load_stage_class)
 
 log = logging.getLogger("segtalker.train")
 
@@ -202,9 +203,8 @@ def _train(stage_name: str, config: StageConfig, data_root: Path, run_dir: Path,
     n_train = check_dataset_size(train_set, config.data.train_split, plan.batch_size, data_root)
     data_hash = dataset_hash_of(data_root)
 
-    warmup = {name: int(getattr(getattr(config, "optim", None), "warmup_steps", 0) or 0)
-              for name in parts}
-    ctx = StepContext(runtime, parts, {}, plan.accumulation, loop.grad_clip, warmup)
+    schedules = {name: LRSchedule.of(stage.optim_config(name), loop.steps) for name in parts}
+    ctx = StepContext(runtime, parts, {}, plan.accumulation, loop.grad_clip, schedules=schedules)
     if found is not None:
         load_parts(stage, parts, found.payload, ctx, found.path)
         if found.payload.get("dataset_hash") not in (None, data_hash):
@@ -246,7 +246,7 @@ def _train(stage_name: str, config: StageConfig, data_root: Path, run_dir: Path,
         report.attach_progress(bar)
 
     sums: dict[str, float] = {}
-    count = 0
+    counts: dict[str, int] = {}
     t0 = time.perf_counter()
     window_t, window_steps = t0, 0
     step = start
@@ -258,20 +258,21 @@ def _train(stage_name: str, config: StageConfig, data_root: Path, run_dir: Path,
             step += 1
             window_steps += 1
             for k, v in terms.items():
+                # Per key: some terms (a lazy R1) appear only on some steps.
                 sums[k] = sums.get(k, 0.0) + float(v)
-            count += 1
+                counts[k] = counts.get(k, 0) + 1
             if bar is not None:
                 bar.update(1)
             if step % loop.log_every == 0 or step == loop.steps:
-                means = distributed.mean_over_processes({k: v / count for k, v in sums.items()},
-                                                        runtime.device)
+                means = distributed.mean_over_processes(
+                    {k: v / counts[k] for k, v in sums.items()}, runtime.device)
                 now = time.perf_counter()
                 rate = window_steps / max(now - window_t, 1e-9)
                 lr = parts[next(iter(parts))].optimizer.param_groups[0]["lr"]
                 values = {**means, "lr": lr, "steps_per_s": rate}
                 report.scalars(step, values, _format_line(step, loop.steps, {**means, "lr": lr},
                                                           rate, (loop.steps - step) / rate))
-                sums, count, window_t, window_steps = {}, 0, now, 0
+                sums, counts, window_t, window_steps = {}, {}, now, 0
             if runtime.is_main and loop.eval_every and val_set is not None and len(val_set) \
                     and (step % loop.eval_every == 0 or step == loop.steps):
                 metrics = _evaluate(stage, parts, ctx, val_set, plan.micro_batch_size,

@@ -53,7 +53,7 @@ How to implement a stage
    * ``with ctx.sync(name, i):`` around the forward of micro-batch ``i``: DDP's ``no_sync``
      except on the last micro-batch, so gradients are all-reduced once per step;
    * ``ctx.backward(name, loss / ctx.accumulation)`` (GradScaler under fp16);
-   * ``ctx.step(name, step)``: warm-up lr, unscale, clip (``loop.grad_clip``), optimiser step,
+   * ``ctx.step(name, step)``: lr schedule (warm-up, decay), unscale, clip (``loop.grad_clip``), optimiser step,
      scaler update, zero grads. Returns the gradient norm when clipping, else NaN.
    * ``ctx.accumulate(name, micro_batches, loss_fn, step)`` does all of that for the common
      case of one network and one loss: ``loss_fn(module, batch) -> (loss, {term: float})``.
@@ -110,6 +110,9 @@ Interface changes after the first commit are additive and announced here:
 * :func:`init_from_bundle` (load a checked bundle into a module built from the config).
 
 * ``Stage.init_weights`` / ``Stage.exporting`` (see 3.), set by the loop before ``build()``.
+* ``Stage.optim_config(part)``: which OptimConfig schedules a part's lr (``optim.warmup_steps``,
+  ``optim.decay`` = none/cosine, ``optim.min_lr_fraction``); default ``config.optim``. A GAN
+  returns its D's section for the discriminator. ``ctx.step`` applies it (:class:`LRSchedule`).
 * Datasets may define ``set_epoch(epoch)``: the loop calls it (in DataLoader workers too)
   before each item of that epoch (:class:`.distributed.EpochIndexed`).
 """
@@ -195,18 +198,47 @@ class Provenance:
 
 # ------------------------------------------------------------------------------------ context
 
+@dataclass(frozen=True)
+class LRSchedule:
+    """Learning-rate factor per step: linear warm-up, then constant or cosine decay."""
+
+    warmup_steps: int = 0
+    decay: str = "none"  # "none" or "cosine"
+    total_steps: int = 0  # where the cosine ends (loop.steps)
+    min_fraction: float = 0.0
+
+    @classmethod
+    def of(cls, optim: Any, total_steps: int) -> "LRSchedule":
+        """From an :class:`.config.OptimConfig` (None: constant)."""
+        if optim is None:
+            return cls()
+        return cls(int(optim.warmup_steps), str(optim.decay), int(total_steps),
+                   float(optim.min_lr_fraction))
+
+    def factor(self, step: int) -> float:
+        f = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
+        if self.decay == "cosine" and self.total_steps > self.warmup_steps:
+            t = min(1.0, max(0.0, (step - self.warmup_steps) / (self.total_steps -
+                                                                self.warmup_steps)))
+            f *= self.min_fraction + (1 - self.min_fraction) * 0.5 * (1 + math.cos(math.pi * t))
+        return f
+
+
 class StepContext:
     """What a stage's ``train_step`` uses (see the module docstring). Built by the loop."""
 
     def __init__(self, runtime: Runtime, parts: Mapping[str, TrainedPart],
                  wrapped: Mapping[str, nn.Module], accumulation: int, grad_clip: float = 0.0,
-                 warmup_steps: Mapping[str, int] | None = None) -> None:
+                 warmup_steps: Mapping[str, int] | None = None,
+                 schedules: Mapping[str, LRSchedule] | None = None) -> None:
         self.runtime = runtime
         self.parts = dict(parts)
         self._wrapped = dict(wrapped)
         self.accumulation = int(accumulation)
         self.grad_clip = float(grad_clip)
-        self._warmup = dict(warmup_steps or {})
+        self._schedules = {name: LRSchedule(warmup_steps=int(n))
+                           for name, n in (warmup_steps or {}).items()}
+        self._schedules.update(schedules or {})
         use_scaler = runtime.dtype == torch.float16
         self.scalers = {name: torch.amp.GradScaler(runtime.device.type, enabled=use_scaler)
                         for name in self.parts}
@@ -258,12 +290,12 @@ class StepContext:
         self.scalers[name].scale(loss).backward()
 
     def step(self, name: str, step: int) -> float:
-        """Warm-up lr, unscale, clip, optimiser step, scaler update, zero grads -> grad norm
-        (NaN when not clipping)."""
+        """Learning-rate schedule, unscale, clip, optimiser step, scaler update, zero grads ->
+        grad norm (NaN when not clipping)."""
         part = self._part(name)
         scaler = self.scalers[name]
-        warmup = self._warmup.get(name, 0)
-        factor = min(1.0, (step + 1) / warmup) if warmup else 1.0
+        schedule = self._schedules.get(name)
+        factor = schedule.factor(step) if schedule is not None else 1.0
         for group, base in zip(part.optimizer.param_groups, part.base_lrs):
             group["lr"] = base * factor
         norm = math.nan
@@ -338,6 +370,11 @@ class Stage(abc.ABC):
     def train_step(self, ctx: StepContext, micro_batches: list[Batch], step: int
                    ) -> dict[str, float]:
         """One optimiser step (all micro-batches of this process) -> float terms for the log."""
+
+    def optim_config(self, part: str) -> Any:
+        """The :class:`.config.OptimConfig` whose schedule (warm-up, decay) drives ``part``'s
+        learning rate; default: ``config.optim`` for every part (None: constant)."""
+        return getattr(self.config, "optim", None)
 
     def evaluate(self, ctx: StepContext, batches: list[Batch]) -> dict[str, float]:
         """Validation metrics (no grad, eval mode); default: none."""

@@ -4,9 +4,20 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..segtalker_core import pipeline
+from ..segtalker_core.face.paste import BLEND_MODES
 from .comfy_glue import image_to_uint8, progress_for, uint8_to_image
 from .model_runs import model_on_device
 from .sockets import CATEGORY, GeneratorModel, Segmentation, Style
+
+
+def blend_input() -> io.Combo.Input:
+    """Paste-back blend. Optional and the node's last widget: UI workflows saved before it load with
+    their widgets in place, and API-format prompts without it still validate (linear)."""
+    return io.Combo.Input(
+        "blend", options=list(BLEND_MODES), default="linear", optional=True,
+        tooltip="linear: one alpha blend (fast); multiband: Laplacian-pyramid blend as E4S pastes "
+                "(smoother seams, slower)",
+    )
 
 
 class SegTalkerSynthesize(io.ComfyNode):
@@ -57,15 +68,16 @@ class SegTalkerPasteBack(io.ComfyNode):
                 io.Image.Input("crops"),
                 Segmentation.Input("segmentation", tooltip="says which original frame and crop transform each crop belongs to"),
                 io.Int.Input("feather", default=12, min=0, max=64, tooltip="blend edge width in crop pixels"),
+                blend_input(),
             ],
             outputs=[io.Image.Output(display_name="frames")],
         )
 
     @classmethod
-    def execute(cls, crops, segmentation, feather: int) -> io.NodeOutput:
+    def execute(cls, crops, segmentation, feather: int, blend: str = "linear") -> io.NodeOutput:
         crops_u8 = image_to_uint8(crops, "crops")
         frames = pipeline.paste_back(
-            crops_u8, segmentation, feather_px=feather, progress=progress_for(len(crops_u8)),
+            crops_u8, segmentation, feather_px=feather, progress=progress_for(len(crops_u8)), blend=blend,
         )
         return io.NodeOutput(uint8_to_image(frames))
 
@@ -88,6 +100,7 @@ class SegTalkerTalk(io.ComfyNode):
                 io.Float.Input("strength", default=1.0, min=0.0, max=2.0, step=0.05),
                 io.Combo.Input("video_mode", options=["loop", "pingpong"], default="pingpong"),
                 io.Boolean.Input("blink", default=True),
+                blend_input(),
             ],
             outputs=[
                 io.Image.Output(display_name="frames"),
@@ -97,7 +110,8 @@ class SegTalkerTalk(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, image, audio, fps: float, strength: float, video_mode: str, blink: bool) -> io.NodeOutput:
+    def execute(cls, image, audio, fps: float, strength: float, video_mode: str, blink: bool,
+                blend: str = "linear") -> io.NodeOutput:
         frames_in = image_to_uint8(image, "image")
         mono = pipeline.load_mono(audio, "audio")
         n_frames = pipeline.audio_frame_count(mono, fps)
@@ -108,6 +122,7 @@ class SegTalkerTalk(io.ComfyNode):
             strength=strength,
             video_mode=video_mode,
             blink=blink,
+            blend=blend,
             progress=progress_for(n_frames),
         )
         return io.NodeOutput(uint8_to_image(frames), audio, fps)

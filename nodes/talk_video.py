@@ -17,6 +17,7 @@ from comfy_api.latest import io
 from ..segtalker_core import talk_file
 from .comfy_glue import progress_for, video_from_path, video_to_path
 from .sockets import CATEGORY
+from .synthesis import blend_input
 
 
 class SegTalkerTalkVideo(io.ComfyNode):
@@ -38,12 +39,13 @@ class SegTalkerTalkVideo(io.ComfyNode):
                 io.Float.Input("strength", default=1.0, min=0.0, max=2.0, step=0.05, tooltip="mouth motion scale"),
                 io.Combo.Input("video_mode", options=["loop", "pingpong"], default="pingpong",
                                tooltip="when the video is shorter than the audio (then it is held in memory)"),
+                blend_input(),
             ],
             outputs=[io.Video.Output(display_name="video")],
         )
 
     @classmethod
-    def execute(cls, video, strength: float, video_mode: str, audio=None) -> io.NodeOutput:
+    def execute(cls, video, strength: float, video_mode: str, audio=None, blend: str = "linear") -> io.NodeOutput:
         import folder_paths
 
         temp_dir = folder_paths.get_temp_directory()
@@ -54,7 +56,7 @@ class SegTalkerTalkVideo(io.ComfyNode):
         out = os.path.join(temp_dir, f"segtalker_talk_{uuid.uuid4().hex[:12]}.mp4")
         talk_file.talk_video_file(
             source, audio, out,
-            settings=talk_file.TalkSettings(strength=strength, video_mode=video_mode),
+            settings=talk_file.TalkSettings(strength=strength, video_mode=video_mode, blend=blend),
             input_name="video",
             progress=progress_for(1),  # the core reports (done, total) with the real total
             inputs={"video": source},

@@ -14,11 +14,16 @@ test cache and given to a second server with ``--front-end-root``) -- every UI-f
   asserts (the same checkers as the API test), with its output preview shown in the page -- or, for
   a workflow no test machine can run, is refused by ``/prompt`` for exactly its checker's rejection;
   a screenshot per workflow lands in the pytest temp dir (``<basetemp>/browser*/<frontend>/``).
+  The inputs are examples/ with the speech cut to 2.5 s (``workflow_checks.stage_test_inputs``), for
+  CI time. ``learned_e4s`` runs on random weights in E4S's checkpoint layout converted by the pack's
+  converter: the test uses a 64-px E4S-layout file (K = 4, the encoder at E4S's full widths) for
+  CI time; the 1024 conversion is covered by tests/test_convert_e4s.py.
 
 Also: the server's template listing names each example workflow of the pack once and no API file,
 each template opens from the template route, each has a real JPEG thumbnail; the UI files frozen
 in ``frozen_workflows/`` still load and convert (node ids, input names, socket types and widget
-order are frozen); a node of a pack that is not installed is reported by type, fast; a ``/prompt``
+order are frozen), and so do those of older interfaces kept in its sub-folders (e.g.
+``before-blend/``: saved before Paste Back, Talk and Talk Video got their ``blend`` widget); a node of a pack that is not installed is reported by type, fast; a ``/prompt``
 rejection is reported with the server's message at once, without waiting for ``/history``.
 
 Needs Chromium, Node.js and ``browser/node_modules`` (``bash setup.sh``); without them these tests
@@ -42,11 +47,11 @@ import workflow_checks
 REPO_DIR = comfyui_host.REPO_DIR
 UI_DIR = REPO_DIR / "example_workflows"
 API_DIR = REPO_DIR / "api_workflows"
-EXAMPLES_DIR = REPO_DIR / "examples"
 FROZEN_DIR = Path(__file__).resolve().parent / "frozen_workflows"
 PACK = comfyui_host.PACK_LINK_NAME
 UI_WORKFLOWS = sorted(p.stem for p in UI_DIR.glob("*.json"))
-FROZEN_WORKFLOWS = sorted(p.name[: -len(".json")] for p in FROZEN_DIR.glob("*.json")
+# "<name>" (the interface frozen last) and "<archive>/<name>" (older ones, still to load).
+FROZEN_WORKFLOWS = sorted(str(p.relative_to(FROZEN_DIR))[: -len(".json")] for p in FROZEN_DIR.rglob("*.json")
                           if not p.name.endswith(".api.json"))
 FRONTENDS = ("pinned", "latest")
 LOAD_TIMEOUT = 150.0  # page load + workflow load + conversion, no run
@@ -108,8 +113,7 @@ def frontend(request, browser_tools, comfyui_dir, browser_artefacts, tmp_path_fa
         sys.stderr.write(f"\n[browser] ComfyUI with frontend {version} booted in "
                          f"{server.boot_seconds:.1f} s on {server.url}\n")
     try:
-        assert EXAMPLES_DIR.is_dir(), f"{EXAMPLES_DIR} is missing"
-        server.stage_inputs(EXAMPLES_DIR)
+        workflow_checks.stage_test_inputs(server)
         yield Frontend(request.param, version, server, out_dir, server.object_info())
     finally:
         if own is not None:
@@ -122,7 +126,7 @@ def frontend(request, browser_tools, comfyui_dir, browser_artefacts, tmp_path_fa
 def expected_error_classes(name: str) -> set[str]:
     """Node classes a workflow may show flagged once loaded: the one its checker expects /prompt
     to refuse (newer frontends flag a loader whose model file is absent)."""
-    rejection = getattr(workflow_checks.CHECKERS.get(name), "rejection", None)
+    rejection = getattr(workflow_checks.CHECKERS.get(Path(name).name), "rejection", None)
     return {rejection.class_type} if rejection is not None else set()
 
 
@@ -184,15 +188,19 @@ def run_in_browser(frontend: Frontend, name: str) -> dict:
     return frontend.results[name]
 
 
+def _frozen_tag(name: str) -> str:
+    return "frozen-" + name.replace("/", "--")  # a file name: results and screenshots by tag
+
+
 def frozen_in_browser(frontend: Frontend, name: str) -> dict:
     """Frozen UI workflow ``name`` loaded and converted (not run); all of them in one page."""
     if not frontend.frozen:
-        jobs = {f"frozen-{wf}": {"workflow": FROZEN_DIR / f"{wf}.json", "timeout": 60,
-                                 "screenshot": frontend.out_dir / f"frozen-{wf}.png"}
+        jobs = {_frozen_tag(wf): {"workflow": FROZEN_DIR / f"{wf}.json", "timeout": 60,
+                                  "screenshot": frontend.out_dir / f"{_frozen_tag(wf)}.png"}
                 for wf in FROZEN_WORKFLOWS}
         frontend.frozen = browser_host.drive_batch(frontend.url, frontend.out_dir, jobs,
                                                    page_timeout=LOAD_TIMEOUT)
-    return frontend.frozen[f"frozen-{name}"]
+    return frontend.frozen[_frozen_tag(name)]
 
 
 def describe(result: dict) -> str:

@@ -101,6 +101,27 @@ def register(name: str, *, timeout: float = 300.0,
     return deco
 
 
+# --------------------------------------------------------------------------- test inputs
+
+EXAMPLES_DIR = REPO_DIR / "examples"
+# The tests' speech.wav: examples/speech.wav cut in the pause after its first phrases (2.44-2.56 s
+# are silent), for CI time. Still longer than the 2 s examples/video.mp4, so the dubs loop it.
+TEST_SPEECH_SECONDS = 2.5
+
+
+def stage_test_inputs(server: ComfyUIServer) -> list[str]:
+    """The repository's examples/ (portrait, reference face, video, speech) in the server's input
+    dir, with speech.wav cut to ``TEST_SPEECH_SECONDS``; the checkers read the staged files, so
+    their frame counts follow."""
+    import soundfile
+
+    assert EXAMPLES_DIR.is_dir(), f"{EXAMPLES_DIR} is missing"
+    staged = server.stage_inputs(EXAMPLES_DIR)
+    wave, rate = soundfile.read(str(EXAMPLES_DIR / "speech.wav"), dtype="float32")
+    soundfile.write(str(server.input_dir / "speech.wav"), wave[: int(TEST_SPEECH_SECONDS * rate)], rate)
+    return staged
+
+
 # --------------------------------------------------------------------------- generic assertions
 
 
@@ -403,7 +424,7 @@ def assert_dubbed_video(run: WorkflowRun) -> None:
     # The speech is longer than the video: every output frame is one of the video's frames (same
     # pose, found below the face), with a different mouth.
     matched, mouth_changes = [], []
-    for i in range(0, len(frames), 6):
+    for i in range(0, len(frames), 3):
         below = np.abs(source[(slice(None), *BELOW_FACE)] - frames[i][BELOW_FACE]).mean(axis=(1, 2, 3))
         j = int(below.argmin())
         assert below[j] < 4.5, (f"output frame {i} matches no frame of video.mp4 below the face "
@@ -428,12 +449,16 @@ def write_random_bundles(server: ComfyUIServer, resolution: int = 64) -> None:
     _assert_loaders_list_only_their_files(server)
 
 
-# Which random bundle each per-slot loader must list (the syncnet one is listed by none).
-LOADER_FILES = {
-    "SegTalkerLoadTSG": "segtalker/tsg_random_64.safetensors",
-    "SegTalkerLoadEncoder": "segtalker/encoder_random_64.safetensors",
-    "SegTalkerLoadGenerator": "segtalker/generator_random_64.safetensors",
+# The loader that must list each learned file the checkers put in models/segtalker/ (None: none).
+LOADER_OF_FILE = {
+    "tsg_random_64.safetensors": "SegTalkerLoadTSG",
+    "encoder_random_64.safetensors": "SegTalkerLoadEncoder",
+    "generator_random_64.safetensors": "SegTalkerLoadGenerator",
+    "syncnet_random_64.safetensors": None,  # training only: no loader
+    "iteration_300000_encoder.safetensors": "SegTalkerLoadEncoder",
+    "iteration_300000_generator.safetensors": "SegTalkerLoadGenerator",
 }
+LEARNED_LOADERS = ("SegTalkerLoadTSG", "SegTalkerLoadEncoder", "SegTalkerLoadGenerator")
 
 
 def _combo_options(info: dict, name: str) -> list:
@@ -444,12 +469,16 @@ def _combo_options(info: dict, name: str) -> list:
 
 
 def _assert_loaders_list_only_their_files(server: ComfyUIServer) -> None:
-    """Each loader lists exactly its component's files (read from the headers), the parser
-    loader none of the learned bundles."""
+    """Each learned loader lists exactly its component's files of models/segtalker/ (read from the
+    headers), the parser loader none of them."""
+    present = sorted(p.name for p in (server.models_dir / "segtalker").iterdir())
+    unknown = [name for name in present if name not in LOADER_OF_FILE]
+    assert not unknown, f"models/segtalker holds files no checker expects: {unknown}"
     info = server.object_info()
-    for node_id, expected in LOADER_FILES.items():
-        options = _combo_options(info[node_id], "model")
-        assert options == [expected], f"{node_id} lists {options}, expected only {expected!r}"
+    for node_id in LEARNED_LOADERS:
+        options = sorted(_combo_options(info[node_id], "model"))
+        expected = sorted(f"segtalker/{n}" for n in present if LOADER_OF_FILE[n] == node_id)
+        assert options == expected, f"{node_id} lists {options}, expected {expected}"
     parser_options = _combo_options(info["SegTalkerLoadParser"], "parser")
     assert not [o for o in parser_options if o.startswith("segtalker/")], parser_options
 
@@ -468,6 +497,142 @@ def _check_learned_random(run: WorkflowRun) -> None:
     below = np.abs(frames[(slice(None), *BELOW_FACE)] - portrait[BELOW_FACE]).mean(axis=(1, 2, 3))
     assert below.max() < 4.0, (f"{video.path}: the picture below the face is not the portrait's "
                                f"(mean abs difference up to {below.max():.1f} levels)")
+
+
+# --------------------------------------------------------------------------- learned_e4s
+
+# E4S's RGI checkpoint as its trainer saves it, with random values, at a size that fits CI: the
+# encoder at its full widths (IR-SE-50, E4S's exact names and shapes, 134M values), the generator
+# at 64 px with K=4 mask-guided W+ rows (E4S's out_size / remaining_layer_idx options; the
+# converter reads both from the shapes). The 1024 file (K=13) is checked name by name and shape
+# by shape in tests/test_convert_e4s.py; its generator costs 20-30 s a frame on the CI CPU.
+E4S_TEST_SIZE = 64
+E4S_TEST_K = 4
+E4S_FILES = {"segtalker": ("iteration_300000_encoder.safetensors", "iteration_300000_generator.safetensors"),
+             "face_parsing": ("79999_iter.pth",)}
+
+
+def _random_e4s_checkpoint(path: Path, size: int, k: int) -> None:
+    """``path``: a dict as E4S's coach saves it (``state_dict`` with DataParallel's ``module.``
+    prefix, ``opts``, ``latent_avg``) with random values in ``Net3``'s layout."""
+    import torch
+
+    from segtalker_core.conversion import e4s
+    from segtalker_core.models.layers import fir_kernel
+
+    arch = e4s.E4SArchitecture(size=size, k=k)
+    rng = torch.Generator().manual_seed(0)
+    state_dict = {}
+    for name, shape in e4s.net3_layout(arch).items():
+        # The FIR kernels are fixed buffers (checked by the converter); small weights keep the
+        # random 50-layer encoder finite.
+        value = fir_kernel((1, 3, 3, 1)) * 4 if name.endswith(".kernel") else torch.randn(shape, generator=rng) * 0.05
+        state_dict["module." + name] = value
+    torch.save({"state_dict": state_dict,
+                "opts": {"num_seg_cls": arch.num_regions, "remaining_layer_idx": k, "out_size": size},
+                "latent_avg": torch.randn(arch.w_dim, generator=rng).repeat(arch.n_latent, 1)}, path)
+
+
+def _random_bisenet_checkpoint(path: Path) -> None:
+    """A face parser in the exact layout of 79999_iter.pth (random weights, BatchNorm statistics
+    that are not the identity)."""
+    import torch
+
+    from segtalker_core.parsing.bisenet import build_bisenet
+
+    state_dict = build_bisenet().state_dict()
+    rng = torch.Generator().manual_seed(1)
+    for name, tensor in state_dict.items():
+        if name.endswith("running_mean"):
+            tensor.copy_(torch.randn(tensor.shape, generator=rng) * 0.1)
+        elif name.endswith("running_var"):
+            tensor.copy_(torch.rand(tensor.shape, generator=rng) + 0.5)
+    torch.save(state_dict, path)
+
+
+_E4S_CACHE: list[Path] = []  # the session's one copy (in the first server's work dir)
+
+
+def e4s_model_files(cache: Path) -> Path:
+    """``cache/models`` with ``segtalker/iteration_300000_{encoder,generator}.safetensors``,
+    converted from a random E4S-layout ``iteration_300000.pt`` by ``python -m segtalker_core
+    convert`` (as the README tells a user), and ``face_parsing/79999_iter.pth``. Made once per
+    test session (both servers share it)."""
+    models = cache / "models"
+    if all((models / folder / name).is_file() for folder, names in E4S_FILES.items() for name in names):
+        return models
+    for folder in E4S_FILES:
+        (models / folder).mkdir(parents=True, exist_ok=True)
+    source = cache / "iteration_300000.pt"
+    _random_e4s_checkpoint(source, E4S_TEST_SIZE, E4S_TEST_K)
+    proc = subprocess.run(
+        [sys.executable, "-m", "segtalker_core", "convert", str(source), "-o", str(models / "segtalker")],
+        cwd=REPO_DIR, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, f"convert failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}"
+    source.unlink()  # 0.6 GB: only the converted bundles are needed
+    _random_bisenet_checkpoint(models / "face_parsing" / "79999_iter.pth")
+    return models
+
+
+def put_e4s_files(server: ComfyUIServer) -> None:
+    """The converted random E4S bundles and the BiSeNet file in the server's models folders
+    (hard links to the session's one copy), where the README tells a user to put them."""
+    import os
+    import shutil
+
+    if not _E4S_CACHE:
+        _E4S_CACHE.append(server.work_dir / "e4s-random")
+    models = e4s_model_files(_E4S_CACHE[0])
+    for folder, names in E4S_FILES.items():
+        (server.models_dir / folder).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            target = server.models_dir / folder / name
+            if not target.exists():
+                try:
+                    os.link(models / folder / name, target)
+                except OSError:  # another file system
+                    shutil.copyfile(models / folder / name, target)
+    _assert_loaders_list_only_their_files(server)
+    parsers = _combo_options(server.object_info()["SegTalkerLoadParser"], "parser")
+    assert "face_parsing/79999_iter.pth" in parsers, f"the parser loader lists {parsers}"
+
+
+def trimmed_frame_count(run: WorkflowRun, speech: str, fps: float) -> int:
+    """Frames for the speech as the workflow's TrimAudioDuration node cuts it (start 0), by
+    ComfyUI's rounding of the cut and the pack's frame-count rule."""
+    import soundfile
+    from fractions import Fraction
+
+    from segtalker_core.audio.timing import frame_count
+
+    (trim_id,) = run.node_ids("TrimAudioDuration")
+    trim = run.api[trim_id]["inputs"]
+    assert float(trim["start_index"]) == 0.0, trim
+    info = soundfile.info(str(run.input_dir / speech))
+    samples = min(info.frames, int(round(float(trim["duration"]) * info.samplerate)))
+    return frame_count(Fraction(samples, info.samplerate), fps)
+
+
+@register("learned_e4s", timeout=600, prepare=put_e4s_files)
+def _check_learned_e4s(run: WorkflowRun) -> None:
+    # Random E4S weights draw no face: the chain's plumbing (every stage ran on the converted
+    # files, one frame per 1/fps of the cut speech at the portrait's size, the speech as audio, the
+    # picture below the face the portrait's), not what the face looks like.
+    (video,) = run.files(class_type="SaveVideo", suffix=".mp4", folder_type="output")
+    portrait = load_rgb(run.input_dir / "portrait.png").astype(np.int16)
+    frames = trimmed_frame_count(run, "speech.wav", 25.0)
+    assert frames >= 2, f"the workflow's speech cut gives {frames} frame(s); a few are needed"
+    assert_video(video.path, frames=frames, size=(portrait.shape[1], portrait.shape[0]), fps=25.0,
+                 audio=True, min_audio_seconds=0.5 * frames / 25.0)
+    out = read_video_frames(video.path).astype(np.int16)
+    # Looser than for the built-in parser: a random BiSeNet's regions reach the neck, and the
+    # multi-band blend fades out 24 px past the mask (measured: up to 4.5 levels).
+    below = np.abs(out[(slice(None), *BELOW_FACE)] - portrait[BELOW_FACE]).mean(axis=(1, 2, 3))
+    assert below.max() < 8.0, (f"{video.path}: the picture below the face is not the portrait's "
+                               f"(mean abs difference up to {below.max():.1f} levels)")
+    face = np.abs(out[(slice(None), *MOUTH_BOX)] - portrait[MOUTH_BOX]).mean()
+    assert face > 4.0, f"{video.path}: the face is the portrait's, not the generator's ({face:.1f} levels)"
 
 
 @register("fuller_hair", timeout=600)

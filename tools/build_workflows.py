@@ -265,6 +265,44 @@ def learned_random() -> Graph:
     return g
 
 
+# Converted from E4S's published RGI model (``python -m segtalker_core convert iteration_300000.pt``)
+# and the face-parsing BiSeNet checkpoint.
+E4S_ENCODER = "segtalker/iteration_300000_encoder.safetensors"
+E4S_GENERATOR = "segtalker/iteration_300000_generator.safetensors"
+BISENET = "face_parsing/79999_iter.pth"
+# E4S's 1024 generator costs ~30 s a frame on a CPU: the graph renders the first frames of the
+# speech only (0.06 s = 2 frames at 25 fps); raise the duration, or bypass the node, for all of it.
+E4S_PREVIEW_SECONDS = 0.06
+
+
+def learned_e4s() -> Graph:
+    """The paper's learned chain on E4S's public RGI weights: BiSeNet parse -> built-in talking
+    segmentation -> E4S encoder -> lips from a reference face -> E4S's 1024 mask-guided generator
+    -> multi-band paste-back, as E4S pastes."""
+    g = Graph("learned_e4s")
+    image = g.add("LoadImage", image="portrait.png")
+    reference = g.add("LoadImage", title="Reference face", image="reference_face.png")
+    speech = g.add("LoadAudio", audio="speech.wav")
+    audio = g.add("TrimAudioDuration", title="First seconds of the speech (raise for all of it)",
+                  audio=(speech, 0), start_index=0.0, duration=E4S_PREVIEW_SECONDS)
+    parser = g.add("SegTalkerLoadParser", parser=BISENET, precision="auto")
+    encoder = g.add("SegTalkerLoadEncoder", model=E4S_ENCODER, precision="auto")
+    generator = g.add("SegTalkerLoadGenerator", model=E4S_GENERATOR, precision="auto")
+    parse = g.add("SegTalkerFaceParse", image=(image, 0), parser=(parser, 0), crop_size=1024)
+    parse_ref = g.add("SegTalkerFaceParse", title="Parse reference", image=(reference, 0), parser=(parser, 0),
+                      crop_size=1024)
+    talking = g.add("SegTalkerAudioToSegmentation", faces=(parse, 0), audio=(audio, 0), fps=25.0)
+    style = g.add("SegTalkerEncodeStyle", faces=(parse, 0), encoder=(encoder, 0))
+    style_ref = g.add("SegTalkerEncodeStyle", title="Encode reference style", faces=(parse_ref, 0),
+                      encoder=(encoder, 0))
+    swapped = g.add("SegTalkerSwapStyle", style=(style, 0), reference=(style_ref, 0), strength=1.0, lips=True)
+    crops = g.add("SegTalkerSynthesize", segmentation=(talking, 0), style=(swapped, 0), generator=(generator, 0))
+    frames = g.add("SegTalkerPasteBack", crops=(crops, 0), segmentation=(talking, 0), blend="multiband")
+    video = g.add("CreateVideo", images=(frames, 0), audio=(audio, 0), fps=25.0)
+    g.add("SaveVideo", video=(video, 0), filename_prefix="segtalker/learned_e4s")
+    return g
+
+
 def fuller_hair() -> Graph:
     """Edit Segmentation: the portrait talks with fuller hair. The hair mask of Segmentation to
     Mask, grown by a few pixels, becomes the new hair region in every frame; the renderer continues
@@ -314,7 +352,8 @@ def lips_inpaint() -> Graph:
     return g
 
 
-GRAPHS = [face_parsing, talk_portrait, dub_video, dub_long_video, lip_colour_edit, learned_random, fuller_hair, lips_inpaint]
+GRAPHS = [face_parsing, talk_portrait, dub_video, dub_long_video, lip_colour_edit, learned_random, learned_e4s,
+          fuller_hair, lips_inpaint]
 
 
 def main() -> None:

@@ -206,7 +206,11 @@ def _unmount(folder: Path) -> None:
 
 
 PORTRAIT = _copy("portrait.png")
-SPEECH = _speech(1.0)
+# Short clips keep the table fast (each case is a whole CLI run): 0.4 s is 10 frames at 25 fps,
+# enough for a run that must succeed; the stopped runs need one that is still writing when the
+# signal lands (their first frame is written after ~1 s; 8 s are 200 frames).
+SPEECH = _speech(0.4)
+LONG_SPEECH = _speech(8, "long.wav")
 VIDEO = _copy("video.mp4")
 TALK_IMAGE = ("talk", "--image", "portrait.png", "--audio", "speech.wav", "-q")
 
@@ -250,14 +254,14 @@ def _sideways_clip(name: str) -> Setup:
 
 
 def _clip_with_sound(folder: Path) -> None:
-    """``clip.mp4``: 25 frames of the example video with the first second of the speech."""
+    """``clip.mp4``: 10 frames of the example video with the first 0.4 s of the speech."""
     import soundfile as sf
 
     from segtalker_core.video_io import read_video, write_video
 
-    frames, fps = read_video(EXAMPLES / "video.mp4", max_frames=25)
+    frames, fps = read_video(EXAMPLES / "video.mp4", max_frames=10)
     wave, sr = sf.read(str(EXAMPLES / "speech.wav"), dtype="float32")
-    write_video(folder / "clip.mp4", frames, fps, audio=wave[:sr][None], sample_rate=sr)
+    write_video(folder / "clip.mp4", frames, fps, audio=wave[: sr * 2 // 5][None], sample_rate=sr)
 
 
 # -- checks on the folder -------------------------------------------------------------------------
@@ -337,19 +341,19 @@ CASES: tuple[Case, ...] = (
     # Stopped or failing runs keep an earlier good output and leave no temporary file.
     Case("Ctrl-C during talk keeps the old output", (*TALK_IMAGE[:3], "--audio", "long.wav", "-q",
                                                      "-o", "out.mp4"),
-         _all(PORTRAIT, _speech(60, "long.wav"), _good_output("out.mp4")), code=130,
+         _all(PORTRAIT, LONG_SPEECH, _good_output("out.mp4")), code=130,
          message=r"interrupt", signal_after_start=signal.SIGINT),
     Case("SIGTERM during talk keeps the old output", (*TALK_IMAGE[:3], "--audio", "long.wav", "-q",
                                                       "-o", "out.mp4"),
-         _all(PORTRAIT, _speech(60, "long.wav"), _good_output("out.mp4")), code=143,
+         _all(PORTRAIT, LONG_SPEECH, _good_output("out.mp4")), code=143,
          message=r"SIGTERM|terminated", signal_after_start=signal.SIGTERM),
     Case("SIGHUP during talk keeps the old output", (*TALK_IMAGE[:3], "--audio", "long.wav", "-q",
                                                      "-o", "out.mp4"),
-         _all(PORTRAIT, _speech(60, "long.wav"), _good_output("out.mp4")), code=129,
+         _all(PORTRAIT, LONG_SPEECH, _good_output("out.mp4")), code=129,
          message=r"SIGHUP|hang", signal_after_start=signal.SIGHUP),
     Case("kill -9 during talk: nothing at the output's name", (*TALK_IMAGE[:3], "--audio", "long.wav",
                                                               "-q", "-o", "out.mp4"),
-         _all(PORTRAIT, _speech(60, "long.wav")), code=-signal.SIGKILL,
+         _all(PORTRAIT, LONG_SPEECH), code=-signal.SIGKILL,
          signal_after_start=signal.SIGKILL, partial_may_remain=True),
     # Output paths that cannot be written.
     Case("talk -o is a folder", (*TALK_IMAGE, "-o", "outdir"), _all(PORTRAIT, SPEECH, _folder("outdir")),
@@ -361,8 +365,8 @@ CASES: tuple[Case, ...] = (
          message=r"not a regular file"),
     Case("talk -o on a disk that fills up", (*TALK_IMAGE[:3], "--audio", "long.wav", "-q", "-o",
                                               "small/out.mp4"),
-         _all(PORTRAIT, _speech(20, "long.wav")), message=r"(disk|space).*full|full.*disk|no space",
-         tmpfs=("small", "150k", False)),
+         _all(PORTRAIT, LONG_SPEECH), message=r"(disk|space).*full|full.*disk|no space",
+         tmpfs=("small", "100k", False)),
     Case("talk -o on a read-only file system", (*TALK_IMAGE, "-o", "ro/out.mp4"), _all(PORTRAIT, SPEECH),
          message=r"read-only", tmpfs=("ro", "1m", True)),
     Case("talk -o .gif", (*TALK_IMAGE, "-o", "out.gif"), _all(PORTRAIT, SPEECH), message=r"\.mp4"),
@@ -429,7 +433,7 @@ CASES: tuple[Case, ...] = (
     Case("audio at 1 Hz", (*TALK_IMAGE, "-o", "out.mp4"), _all(PORTRAIT, _speech(1.0, rate=1)),
          message=r"(sample rate|Hz)"),
     Case("audio with some NaN samples", (*TALK_IMAGE, "-o", "out.mp4"),
-         _all(PORTRAIT, _speech(1.0, damage="nan-some")), code=0, makes=("out.mp4",)),
+         _all(PORTRAIT, _speech(0.4, damage="nan-some")), code=0, makes=("out.mp4",)),
     Case("audio that is all NaN", (*TALK_IMAGE, "-o", "out.mp4"),
          _all(PORTRAIT, _speech(1.0, damage="nan-all")), message=r"speech\.wav"),
     # Orientation and size.
@@ -439,7 +443,7 @@ CASES: tuple[Case, ...] = (
          check=_upright("out.mp4")),
     Case("an 8000x8000 portrait is capped at --max-size", (*TALK_IMAGE[:2], "huge.jpg", *TALK_IMAGE[3:],
                                                           "-o", "out.mp4"),
-         _all(_jpeg("huge.jpg", size=(8000, 8000)), _speech(0.4)), code=0, makes=("out.mp4",),
+         _all(_jpeg("huge.jpg", size=(8000, 8000)), _speech(0.12)), code=0, makes=("out.mp4",),
          check=_video_size("out.mp4", 3840, 3840)),
     # A video given as the speech keeps the speech's length (AAC priming trimmed).
     Case("a video as --audio gives the frames its sound lasts",

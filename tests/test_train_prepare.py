@@ -196,7 +196,7 @@ def test_resample_to_25_fps_by_display_time():
 
 # ------------------------------------------------------------------------------ bad input
 
-GOOD_CLIP = "portrait/2.mp4"  # the shortest rendered clip
+GOOD_CLIP = "astronaut/1.mp4"  # the shortest rendered clip
 
 
 @pytest.fixture(scope="module")

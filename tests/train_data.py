@@ -36,20 +36,22 @@ RENDER_CROP = 128  # crop the built-in chain renders the face at (small: fast)
 FRAME_SIZE = 256  # side of the rendered video frames
 SPEECH_RATE = 165  # words per minute
 
-# Each speaker's sentences, short and full of lip closures (b, p, m) and open vowels: the face
-# tracking and parsing of prepare cost about 0.1 s of CPU per frame, and the whole build must
-# stay within ~40 s. Which clip of a speaker is in val follows from the split's hash rank
+# Each speaker's sentences (2-3 s each, about 375 frames in all), full of lip closures (b, p,
+# m) and open vowels. The size is a trade: the face tracking and parsing of prepare cost about
+# 0.1 s of CPU per frame and the build should stay near 40 s, while a small Seg-SyncNet probe
+# (400 steps) reached 0.46-0.70 held-out accuracy on clips of two thirds this length and
+# 0.63-0.79 on these. Which clip of a speaker is in val follows from the split's hash rank
 # (splits.py); tests read the split from the index.
-CLIPS: dict[str, tuple[str, ...]] = {  # 1.3..1.9 s each, about 250 frames in all
+CLIPS: dict[str, tuple[str, ...]] = {
     "portrait": (
-        "Bob may bake a big pie.",
-        "Papa made a map of the bay.",
-        "We meet by the mill.",
+        "Papa made a map of the bay by the mill.",
+        "We will meet you by the river when the rain stops.",
+        "Bob may bake a big apple pie.",
     ),
     "astronaut": (
-        "Open wide, then shut.",
-        "Please bring the blue box.",
-        "Mama bought a boat.",
+        "Please bring me the blue box from the kitchen.",
+        "Mama and papa bought a boat.",
+        "Open wide and say ah, then shut your mouth.",
     ),
 }
 

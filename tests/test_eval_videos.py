@@ -65,9 +65,10 @@ def test_identical_videos_through_the_cli_folders(dub, tmp_path):
     generated, reference = tmp_path / "gen", tmp_path / "ref"
     generated.mkdir()
     reference.mkdir()
-    (generated / "box.mp4").write_bytes(dub.video.read_bytes())
-    (reference / "box.mp4").write_bytes(dub.video.read_bytes())
-    (generated / "orphan.mp4").write_bytes(dub.video.read_bytes())  # no reference: listed
+    clip = write_clip(tmp_path / "box.mp4", dub.frames[:25], audio=dub.speech).read_bytes()
+    (generated / "box.mp4").write_bytes(clip)
+    (reference / "box.mp4").write_bytes(clip)
+    (generated / "orphan.mp4").write_bytes(clip)  # no reference: listed
     out = tmp_path / "report"
     assert cli.main(["eval", "--generated", str(generated), "--reference", str(reference), "-o", str(out)]) == 0
     document = json.loads((out / "report.json").read_text())

@@ -41,12 +41,17 @@ def _maximum(x):
     return F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
 
 
-def build_fid_inception() -> torch.nn.Module:
-    """The FID Inception with random weights, its state-dict names those of the weights file."""
+def build_fid_inception(empty: bool = False) -> torch.nn.Module:
+    """The FID Inception with random weights (``empty``: uninitialised memory, for a load that
+    overwrites every tensor; skips the seconds of random init), its state-dict names those of
+    the weights file."""
     try:
         from torchvision.models import inception as tv
     except ImportError as error:
         raise ValueError(f"FID needs torchvision (pip install torchvision): {error}") from None
+    if empty:
+        with torch.device("meta"):
+            return build_fid_inception().to_empty(device="cpu")
     model = tv.Inception3(num_classes=1008, aux_logits=False, init_weights=False)
     a = _patched(tv.InceptionA, _average_without_padding)
     c = _patched(tv.InceptionC, _average_without_padding)
@@ -62,7 +67,7 @@ def load_fid_inception(path, device="cpu") -> torch.nn.Module:
     from .weights import WrongWeightsError, load_weights
 
     state = load_weights(path, "inception", "FID", "--inception")
-    model = build_fid_inception()
+    model = build_fid_inception(empty=True)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)

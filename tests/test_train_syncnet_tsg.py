@@ -1,0 +1,178 @@
+"""The Seg-SyncNet and TSG stages learn from a real prepared dataset (``tiny`` preset, CPU), and
+what they export loads where the nodes and the CLI load bundles.
+
+* Seg-SyncNet (300 steps): on the held-out clips (the dataset's val split: sentences it never
+  heard), for each window's audio the in-sync lower faces score above a shifted window's in at
+  least 80 % of the windows, and the mean scores lie on either side of 0.5.
+* TSG: cross-entropy falls by half or more within 300 steps; on held-out frames the predicted
+  mouth-interior area follows the audio envelope (Pearson r >= 0.5).
+* The exported TSG drives ``talk --tsg``; the sync loss of a frozen exported Seg-SyncNet trains
+  a TSG started ``--init-from`` the exported TSG.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from segtalker_core import checkpoints as ck
+from segtalker_core import cli
+from segtalker_core import labels as L
+from segtalker_core.models.bundles import load_component
+from segtalker_core.models.syncnet import sync_probability
+from segtalker_core.models.tsg import mouth_area_mask, onehot
+from segtalker_core.train.datasets import SyncWindowDataset, TalkingSegDataset, dataset_hash
+from segtalker_core.train.syncnet_stage import window_onehot
+
+REPO_DIR = Path(__file__).resolve().parents[1]
+PORTRAIT = REPO_DIR / "examples" / "portrait.png"
+MOUTH_INTERIOR = L.REGIONS_12.index("mouth_interior")
+STEPS = {"syncnet": 300, "tsg": 300}  # the tiny presets' loop.steps
+
+
+def train_and_export(stage: str, data: Path, folder: Path, *extra: str) -> Path:
+    run_dir = folder / stage
+    code = cli.main(["train", stage, "--config", "tiny", "--data", str(data),
+                     "--run-dir", str(run_dir), "--set", "loop.progress=false",
+                     "--set", "loop.eval_every=0", *extra])
+    assert code == 0
+    bundle = folder / f"{stage}.safetensors"
+    assert cli.main(["export", str(run_dir), str(bundle)]) == 0
+    return bundle
+
+
+@pytest.fixture(scope="module")
+def syncnet_bundle(prepared_dataset, tmp_path_factory):
+    return train_and_export("syncnet", prepared_dataset, tmp_path_factory.mktemp("syncnet"))
+
+
+@pytest.fixture(scope="module")
+def tsg_bundle(prepared_dataset, tmp_path_factory):
+    return train_and_export("tsg", prepared_dataset, tmp_path_factory.mktemp("tsg"),
+                            "--set", "loop.log_every=25")
+
+
+def whole_split(dataset, epoch: int = 0) -> dict[str, torch.Tensor]:
+    dataset.set_epoch(epoch)
+    return torch.utils.data.default_collate([dataset[i] for i in range(len(dataset))])
+
+
+def in_sync_and_shifted_pairs(dataset) -> dict[str, torch.Tensor]:
+    """For every window of ``dataset``: its maps in sync and a shifted window's maps, both with
+    the window's own mel (items of other epochs draw the coin again; the mel never changes)."""
+    found: dict[int, dict[float, torch.Tensor]] = {}
+    mels = {}
+    for epoch in range(16):
+        dataset.set_epoch(epoch)
+        for i in range(len(dataset)):
+            item = dataset[i]
+            found.setdefault(i, {}).setdefault(float(item["label"]), item["maps"])
+            mels[i] = item["mel"]
+    both = [i for i in found if len(found[i]) == 2]
+    assert len(both) >= 0.95 * len(dataset)
+    return {"mel": torch.stack([mels[i] for i in both]),
+            "in_sync": torch.stack([found[i][1.0] for i in both]),
+            "shifted": torch.stack([found[i][0.0] for i in both])}
+
+
+def test_syncnet_separates_in_sync_from_shifted_windows_on_held_out_clips(
+        syncnet_bundle, prepared_dataset):
+    """Accuracy of telling, for each held-out window's audio, its own lower faces from a
+    shifted window's: the in-sync pair must score higher (what offset search relies on)."""
+    model, config = load_component(syncnet_bundle, "syncnet")
+    training = config.extra["training"]
+    assert training["steps"] == STEPS["syncnet"] and training["stage"] == "syncnet"
+    assert training["dataset_hash"] == dataset_hash(prepared_dataset)
+    # A seed training never used: other shifted windows than it saw.
+    val = SyncWindowDataset(prepared_dataset, split="val", resolution=model.resolution, seed=7)
+    pairs = in_sync_and_shifted_pairs(val)
+    with torch.no_grad():
+        scores = {kind: sync_probability(*model(pairs["mel"], window_onehot(pairs[kind])))
+                  for kind in ("in_sync", "shifted")}
+    accuracy = float((scores["in_sync"] > scores["shifted"]).float().mean())
+    assert accuracy >= 0.8, accuracy
+    # The scores are probabilities on the right sides of 0.5 on average, too.
+    assert float(scores["in_sync"].mean()) > 0.5 > float(scores["shifted"].mean())
+
+
+def test_tsg_cross_entropy_falls_by_half(tsg_bundle):
+    rows = [json.loads(line) for line in
+            (tsg_bundle.parent / "tsg" / "metrics.jsonl").read_text().splitlines()]
+    ce = [r["cross_entropy"] for r in rows if "cross_entropy" in r]
+    assert len(ce) == STEPS["tsg"] // 25
+    assert ce[-1] <= 0.5 * ce[0], ce
+
+
+def test_tsg_mouth_area_follows_the_audio_envelope_on_held_out_frames(tsg_bundle,
+                                                                     prepared_dataset):
+    model, _ = load_component(tsg_bundle, "tsg")
+    val = TalkingSegDataset(prepared_dataset, split="val", resolution=model.resolution)
+    batch = whole_split(val)
+    with torch.no_grad():
+        logits = model(onehot(batch["target"]), onehot(batch["reference"]), batch["mel"])
+    hidden = mouth_area_mask(batch["target"], model.config.mouth_mask)
+    predicted = torch.where(hidden, logits.argmax(dim=1), batch["target"])
+    area = (predicted == MOUTH_INTERIOR).sum(dim=(1, 2)).float().numpy()
+    # Loudness around the frame: the mean log-mel of the middle 4 of its 16 steps (50 ms).
+    envelope = batch["mel"][:, 0, :, 6:10].mean(dim=(1, 2)).numpy()
+    assert area.std() > 0
+    r = float(np.corrcoef(area, envelope)[0, 1])
+    assert r >= 0.5, r
+
+
+def test_tsg_sample_grid_shows_reference_source_prediction_truth(tsg_bundle):
+    from segtalker_core.image_files import read_image
+
+    grids = sorted((tsg_bundle.parent / "tsg" / "samples").glob("talking_segmentation-*.png"))
+    assert grids[-1].name == f"talking_segmentation-{STEPS['tsg']:08d}.png"
+    image = read_image(grids[-1])
+    side = 4 * (32 + 2) - 2  # 4 samples x 4 maps of 32 px, 2 px gaps
+    assert image.shape == (side, side, 3)
+    colours = {tuple(c) for c in image.reshape(-1, 3)}
+    assert tuple(L.REGION_PALETTE[L.REGIONS_12.index("lips")]) in colours
+
+
+def test_tensorboard_holds_the_scalars_and_the_sample_grid(tsg_bundle):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tsg_bundle.parent / "tsg" / "tb"))
+    events.Reload()
+    tags = events.Tags()
+    assert {"loss", "cross_entropy", "dice", "lr"} <= set(tags["scalars"])
+    assert [e.step for e in events.Scalars("cross_entropy")][-1] == STEPS["tsg"]
+    assert "samples/talking_segmentation" in tags["images"]
+
+
+def test_exported_tsg_drives_talk(tsg_bundle, tmp_path):
+    import video_clips as V
+    from segtalker_core.image_files import read_image
+    from segtalker_core.video_io import probe_video
+
+    speech = V.speech_clip(tmp_path / "speech.wav", 0.3)  # 8 frames at 25 fps
+    out = tmp_path / "out.mp4"
+    code = cli.main(["talk", "--image", str(PORTRAIT), "--audio", str(speech), "-o", str(out),
+                     "-q", "--size", "64", "--tsg", str(tsg_bundle)])
+    assert code == 0
+    info = probe_video(out)
+    h, w = read_image(PORTRAIT).shape[:2]
+    assert info.frame_count == 8 and (info.height, info.width) == (h, w)
+
+
+def test_sync_loss_of_the_exported_syncnet_trains_a_tsg_from_the_exported_one(
+        syncnet_bundle, tsg_bundle, prepared_dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    code = cli.main(["train", "tsg", "--config", "tiny", "--data", str(prepared_dataset),
+                     "--run-dir", str(run_dir), "--init-from", str(tsg_bundle),
+                     "--set", "loop.progress=false", "--set", "loop.eval_every=0",
+                     "--set", "loop.steps=4", "--set", "loop.log_every=2",
+                     "--set", "loss.sync=0.03", "--set", f"syncnet={syncnet_bundle}"])
+    assert code == 0
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4]
+    assert all(np.isfinite(r["sync"]) and r["sync"] > 0 for r in rows)
+    # Started from the trained TSG, not from scratch: its cross-entropy is already low.
+    assert rows[0]["cross_entropy"] < 0.5
+    assert ck.read_config(tsg_bundle).extra["training"]["config"]["loss"]["sync"] == 0.0

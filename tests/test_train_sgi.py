@@ -412,6 +412,13 @@ def test_sgi_presets_load_and_unknown_keys_are_named():
         load_stage_config(S.SGIStageConfig, "sgi", "tiny", ["loss.style_mixing=2"])
 
 
+def test_discriminator_lr_schedule_follows_its_own_section():
+    stage = _stage("optim.warmup_steps=7", "d_optim.warmup_steps=3", "d_optim.decay=cosine")
+    assert stage.optim_config(S.GENERATOR).warmup_steps == 7
+    d = stage.optim_config(S.DISCRIMINATOR)
+    assert (d.warmup_steps, d.decay) == (3, "cosine")
+
+
 def _save_generator(path: Path, size: int, w_dim: int = 32) -> Path:
     config = GeneratorConfig(size=size, w_dim=w_dim, n_mlp=2, channel_base=512,
                              channel_multiplier=1, channel_max=32)

@@ -483,6 +483,10 @@ class SGIStage(Stage):
 
     # -- the step ------------------------------------------------------------------------------
 
+    def optim_config(self, part: str) -> OptimConfig:
+        """D's warm-up and decay follow its own section (``d_optim``), G's follow ``optim``."""
+        return self.config.d_optim if part == DISCRIMINATOR else self.config.optim
+
     def train_step(self, ctx: StepContext, micro_batches: list[Batch], step: int
                    ) -> dict[str, float]:
         out: dict[str, float] = {}

@@ -35,7 +35,7 @@ def test_a_rosinality_file_becomes_a_generator_bundle_next_to_it(tmp_path, capsy
     assert cli.main(["describe", str(src), str(generator)]) == 0
     described = capsys.readouterr().out.splitlines()
     assert "rosinality StyleGAN2" in described[0] and "64 px" in described[0]
-    assert described[1].startswith(f"{generator}: ")
+    assert described[1].startswith(f"{generator}: mask-guided StyleGAN generator, 64 px, ")
 
 
 def test_a_rosinality_file_with_an_output_prefix(tmp_path, capsys):

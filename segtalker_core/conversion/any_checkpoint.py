@@ -69,5 +69,6 @@ def describe_checkpoint(path: PathLike) -> str:
                 return describe(path)
             except not_this_layout:
                 pass
-    config = checkpoints.read_config(path)
-    return config.description or config.component
+    from ..models.bundles import summary
+
+    return summary(path)

@@ -369,9 +369,16 @@ def describe(path: str | os.PathLike[str],
     ``"tsg_128.safetensors: TSG (talking segmentation generator), 128 px, 10.5M weights,
     regions_12, format v1"``. Reads only the header."""
     p = ck.find_checkpoint(path, search_dirs)
+    return f"{p.name}: {summary(p)}"
+
+
+def summary(path: str | os.PathLike[str]) -> str:
+    """What :func:`describe` says after the file name (the CLI's ``describe`` prints it after
+    the path the user typed)."""
+    p = Path(path)
     config = ck.read_config(p)
     if config.inferred:
-        return f"{p.name}: no SegTalker config; looks like {config.description}"
+        return f"no SegTalker config; looks like {config.description}"
     if p.suffix.lower() == ".safetensors":
         count = ck.count_values(p)
     else:
@@ -388,7 +395,7 @@ def describe(path: str | os.PathLike[str],
     if gid:
         parts.append(("generator " if config.component == "generator" else "for generator ")
                      + str(gid))
-    return f"{p.name}: " + ", ".join(parts)
+    return ", ".join(parts)
 
 
 def _human(count: int) -> str:

@@ -409,13 +409,7 @@ class SGIStage(Stage):
                                 frame_step=self.config.frame_step)
 
     def datasets(self):
-        val = None
-        if self.config.loop.eval_every:
-            try:
-                val = self._dataset(self.config.data.val_split)
-            except ValueError as exc:
-                log.warning("no validation frames: %s", exc)
-        return self._dataset(self.config.data.train_split), val
+        return self.train_and_val(self._dataset)
 
     # -- losses --------------------------------------------------------------------------------
 

@@ -366,6 +366,21 @@ class Stage(abc.ABC):
     def datasets(self) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset | None]:
         """``(train, val)`` map-style datasets read at :attr:`resolution`."""
 
+    def train_and_val(self, dataset: Callable[[str], torch.utils.data.Dataset]
+                      ) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset | None]:
+        """``(dataset(train split), dataset(val split))``; the validation set only when the loop
+        evaluates, and None with a warning when the split has no samples (a small personal set
+        may have none: training goes on)."""
+        val = None
+        if self.config.loop.eval_every:
+            try:
+                val = dataset(self.config.data.val_split)
+            except ValueError as exc:
+                import logging
+
+                logging.getLogger("segtalker.train").warning("no validation samples: %s", exc)
+        return dataset(self.config.data.train_split), val
+
     @abc.abstractmethod
     def train_step(self, ctx: StepContext, micro_batches: list[Batch], step: int
                    ) -> dict[str, float]:

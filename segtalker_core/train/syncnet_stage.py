@@ -74,15 +74,7 @@ class SyncNetStage(Stage):
                                  min_shift=c.min_shift or None)
 
     def datasets(self):
-        val = None
-        if self.config.loop.eval_every:
-            try:
-                val = self._dataset(self.config.data.val_split)
-            except ValueError as exc:
-                import logging
-
-                logging.getLogger("segtalker.train").warning("no validation windows: %s", exc)
-        return self._dataset(self.config.data.train_split), val
+        return self.train_and_val(self._dataset)
 
     def train_step(self, ctx: StepContext, micro_batches: list[Batch], step: int
                    ) -> dict[str, float]:

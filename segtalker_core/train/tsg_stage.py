@@ -103,13 +103,7 @@ class TSGStage(Stage):
                                  min_reference_gap=c.min_reference_gap)
 
     def datasets(self):
-        val = None
-        if self.config.loop.eval_every:
-            try:
-                val = self._dataset(self.config.data.val_split)
-            except ValueError as exc:
-                log.warning("no validation frames: %s", exc)
-        return self._dataset(self.config.data.train_split), val
+        return self.train_and_val(self._dataset)
 
     def _uses_sync(self, step: int) -> bool:
         return self.syncnet is not None and step >= self.config.loss.sync_start_step

@@ -275,7 +275,7 @@ class SGIStage(Stage):
         if component == "generator":
             check_init_bundle(path, component, int(resolution or 0), self.name)
         else:
-            check_other_bundle(path, f"init_{component}", component, resolution)
+            check_init_bundle(path, component, resolution, self.name, option=f"init_{component}")
         if self.init_weights:
             module, _ = bundles.load_component(path, component, device=self.runtime.device)
             return module.train()
@@ -608,29 +608,6 @@ class SGIStage(Stage):
                            extra=extra)
             written.append(paths["discriminator"])
         return written
-
-
-def check_other_bundle(path: str, key: str, component: str, resolution: int | None) -> None:
-    """Refuse an ``init_encoder`` / ``init_discriminator`` bundle of another component (or, when
-    given, resolution), naming the key, both components and both resolutions."""
-    from .. import checkpoints as ck
-
-    p = Path(path)
-    title = ck.COMPONENTS[component]
-    if not p.is_file():
-        raise FileNotFoundError(f"{key} {str(p)!r} does not exist; give the {title} bundle "
-                                f"(.safetensors) to start from, or leave {key} empty")
-    config = ck.read_config(p)
-    if config.inferred:
-        raise ValueError(f"{key} {p.name} has no SegTalker config (it looks like "
-                         f"{config.description}); convert it first (python -m segtalker_core "
-                         f"convert)")
-    if config.component != component:
-        raise ValueError(f"{key} {p.name} is a {config.component_name} bundle, but {key} takes a "
-                         f"{title} bundle")
-    if resolution is not None and config.resolution not in (None, resolution):
-        raise ValueError(f"{key} {p.name} is a {config.resolution} px {title}, but this sgi run "
-                         f"trains at {resolution} px (model.resolution)")
 
 
 STAGE = SGIStage

@@ -415,26 +415,30 @@ class Stage(abc.ABC):
 
 # ------------------------------------------------------------------------------------ helpers
 
-def check_init_bundle(path: str | os.PathLike[str], component: str, resolution: int,
-                      stage: str) -> None:
-    """Refuse a ``--init-from`` bundle of another component or resolution, naming both."""
+def check_init_bundle(path: str | os.PathLike[str], component: str, resolution: int | None,
+                      stage: str, option: str = "--init-from") -> None:
+    """Refuse a bundle given to start from (``option``: ``--init-from``, or a stage's own key
+    such as ``init_discriminator``) of another component or resolution, naming both.
+    ``resolution`` None: any resolution fits."""
     from .. import checkpoints as ck
 
     p = Path(path)
+    title = ck.COMPONENTS.get(component, component)
     if not p.is_file():
-        raise FileNotFoundError(f"--init-from {str(p)!r} does not exist; give the .safetensors "
-                                f"bundle to start the {stage} stage from")
+        raise FileNotFoundError(f"{option} {str(p)!r} does not exist; give the {title} bundle "
+                                f"(.safetensors) to start the {stage} stage from")
     config = ck.read_config(p)
     if config.inferred:
-        raise ValueError(f"--init-from {p.name} has no SegTalker config (it looks like "
+        raise ValueError(f"{option} {p.name} has no SegTalker config (it looks like "
                          f"{config.description}); convert it first (python -m segtalker_core "
                          f"convert) so its component and resolution are known")
     if config.component != component:
-        raise ValueError(f"--init-from {p.name} is a {config.component_name} bundle, but the "
-                         f"{stage} stage trains a {ck.COMPONENTS.get(component, component)}; "
+        wanted = (f"the {stage} stage trains a {title}" if option == "--init-from"
+                  else f"{option} takes a {title} bundle")
+        raise ValueError(f"{option} {p.name} is a {config.component_name} bundle, but {wanted}; "
                          f"give a {component} bundle")
-    if config.resolution is not None and config.resolution != resolution:
-        raise ValueError(f"--init-from {p.name} is a {config.resolution} px "
+    if None not in (config.resolution, resolution) and config.resolution != resolution:
+        raise ValueError(f"{option} {p.name} is a {config.resolution} px "
                          f"{config.component_name}, but this {stage} run trains at {resolution} px "
                          f"(model.resolution); use a {resolution} px bundle or set "
                          f"model.resolution={config.resolution}")

@@ -399,17 +399,27 @@ async function templateDialog(page, pack, expected) {
   await sleep(500);
   ui.cards = await page.locator('[role="dialog"] [data-testid^="template-workflow-"]')
     .evaluateAll((els) => els.map((e) => e.getAttribute('data-testid').replace('template-workflow-', '')));
-  const end = Date.now() + 10000;
+  // The dialog loads a card's thumbnail only while the card is in view (and may drop it again
+  // when scrolled away): each round scrolls the first card not yet seen with a loaded thumbnail
+  // into view, and a card counts once it has shown one, within 30 s.
+  for (const name of ui.cards) ui.thumbnails[name] = 0;
+  const end = Date.now() + 30000;
   while (Date.now() < end) {
-    ui.thumbnails = await page.evaluate(() => {
+    const seen = await page.evaluate((pending) => {
       const res = {};
       document.querySelectorAll('[role="dialog"] [data-testid^="template-workflow-"]').forEach((card) => {
         const name = card.getAttribute('data-testid').replace('template-workflow-', '');
         const imgs = [...card.querySelectorAll('img')];
         res[name] = imgs.length ? Math.max(...imgs.map((i) => (i.complete ? i.naturalWidth : 0))) : 0;
       });
+      const next = pending.find((name) => !res[name]);
+      const card = next && document.querySelector(`[role="dialog"] [data-testid="template-workflow-${next}"]`);
+      if (card) card.scrollIntoView({ block: 'nearest' });
       return res;
-    });
+    }, Object.keys(ui.thumbnails).filter((name) => !ui.thumbnails[name]));
+    for (const [name, width] of Object.entries(seen)) {
+      ui.thumbnails[name] = Math.max(ui.thumbnails[name] ?? 0, width);
+    }
     if (Object.values(ui.thumbnails).every((w) => w > 0)) break;
     await sleep(250);
   }

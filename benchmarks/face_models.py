@@ -11,9 +11,7 @@ machine's cores are shared: wall times swing with the load).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -22,17 +20,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def timed(fn, repeats: int, frames: int) -> tuple[float, float, float]:
-    fn()
-    fn()  # warm-up
-    wall, cpu = [], []
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        fn()
-        wall.append((time.perf_counter() - start) * 1e3 / frames)
-        cpu.append((time.process_time() - start_cpu) * 1e3 / frames)
-    return statistics.median(wall), min(wall), statistics.median(cpu)
+from parsing import timed  # noqa: E402  (benchmarks/parsing.py: median/min wall, CPU per frame)
 
 
 def row(name: str, result: tuple[float, float, float] | str) -> None:

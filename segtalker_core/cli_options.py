@@ -25,7 +25,7 @@ WORKING_BYTES_PER_CROP_PIXEL = 16
 HELD_BYTES_PER_CROP_PIXEL = 5
 
 
-def _number(text: str, kind: type):
+def parse_number(text: str, kind: type):
     """``text`` as an int or float; argparse prefixes the message with the option's name."""
     try:
         return kind(text)
@@ -38,7 +38,7 @@ def fps_value(text: str) -> float:
     """``--fps``: frames per second within ``video_io.FPS_RANGE`` (NaN and inf are outside)."""
     from .video_io import FPS_RANGE
 
-    fps = _number(text, float)
+    fps = parse_number(text, float)
     low, high = FPS_RANGE
     if not low <= fps <= high:
         raise argparse.ArgumentTypeError(
@@ -64,7 +64,7 @@ def crop_memory_text(size: int) -> str:
 
 def crop_size_value(text: str) -> int:
     """``--size``: the face crop's side in pixels, within :data:`CROP_SIZE_RANGE`."""
-    size = _number(text, int)
+    size = parse_number(text, int)
     low, high = CROP_SIZE_RANGE
     if size < low:
         raise argparse.ArgumentTypeError(
@@ -77,16 +77,20 @@ def crop_size_value(text: str) -> int:
     return size
 
 
-def batch_size_value(text: str) -> int:
-    size = _number(text, int)
-    if size < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {size}")
-    return size
+def positive_int_value(text: str) -> int:
+    """A count of 1 or more (``--batch-size``, ``prepare --workers``)."""
+    count = parse_number(text, int)
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {count}")
+    return count
+
+
+batch_size_value = positive_int_value
 
 
 def optimize_steps_value(text: str) -> int:
     """``--optimize-steps``: Adam steps refining the style codes, 0 (off) .. 5000."""
-    steps = _number(text, int)
+    steps = parse_number(text, int)
     low, high = OPTIMIZE_STEPS_RANGE
     if not low <= steps <= high:
         raise argparse.ArgumentTypeError(
@@ -96,7 +100,7 @@ def optimize_steps_value(text: str) -> int:
 
 
 def strength_value(text: str) -> float:
-    strength = _number(text, float)
+    strength = parse_number(text, float)
     low, high = STRENGTH_RANGE
     if not low <= strength <= high:
         raise argparse.ArgumentTypeError(
@@ -105,7 +109,7 @@ def strength_value(text: str) -> float:
 
 
 def face_index_value(text: str) -> int:
-    index = _number(text, int)
+    index = parse_number(text, int)
     if index < -1:
         raise argparse.ArgumentTypeError(
             f"must be -1 (the largest face) or 0, 1, ... (from the left), got {index}")
@@ -119,7 +123,7 @@ def max_size_value(text: str) -> int | None:
 
     if text.strip().lower() == "none":
         return None
-    size = _number(text, int)
+    size = parse_number(text, int)
     if size == 0:
         return None
     if size < MIN_MAX_SIZE:

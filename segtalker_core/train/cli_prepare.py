@@ -7,34 +7,18 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli_options import crop_size_value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+from ..cli_options import crop_size_value, parse_number, positive_int_value
 
 
 def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    value = parse_number(text, float)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
     return value
 
 
 def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    value = parse_number(text, float)
     if not value >= 1.0:
         raise argparse.ArgumentTypeError(f"must be at least 1 s, got {value}")
     return value
@@ -58,7 +42,7 @@ def add_command(commands, add_verbose) -> None:
                    help="BiSeNet checkpoint (79999_iter.pth or .safetensors); default: the "
                         "built-in parser")
     p.add_argument("--device", default="cpu", help="where BiSeNet runs (cpu, cuda, cuda:1 ...)")
-    p.add_argument("--workers", type=_positive_int, default=1,
+    p.add_argument("--workers", type=positive_int_value, default=1,
                    help="processes working on files at once (default 1)")
     p.add_argument("--speakers", metavar="FILE", default=None,
                    help="speaker of each file: JSON {name: speaker} or 'name<TAB>speaker' lines "
@@ -80,7 +64,7 @@ def add_command(commands, add_verbose) -> None:
     p.add_argument("--masks", metavar="DIR", default=None,
                    help="images only: CelebAMask-HQ label PNGs (official order, one per image, "
                         "same stem); the images are then taken as aligned already")
-    p.add_argument("--images-per-shard", type=_positive_int, default=256,
+    p.add_argument("--images-per-shard", type=positive_int_value, default=256,
                    help="images only: images per shard (default 256)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_verbose(p)

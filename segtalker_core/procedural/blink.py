@@ -9,6 +9,10 @@ The lids are *painted*, not warped: the upper lid slides over the eyeball, so th
 where it is and is covered. Warping the thin visible strip of lid over the whole eye instead would
 smear the lashes into a broad dark band. Lid colour is taken per column from the skin just above
 the source's upper lid; a dark lash line follows the driven lid edge.
+
+Each eye can be gated (:mod:`.eye_visibility` says how far: 0 behind sunglasses or goggles):
+:func:`close_eyelids` takes a per-eye strength, and the painting follows the lids it gets, so a
+gated-off eye is left exactly as it is; pixels given as ``protect`` (eyeglasses) are never painted.
 """
 from __future__ import annotations
 
@@ -81,11 +85,16 @@ def _blink_shape(phase: np.ndarray) -> np.ndarray:
     return np.where(phase < 0.5, closing, opening).astype(np.float32)
 
 
-def close_eyelids(landmarks: np.ndarray, closure: np.ndarray | float) -> np.ndarray:
+def close_eyelids(
+    landmarks: np.ndarray, closure: np.ndarray | float,
+    strength: tuple[float, float] | None = None,
+) -> np.ndarray:
     """Landmarks with the lids closed by ``closure``: ``[T, 478, 3]`` + ``[T]`` (or one frame).
 
     Upper and lower lid points meet at 80 % of the way down the opening when ``closure`` is 1;
-    eye corners and irises do not move.
+    eye corners and irises do not move. ``strength`` (right, left) 0..1 scales each eye's
+    closure (:attr:`.eye_visibility.BlinkGate.strengths`: 0 leaves an eye that cannot be seen
+    open, so nothing is painted there); default both 1.
     """
     out = np.array(landmarks, dtype=np.float32, copy=True)
     single = out.ndim == 2
@@ -93,12 +102,26 @@ def close_eyelids(landmarks: np.ndarray, closure: np.ndarray | float) -> np.ndar
         out = out[None]
     c = np.asarray(closure, np.float32).reshape(-1, 1, 1)
     assert len(c) == len(out), (len(c), len(out))
-    for upper, lower in _LIDS:
+    strength = _check_strength(strength)
+    for (upper, lower), share in zip(_LIDS, strength):
+        if share == 0.0:
+            continue
         up, low = list(upper[1:-1]), list(lower[1:-1])
         gap = out[:, low, :2] - out[:, up, :2]
-        out[:, up, :2] += c * _UPPER_SHARE * gap
-        out[:, low, :2] -= c * (1.0 - _UPPER_SHARE) * gap
+        out[:, up, :2] += share * c * _UPPER_SHARE * gap
+        out[:, low, :2] -= share * c * (1.0 - _UPPER_SHARE) * gap
     return out[0] if single else out
+
+
+def _check_strength(strength: tuple[float, float] | None) -> tuple[float, float]:
+    if strength is None:
+        return 1.0, 1.0
+    values = tuple(float(s) for s in strength)
+    if len(values) != 2 or not all(0.0 <= s <= 1.0 for s in values):
+        raise ValueError(
+            f"blink strength must be two values 0..1 (right eye, left eye), got {strength!r}"
+        )
+    return values
 
 
 def _eye_boxes(source: np.ndarray, iod: float, size: int) -> list[Box]:
@@ -124,13 +147,21 @@ def close_eye_regions(
 
 def paint_eyelids(
     image: np.ndarray, source_image: np.ndarray, source: np.ndarray, driven: np.ndarray,
-    iod: float,
+    iod: float, protect: np.ndarray | None = None,
 ) -> np.ndarray:
     """Paint closed-over lids into ``image`` [S, S, 3] uint8 (in place; returns it).
 
     ``source_image``: the source crop (lid colours come from it); ``source``/``driven``
-    [478, 2+]: lid positions in the source and in this frame.
+    [478, 2+]: lid positions in the source and in this frame (how far each eye is shut comes
+    from them, so a gated eye -- ``close_eyelids(..., strength)`` -- is painted as far as it
+    closed). ``protect`` [S, S] bool: pixels never painted (eyeglasses frames and lenses lie
+    in front of the lids: :attr:`.eye_visibility.BlinkGate.protect`).
     """
+    if protect is not None and np.shape(protect) != image.shape[:2]:
+        raise ValueError(
+            f"protect must be a mask [S, S] like the image {image.shape[:2]}, "
+            f"got {np.shape(protect)}"
+        )
     sigma = max(0.7, 0.008 * iod)
     for box, (upper, lower) in zip(_eye_boxes(source, iod, image.shape[0]), _LIDS):
         closed = _closed_share(source, driven, upper, lower)
@@ -150,6 +181,8 @@ def paint_eyelids(
         # Fade in: the blurred edges of two equal polygons would otherwise paint a faint ring
         # the moment a blink starts.
         cover = np.clip(cover * 1.5, 0.0, 1.0) * float(_smoothstep(closed / 0.1))
+        if protect is not None:
+            cover[np.asarray(protect)[box.slices]] = 0.0
         if cover.max() < 1e-3:
             continue
         xs = np.arange(box.x0, box.x1, dtype=np.float64)
@@ -215,22 +248,33 @@ class EyeClosureReader:
     The built-in segmentation closes an eye by relabelling what the lids cover as skin, so the
     eye area falls monotonically with closure; the curve is sampled once for this source and
     read backwards. A source without visible eyes reads as 0 (nothing to close).
+
+    ``strength``: the per-eye blink gate the renderer closes the lids with (see
+    :func:`close_eyelids`); the curve is sampled through it, so a map the renderer made reads back
+    the closure it was driven with (not the gated, smaller one, which would gate it twice). With
+    both eyes gated off the areas never change and any map reads as 0.
     """
 
-    def __init__(self, source_regions: np.ndarray, source: np.ndarray, iod: float, samples: int = 11) -> None:
+    def __init__(
+        self, source_regions: np.ndarray, source: np.ndarray, iod: float, samples: int = 11,
+        strength: tuple[float, float] | None = None,
+    ) -> None:
         self.source = np.asarray(source)
         self.iod = float(iod)
         self.closures = np.linspace(0.0, 1.0, samples)
+        strength = _check_strength(strength)
         self.areas = np.array([
             eye_pixels(
-                close_eye_regions(source_regions.copy(), self.source, close_eyelids(self.source, c), iod),
+                close_eye_regions(
+                    source_regions.copy(), self.source, close_eyelids(self.source, c, strength), iod
+                ),
                 self.source, iod,
             )
             for c in self.closures
         ], np.float64)
 
     def read(self, regions: np.ndarray) -> float:
-        if self.areas[0] <= 0:
+        if self.areas[0] <= 0 or self.areas[-1] >= self.areas[0]:
             return 0.0
         area = eye_pixels(regions, self.source, self.iod)
         # np.interp wants increasing x: the areas fall as closure rises.

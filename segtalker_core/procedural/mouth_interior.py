@@ -1,24 +1,32 @@
-"""Mouth interior of the built-in renderer: cavity, tongue, upper and lower teeth.
+"""Mouth interior of the built-in renderer: cavity, tongue, gums, upper and lower teeth.
 
-Where the driven inner-lip polygon is open, a layer is composited over the warped crop:
+Where the driven inner-lip polygon is open, a layer is composited over the warped crop, back to
+front (the soft tissue is :mod:`.mouth_shading`, the colours and grain :mod:`.mouth_palette`):
 
-* a dark cavity, brighter near the lips (light reaching in) and darker deep inside;
-* a tongue whose top follows the lower jaw;
-* lower teeth moving with the jaw, upper teeth fixed to the skull; their opacity is the
-  ``teeth_visible`` parameter, and at low visibility they also slide behind the lips;
+* a depth-shaded cavity, dark red-brown at the back, lighter near the lip edge;
+* a tongue riding on the lower jaw, its back rising as the mouth opens (below the upper teeth);
+* lower teeth on the jaw: their incisal edge drops a little less than the lower lip, so they show
+  as the jaw drops and stay behind the lip (and behind the upper row) when it is shut; upper teeth
+  fixed to the skull and partly hidden by the upper lip; gums beyond each row's scalloped gum line;
+* the lips over all of it: the upper lip's soft shadow, the wet inner lip band, then grain like
+  the source's;
 * when the *source* shows teeth, its own teeth pixels are reused: the row above the gap between
   the rows stays in place (upper jaw), the row below moves by the jaw difference between the frame
   and the source. Upper teeth the source hides behind its lower lip are continued column by column
   from the lowest ones it shows; synthetic teeth (coloured like the source's) fill the rest.
 
+``teeth_visible`` moves the teeth further behind the lips at its low end and fades them there,
+less so as the jaw drops (teeth do not vanish from a wide-open mouth).
+
 Synthetic teeth are drawn in the face frame of the closed rest (IOD units): a dental arch seen from
 the front (a tooth's width shrinks with the cosine of its angle round the arch, far teeth are
-darker), thin dark gaps between teeth, rounded incisal corners and a slight "smile arc" of the
-upper incisal edge.
+darker), thin dark gaps between teeth, rounded incisal corners, convex crowns and a slight "smile
+arc" of the upper incisal edge that the lower edge follows. A small mouth (a child's) gets a
+narrower arch and teeth scaled down with it.
 
 The layer's edge is feathered (Gaussian, ``feather`` IOD) across the polygon boundary. Everything
-is a pure function of (source, driven landmarks, jaw offset, visibility): no randomness, no state,
-so equal parameters give equal pixels.
+is a pure function of (source, driven landmarks, jaw offset, visibility) -- the grain is a fixed
+seeded field -- so equal parameters give equal pixels.
 """
 from __future__ import annotations
 
@@ -27,11 +35,17 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .. import labels as L
 from ..face import mesh_topology as T
+from .mouth_palette import MouthPalette, luma
 from .mouth_segmentation import opening_polygon, polygon_area, polygon_mask
+from .mouth_shading import Opening, add_grain, cavity, lip_shadow, tongue, wet_lips
 from .rig import FaceFrame
 from .warp import Box
+
+__all__ = [
+    "InteriorLayers", "MouthInterior", "MouthPalette", "MouthPixels", "SourceTeeth", "TeethGeometry",
+    "analyse_mouth", "extract_source_teeth",
+]
 
 # Tooth widths along the arch, centre outwards (central incisor, lateral, canine, 2 premolars),
 # in IOD units for a typical adult (8.5/6.6/7.6/7/7 mm upper over a 63 mm IOD).
@@ -39,43 +53,13 @@ _UPPER_WIDTHS = np.array([0.135, 0.105, 0.12, 0.11, 0.11])
 _LOWER_WIDTHS = np.array([0.085, 0.095, 0.11, 0.11, 0.11])
 _TOOTH_SHADE = np.array([1.0, 0.96, 0.92, 0.88, 0.85])
 _NOMINAL_ARCH = 0.40  # front-view half width of the upper arch the widths above belong to
-_IVORY = np.array([0.93, 0.90, 0.83], np.float32)
-_TONGUE_RED = np.array([0.70, 0.32, 0.32], np.float32)
-
-SKIN = L.region_index("skin")
-LIPS = L.region_index("lips")
-
-
-@dataclass(frozen=True)
-class MouthPalette:
-    """Float32 RGB (0..1) colours of the synthesised interior."""
-
-    teeth: np.ndarray
-    cavity: np.ndarray
-    tongue: np.ndarray
-
-    @staticmethod
-    def from_source(
-        crop: np.ndarray, landmarks: np.ndarray, regions12: np.ndarray | None = None,
-        teeth_rgb: np.ndarray | None = None,
-    ) -> "MouthPalette":
-        """Colours matched to a source crop: lips and skin from ``regions12`` (or the landmark
-        polygons when a region is empty), teeth from ``teeth_rgb`` (source teeth) when given."""
-        lips = _region_colour(crop, regions12, LIPS, landmarks, "lips")
-        skin = _region_colour(crop, regions12, SKIN, landmarks, "skin")
-        brightness = float(np.clip(_luma(skin) / 0.62, 0.45, 1.05))
-        if teeth_rgb is None:
-            teeth = (0.92 * _IVORY + 0.08 * lips) * brightness
-        else:
-            teeth = np.asarray(teeth_rgb, np.float32)
-        cavity = 0.33 * lips + 0.03 * brightness
-        tongue = (0.6 * lips + 0.4 * _TONGUE_RED * brightness) * 0.8
-        return MouthPalette(
-            np.clip(teeth, 0, 1).astype(np.float32),
-            np.clip(cavity, 0, 1).astype(np.float32),
-            np.clip(tongue, 0, 1).astype(np.float32),
-        )
-
+# Crown heights (IOD, adult: ~10.5 mm upper, ~9 mm lower incisors) and the gum's dip between teeth.
+_UPPER_CROWN = 0.165
+_LOWER_CROWN = 0.14
+_PAPILLA = 0.035
+# The lower incisors sit nearer the jaw hinge than the lower lip, and the lip is pulled down as the
+# jaw opens: the incisal edge drops this share of the lip's drop, so more of them shows.
+_LOWER_TEETH_DROP = 0.9
 
 @dataclass(frozen=True)
 class SourceTeeth:
@@ -184,7 +168,7 @@ def extract_source_teeth(
     upper = cv2.GaussianBlur((near_teeth & (rows < split[None])).astype(np.float32), (0, 0), 0.8)
     lower = cv2.GaussianBlur((near_teeth & (rows >= split[None])).astype(np.float32), (0, 0), 0.8)
     pixels = rgb[teeth]
-    bright = pixels[_luma(pixels) >= np.quantile(_luma(pixels), 0.4)]
+    bright = pixels[luma(pixels) >= np.quantile(luma(pixels), 0.4)]
     edge_rgb, edge_row = _lowest_teeth(rgb, teeth & (rows < split[None]))
     return SourceTeeth(
         box=box, image=rgb, upper=upper, lower=lower,
@@ -245,6 +229,23 @@ class TeethGeometry:
         return TeethGeometry(arch, 0.86 * arch, 0.035, -0.005, 0.05)
 
 
+@dataclass(frozen=True)
+class InteriorLayers:
+    """One frame's interior over ``box``: ``rgb`` [h, w, 3] float32 0..1 (before blending into the
+    crop), ``alpha`` [h, w] its blend weight, and how much of each part is *seen* (in front of
+    everything behind it, 0..1 [h, w]): ``tongue``, ``lower_teeth``, ``upper_teeth``, ``gums``,
+    ``source`` (the source's own teeth)."""
+
+    box: Box
+    rgb: np.ndarray
+    alpha: np.ndarray
+    tongue: np.ndarray
+    lower_teeth: np.ndarray
+    upper_teeth: np.ndarray
+    gums: np.ndarray
+    source: np.ndarray
+
+
 class MouthInterior:
     """Renders the interior of one source's mouth for any driven pose.
 
@@ -275,23 +276,40 @@ class MouthInterior:
         """
         if seal > 0:
             self._seal_line(image, driven, seal)
-        polygon = opening_polygon(driven)
-        if polygon_area(polygon) < 0.5:
+        layers = self.layers(driven, jaw_offset, teeth_visible, image.shape[0])
+        if layers is None:
             return image
-        box = Box.around(polygon, 3.0 * self.sigma + 1.0, image.shape[0])
-        mask = polygon_mask(polygon, box)
-        if not mask.any():
-            return image
-        soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), self.sigma)
-        alpha = np.clip((soft - 0.25) / 0.5, 0.0, 1.0)
-        depth = cv2.distanceTransform(mask, cv2.DIST_L2, 3) / self.frame.iod
-        interior = self._synthesise(box, depth, jaw_offset, float(teeth_visible))
-        if self.source is not None:
-            interior = self._source_layers(interior, box, jaw_offset, _opacity(teeth_visible))
+        box, alpha = layers.box, layers.alpha[..., None]
         window = image[box.slices].astype(np.float32) / 255.0
-        blended = window + alpha[..., None] * (interior - window)
+        blended = window + alpha * (layers.rgb - window)
         image[box.slices] = np.clip(blended * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return image
+
+    def layers(
+        self, driven: np.ndarray, jaw_offset: np.ndarray, teeth_visible: float, size: int
+    ) -> InteriorLayers | None:
+        """The interior of one pose in a ``size`` crop, layer by layer (``None``: mouth shut).
+        Arguments as in :meth:`composite`."""
+        polygon = opening_polygon(driven)
+        if polygon_area(polygon) < 0.5:
+            return None
+        box = Box.around(polygon, 3.0 * self.sigma + 1.0, size)
+        mask = polygon_mask(polygon, box)
+        if not mask.any():
+            return None
+        soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), self.sigma)
+        alpha = np.clip((soft - 0.25) / 0.5, 0.0, 1.0)
+        op = Opening.measure(self.frame, driven, box, mask)
+        layers = self._synthesise(op, np.asarray(jaw_offset, np.float64), float(teeth_visible), size)
+        rgb, source = layers["rgb"], np.zeros(box.shape, np.float32)
+        if self.source is not None:
+            rgb, source = self._source_layers(rgb, box, jaw_offset, _opacity(teeth_visible))
+        shown = alpha * (1.0 - source)
+        return InteriorLayers(
+            box, np.clip(rgb, 0.0, 1.0).astype(np.float32), alpha,
+            *(layers[k] * shown for k in ("tongue", "lower_teeth", "upper_teeth", "gums")),
+            source * alpha,
+        )
 
     def _seal_line(self, image: np.ndarray, driven: np.ndarray, strength: float) -> None:
         """Darken a soft line along the middle of the inner lip contours."""
@@ -310,47 +328,80 @@ class MouthInterior:
         image[box.slices] = np.clip(window + 0.5, 0, 255).astype(np.uint8)
 
     def _synthesise(
-        self, box: Box, depth: np.ndarray, jaw_offset: np.ndarray, visible: float
+        self, op: Opening, jaw_offset: np.ndarray, visible: float, size: int
+    ) -> dict[str, np.ndarray]:
+        """Back to front: cavity, tongue, lower gums and teeth, upper gums and teeth; then the
+        lips' shadow over all of it, the wet inner lip band, and grain."""
+        frame, geo, pal, iod = self.frame, self.geometry, self.palette, self.frame.iod
+        u, v = op.u, op.v
+        jaw = float(np.dot(jaw_offset, frame.v_axis)) / iod
+        zeros = np.zeros(op.box.shape, np.float64)
+        seen = {"tongue": zeros, "lower_teeth": zeros, "upper_teeth": zeros, "gums": zeros}
+
+        rgb = cavity(op, pal)
+        # Barely visible teeth sit further behind the lips; the lower row, on the jaw, follows
+        # the lower lip down (less than all the way: more of it shows the wider the mouth).
+        hidden = 1.0 - visible
+        upper_centre = geo.upper_edge - 0.04 * hidden
+        lower_centre = geo.lower_edge + _LOWER_TEETH_DROP * jaw + 0.03 * hidden
+        # The tongue rides on the jaw behind the lower teeth and its back rises as the mouth
+        # opens, but it stays below the upper teeth.
+        tongue_top = max(lower_centre - 0.02 - 0.25 * jaw, upper_centre + 0.025)
+        colour, cover = tongue(op, pal, tongue_top, iod)
+        rgb = rgb + cover[..., None] * (colour - rgb)
+        seen["tongue"] = cover
+
+        # Teeth are always there; how much shows is the lips' business (their positions above).
+        # The parameter only fades them at its low end, and less so as the jaw drops.
+        opacity = max(_opacity(visible), 0.9 * float(_smoothstep((jaw - 0.03) / 0.12)))
+        if opacity > 0:
+            scale = geo.upper_arch / _NOMINAL_ARCH
+            # Each row is skipped when it lies wholly outside the box (edges are highest /
+            # lowest at the midline, the incisal corners only recede from there).
+            if lower_centre - geo.smile_arc < v.max():
+                # The lower incisal line runs parallel to the upper one (the teeth meet along
+                # it), so with the jaw shut the upper row hides the lower.
+                edge = lower_centre - geo.smile_arc * (u / geo.upper_arch) ** 2
+                rgb = self._row(rgb, seen, "lower_teeth", u, v, geo.lower_arch, _LOWER_WIDTHS, edge,
+                                _LOWER_CROWN * scale, True, opacity)
+            if upper_centre > v.min():
+                edge = upper_centre - geo.smile_arc * (u / geo.upper_arch) ** 2
+                base = self.source.extension(op.box) if self.source is not None else None
+                rgb = self._row(rgb, seen, "upper_teeth", u, v, geo.upper_arch, _UPPER_WIDTHS, edge,
+                                _UPPER_CROWN * scale, False, opacity, base)
+
+        rgb = rgb * lip_shadow(op, iod)[..., None]
+        colour, cover = wet_lips(op, pal, iod)
+        rgb = rgb + cover[..., None] * (colour - rgb)
+        in_front = 1.0 - cover
+        seen = {k: c * in_front for k, c in seen.items()}
+        seen["rgb"] = add_grain(rgb.astype(np.float32), op.box, size, pal.grain, np.ones(op.box.shape, np.float32))
+        return seen
+
+    def _row(
+        self, rgb: np.ndarray, seen: dict[str, np.ndarray], name: str, u: np.ndarray, v: np.ndarray,
+        arch: float, widths: np.ndarray, edge: np.ndarray, crown: float, below: bool,
+        opacity: float, base: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> np.ndarray:
-        frame, geo, pal = self.frame, self.geometry, self.palette
-        xs = np.arange(box.x0, box.x1, dtype=np.float64)[None, :, None]
-        ys = np.arange(box.y0, box.y1, dtype=np.float64)[:, None, None]
-        uv = frame.to_face(np.concatenate(np.broadcast_arrays(xs, ys), axis=-1))
-        u, v = uv[..., 0], uv[..., 1]
-        jaw = float(np.dot(jaw_offset, frame.v_axis)) / frame.iod
-
-        glow = np.exp(-depth / 0.035)
-        rgb = pal.cavity * (0.55 + 0.9 * glow)[..., None]
-        tongue_top = 0.55 * jaw + 0.03 + 0.5 * u * u
-        tongue = _smoothstep((v - tongue_top) / 0.03)[..., None]
-        rgb = rgb + tongue * (pal.tongue * (0.65 + 0.35 * glow)[..., None] - rgb)
-
-        hidden = (1.0 - visible) * 0.04  # barely visible teeth sit further behind the lips
-        opacity = _opacity(visible)
-        if opacity <= 0:
-            return rgb.astype(np.float32)
-        # Each row of teeth is skipped when it lies wholly outside the box (edges are highest /
-        # lowest at the midline, the incisal corners only recede from there).
-        lowest_lower = jaw + geo.lower_edge + hidden
-        if lowest_lower < v.max():
-            lower_edge = lowest_lower + 0.04 * (u / geo.lower_arch) ** 2
-            colour, cover = self._teeth(u, v, geo.lower_arch, _LOWER_WIDTHS, lower_edge, below=True)
-            rgb = rgb + (opacity * cover)[..., None] * (colour - rgb)
-        highest_upper = geo.upper_edge - hidden
-        if highest_upper > v.min():
-            upper_edge = highest_upper - geo.smile_arc * (u / geo.upper_arch) ** 2
-            base = self.source.extension(box) if self.source is not None else None
-            colour, cover = self._teeth(
-                u, v, geo.upper_arch, _UPPER_WIDTHS, upper_edge, below=False, base=base
-            )
-            rgb = rgb + (opacity * cover)[..., None] * (colour - rgb)
-        return rgb.astype(np.float32)
+        """Draw one row of teeth with its gums over ``rgb``; update what is seen."""
+        colour, cover, gum_colour, gum_cover = self._teeth(u, v, arch, widths, edge, crown, below, base)
+        gum_cover = opacity * gum_cover
+        teeth_cover = opacity * cover
+        rgb = rgb + gum_cover[..., None] * (gum_colour - rgb)
+        rgb = rgb + teeth_cover[..., None] * (colour - rgb)
+        front = 1.0 - np.maximum(gum_cover, teeth_cover)
+        for key in seen:
+            seen[key] = seen[key] * front
+        seen[name] = teeth_cover
+        seen["gums"] = seen["gums"] + gum_cover * (1.0 - teeth_cover)
+        return rgb
 
     def _teeth(
         self, u: np.ndarray, v: np.ndarray, arch: float, widths: np.ndarray, edge: np.ndarray,
-        below: bool, base: tuple[np.ndarray, np.ndarray] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Colour [h, w, 3] and coverage [h, w] of one row of teeth (``below``: lower row).
+        crown: float, below: bool, base: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Colour [h, w, 3] and coverage [h, w] of one row of teeth (``below``: lower row), then
+        the same for its gums (from the scalloped gum line ``crown`` IOD from the edge outwards).
 
         ``base``: ``(rgb, where)`` colours to use instead of the synthetic shading (source teeth
         carried on), translucent edge still applied."""
@@ -367,31 +418,48 @@ class MouthInterior:
         # Rounded incisal corners: the edge recedes near each gap.
         corner = 0.022 * (arch / _NOMINAL_ARCH) * np.clip(1.0 - to_gap / (0.3 * width), 0, 1) ** 2
         inside = (v - edge - corner) if below else (edge - corner - v)  # IOD, > 0 on the tooth
-        cover = np.clip(inside * iod + 0.5, 0.0, 1.0)
-        cover *= _smoothstep((1.0 - np.abs(u) / arch) / 0.1)
+        # The gum line arches over each tooth and dips between teeth (the papillae).
+        papilla = _PAPILLA * (arch / _NOMINAL_ARCH) * (1.0 - np.clip(to_gap / (0.5 * width), 0, 1)) ** 2
+        to_gum = crown - papilla - inside  # IOD, > 0 on the tooth side of the gum line
+        # Beyond the canines the arch turns away into the cheeks' shadow (the buccal corridor);
+        # the lower row, lower in the mouth and behind the lip, fades sooner.
+        in_arch = _smoothstep((1.0 - np.abs(u) / arch) / (0.3 if below else 0.12))
+        cover = np.clip(inside * iod + 0.5, 0.0, 1.0) * np.clip(to_gum * iod + 0.5, 0.0, 1.0) * in_arch
+        gum_cover = np.clip(-to_gum * iod + 0.5, 0.0, 1.0) * in_arch
         gap_px = to_gap * np.cos(angle) * iod
-        gap = 1.0 - 0.22 * np.exp(-((gap_px / 0.6) ** 2))
+        gap = 1.0 - (0.15 if below else 0.22) * np.exp(-((gap_px / 0.6) ** 2))
         towards_gum = 1.0 - 0.3 * np.clip(inside / 0.18, 0.0, 1.0)
         # Incisors are the brightest; canines and premolars are a little darker and sit deeper.
-        kind = _TOOTH_SHADE[tooth]
-        shade = (0.45 + 0.55 * np.cos(angle)) * kind * gap * towards_gum * (0.85 if below else 1.0)
+        # Each crown is convex across (a little brighter mid-tooth) and teeth differ slightly.
+        kind = _TOOTH_SHADE[tooth] * (1.0 + 0.025 * np.where(tooth % 2 == 0, 1.0, -1.0))
+        convex = 0.94 + 0.06 * np.sin(np.pi * np.clip(frac, 0.0, 1.0))
+        facing = 0.45 + 0.55 * np.cos(angle)  # the arch turns away from the light at its ends
+        shade = facing * kind * gap * towards_gum * convex * (0.78 if below else 1.0)
         colour = self.palette.teeth * shade[..., None]
+        if below:
+            # The lower row is in the upper row's and lip's shade and shows its translucent,
+            # warmer dentine more: some of the gum's colour, at the same brightness.
+            colour = colour + 0.25 * (self.palette.gum * (luma(self.palette.teeth) / max(float(luma(self.palette.gum)), 1e-3)) * shade[..., None] - colour)
         if base is not None:
             colour = np.where(base[1][..., None], base[0], colour)
         # The incisal edge is translucent: it takes some of the cavity's darkness.
-        edge_mix = 0.2 * np.clip(1.0 - inside / 0.012, 0.0, 1.0)[..., None]
+        edge_mix = (0.1 if below else 0.2) * np.clip(1.0 - inside / 0.012, 0.0, 1.0)[..., None]
         colour = colour + edge_mix * (self.palette.cavity - colour)
-        return colour, cover
+        gum_colour = self.palette.gum * (facing * (0.8 + 0.2 * np.exp(to_gum / 0.02)))[..., None]
+        return colour, cover, gum_colour, gum_cover
 
     def _source_layers(
         self, rgb: np.ndarray, box: Box, jaw_offset: np.ndarray, opacity: float
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The source's own teeth over ``rgb``, and how much of each pixel they cover [h, w]."""
         src = self.source
         shift = np.asarray(jaw_offset, np.float64) - src.jaw_offset
         lower_rgb, _, lower = src.sample(box, shift)
         rgb = rgb + (opacity * lower)[..., None] * (lower_rgb - rgb)
         upper_rgb, upper, _ = src.sample(box, np.zeros(2))
-        return rgb + (opacity * upper)[..., None] * (upper_rgb - rgb)
+        rgb = rgb + (opacity * upper)[..., None] * (upper_rgb - rgb)
+        covered = 1.0 - (1.0 - opacity * lower) * (1.0 - opacity * upper)
+        return rgb, covered.astype(np.float32)
 
 
 def _opacity(visible: float) -> float:
@@ -403,35 +471,3 @@ def _opacity(visible: float) -> float:
 def _smoothstep(x: np.ndarray) -> np.ndarray:
     x = np.clip(x, 0.0, 1.0)
     return x * x * (3.0 - 2.0 * x)
-
-
-def _luma(rgb: np.ndarray) -> np.ndarray:
-    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
-
-
-def _region_colour(
-    crop: np.ndarray, regions12: np.ndarray | None, region: int, landmarks: np.ndarray, name: str
-) -> np.ndarray:
-    """Median colour (float32 RGB 0..1) of a region, or of its landmark polygon if it is empty."""
-    mask = None
-    if regions12 is not None:
-        mask = regions12 == region
-        if mask.sum() < 20:
-            mask = None
-    if mask is None:
-        size = crop.shape[0]
-        if name == "lips":
-            polygons = [T.UPPER_LIP, T.LOWER_LIP]
-        else:
-            polygons = [T.FACE_OVAL]
-        mask = np.zeros(crop.shape[:2], bool)
-        full = Box(0, 0, size, size)
-        for poly in polygons:
-            mask |= polygon_mask(np.asarray(landmarks)[list(poly), :2], full) > 0
-        if name == "skin":
-            for poly in (T.LIPS_OUTER, T.LEFT_EYE, T.RIGHT_EYE, T.LEFT_BROW, T.RIGHT_BROW):
-                mask &= polygon_mask(np.asarray(landmarks)[list(poly), :2], full) == 0
-    pixels = crop[mask]
-    if len(pixels) == 0:
-        return np.array([0.8, 0.6, 0.5] if name == "skin" else [0.7, 0.4, 0.4], np.float32)
-    return (np.median(pixels[:: max(1, len(pixels) // 4000)], axis=0) / 255.0).astype(np.float32)

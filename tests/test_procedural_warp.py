@@ -1,13 +1,19 @@
-"""Mesh warp: identity where nothing moves, vertices land on their source positions."""
+"""Mesh warp: identity where nothing moves, vertices land on their source positions, texture
+survives the resampling, kept occluders and background stay in place."""
 from __future__ import annotations
 
+import functools
+
+import cv2
 import numpy as np
 import pytest
 
+from segtalker_core import labels as L
 from segtalker_core.face import mesh_topology as T
+from segtalker_core.procedural.detail import detail_ratio
 from segtalker_core.procedural.rig import MouthRig
-from segtalker_core.procedural.warp import Box, MeshWarp
-from test_procedural_common import closed_astronaut, params
+from segtalker_core.procedural.warp import Box, KeepMask, MeshWarp, WarpField
+from test_procedural_common import astronaut, closed_astronaut, params
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +88,125 @@ def test_label_maps_warp_with_nearest_neighbour(setup):
 def test_box_outside_the_crop_is_refused():
     with pytest.raises(ValueError, match="outside"):
         Box.around(np.array([[600.0, 600.0], [700.0, 650.0]]), 2.0, 512)
+
+
+# ---------------------------------------------------------------------------------------------
+# Texture: the source's fine detail survives the resampling
+
+
+@functools.lru_cache(maxsize=None)
+def grainy_astronaut() -> np.ndarray:
+    """The photo with stubble-like grain (the photo itself is smooth: little to lose)."""
+    crop = astronaut()[0]
+    rng = np.random.default_rng(13)
+    grain = cv2.GaussianBlur(rng.normal(0, 8, crop.shape[:2]).astype(np.float32), (0, 0), 0.6)
+    return np.clip(crop + grain[..., None], 0, 255).astype(np.uint8)
+
+
+def lower_face(regions: np.ndarray, landmarks: np.ndarray, box: Box) -> np.ndarray:
+    """Skin of the box below the nose tip, away from the lips (whose shape changes)."""
+    mask = np.zeros(regions.shape, bool)
+    mask[box.slices] = regions[box.slices] == L.region_index("skin")
+    mask[: int(landmarks[T.NOSE_TIP, 1])] = False
+    lips = (regions == L.region_index("lips")).astype(np.uint8)
+    mask &= cv2.dilate(lips, np.ones((15, 15), np.uint8)) == 0
+    return cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+
+
+def test_subpixel_shifts_keep_the_fine_detail_and_static_pixels_stay_exact():
+    crop = grainy_astronaut()
+    box = Box(150, 250, 370, 430)
+    h, w = box.shape
+    # A smooth field with every sub-pixel phase, exactly zero on the box's left third.
+    ramp = np.clip((np.arange(w, dtype=np.float32) - w / 3) / 40, 0, 1)[None]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    dx = ramp * (2.0 + 1.5 * np.sin(xx / 23.0) * np.cos(yy / 17.0))
+    dy = ramp * (1.0 + 1.5 * np.cos(xx / 19.0 + yy / 29.0))
+    field = WarpField(box, box.x0 + xx + dx, box.y0 + yy + dy, (dx != 0) | (dy != 0))
+    out = field.apply(crop)
+    static = np.zeros(crop.shape[:2], bool)
+    static[box.slices] = ~field.moved
+    assert static.sum() > 0.3 * h * w
+    assert np.array_equal(out[static], crop[static])
+    # Compare where the shift is whole (the texture is the same, only displaced).
+    moving = np.zeros(crop.shape[:2], bool)
+    moving[box.slices] = ramp.repeat(h, 0) == 1
+    moving = cv2.erode(moving.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    assert detail_ratio(out, crop, moving) >= 0.9
+    # The measure does see resampling blur: bilinear loses much more of the grain.
+    assert detail_ratio(field.apply(crop, cv2.INTER_LINEAR), crop, moving) < 0.85
+
+
+def test_closing_a_smile_keeps_the_lower_face_detail():
+    """The photo's lips are apart: its closed frame moves the whole lower face (~10 px)."""
+    _, landmarks, regions = astronaut()
+    crop = grainy_astronaut()
+    rig = MouthRig.fit(landmarks)
+    box = Box.around(landmarks[rig.moving, :2], 0.25 * rig.frame.iod + 40, crop.shape[0])
+    mesh = MeshWarp.build(landmarks, rig.drive(params(jaw=0.7, teeth=1.0)), box, 0.2 * rig.frame.iod)
+    field = mesh.field(rig.drive(params()), smooth=1.5)
+    mask = lower_face(regions, landmarks, box)
+    shift = np.hypot(field.map_x - np.arange(box.x0, box.x1), field.map_y - np.arange(box.y0, box.y1)[:, None])
+    assert np.median(shift[mask[box.slices]]) > 3  # the closed frame really moves that skin
+    assert detail_ratio(field.apply(crop), crop, mask) >= 0.9
+
+
+# ---------------------------------------------------------------------------------------------
+# Keep mask: occluders and background stay out of the warp
+
+
+def strand_and_background(crop_shape, rig, box) -> tuple[np.ndarray, np.ndarray]:
+    """A 4-px hair strand down the jaw side and a 'background' under the source chin."""
+    chin = rig.reference[T.CHIN, :2]
+    strand = np.zeros(crop_shape[:2], bool)
+    x = int(chin[0] + 0.45 * rig.frame.iod)
+    strand[box.y0:int(chin[1]), x:x + 4] = True
+    behind = np.zeros(crop_shape[:2], bool)
+    behind[int(chin[1]) + 4:] = True
+    return strand, behind
+
+
+def test_kept_strand_and_background_stay_while_the_chin_moves_over_them(setup):
+    crop, rig, mesh = setup
+    strand, behind = strand_and_background(crop.shape, rig, mesh.box)
+    feather = 0.05 * rig.frame.iod
+    keep = KeepMask.build(strand, behind, feather, mesh.box)
+    driven = rig.drive(params(jaw=1.0))
+    free, kept = mesh.field(driven, 1.5), mesh.field(driven, 1.5, keep=keep)
+    shift = lambda f: np.hypot(f.map_x - np.arange(mesh.box.x0, mesh.box.x1),
+                               f.map_y - np.arange(mesh.box.y0, mesh.box.y1)[:, None])
+    strand_box = strand[mesh.box.slices]
+    assert shift(free)[strand_box].max() > 5  # without the mask the strand would ride along
+    out = kept.apply(crop)
+    assert np.array_equal(out[strand], crop[strand])
+    # Nothing else samples the strand: warping its label map returns it unchanged (no copies).
+    assert np.array_equal(kept.apply_labels(strand.astype(np.uint8)), strand.astype(np.uint8))
+    # The motion fades out smoothly toward the strand (no tear at its edge).
+    rows = slice(int(rig.reference[T.CHIN, 1]) - 60 - mesh.box.y0, int(rig.reference[T.CHIN, 1]) - 20 - mesh.box.y0)
+    step = np.abs(np.diff(shift(kept)[rows], axis=1)).max()
+    # A smoothstep over the feather has slope 1.5 x the displacement / feather at most.
+    assert step < 2.0 * shift(free)[rows].max() / feather
+
+    # The chin still moves down over the background (its patch lands at the driven chin) ...
+    size = 6
+    src = rig.reference[T.CHIN, :2].round().astype(int) - (0, 10)
+    dst = (src + (driven[T.CHIN, :2] - rig.reference[T.CHIN, :2])).round().astype(int)
+    patch = lambda img, p: img[p[1] - size:p[1] + size, p[0] - size:p[0] + size].astype(float)
+    assert np.abs(patch(out, dst) - patch(crop, src)).mean() < 0.5 * np.abs(patch(out, src) - patch(crop, src)).mean()
+    # ... while background that would only sample background (the free warp bends it) stays.
+    edge = int(rig.reference[T.CHIN, 1]) + 4
+    rows = np.arange(mesh.box.y0, mesh.box.y1)[:, None]
+    deep = (rows >= edge + feather) & (free.map_y >= edge + feather + 1)
+    assert deep.sum() > 200 and shift(free)[deep].max() > 1
+    assert np.array_equal(out[mesh.box.slices][deep], crop[mesh.box.slices][deep])
+
+
+def test_keep_mask_must_be_built_for_the_mesh_box(setup):
+    crop, rig, mesh = setup
+    strand, behind = strand_and_background(crop.shape, rig, mesh.box)
+    other = Box(mesh.box.x0 + 1, mesh.box.y0, mesh.box.x1, mesh.box.y1)
+    keep = KeepMask.build(strand, behind, 4.0, other)
+    with pytest.raises(ValueError, match="KeepMask.build"):
+        mesh.field(rig.drive(params(jaw=1.0)), 1.5, keep=keep)
+    with pytest.raises(ValueError, match="same shape"):
+        KeepMask.build(strand, behind[:10], 4.0, mesh.box)

@@ -168,3 +168,28 @@ def test_phone_files_are_read_and_bad_lines_named(tmp_path):
 def test_json_has_no_bare_infinity_or_nan():
     assert _json_ready({"a": math.inf, "b": [math.nan, np.float32(2.5)], "c": np.int64(3)}) == \
         {"a": "inf", "b": [None, 2.5], "c": 3}
+
+
+def test_a_transcript_is_force_aligned_with_words_missing_from_the_dictionary():
+    from segtalker_core.eval.transcript import align_transcript
+    from speech import speak_wave
+
+    wave, rate = speak_wave("Zorbam mops.")  # "zorbam": not in the CMU dictionary, spelt by espeak-ng
+    wave = np.concatenate([np.zeros(rate // 2, np.float32), wave])  # 0.5 s of silence first
+    phones = align_transcript(wave, "Zorbam mops!")
+    assert [p.phone for p in phones if p.phone in lipsync.BILABIALS] == ["B", "M", "M", "P"]
+    spoken = [p for p in phones if p.phone != "SIL"]
+    assert all(a.end <= b.start + 1e-9 for a, b in zip(spoken, spoken[1:]))
+    # Placed on the sound: nothing is spoken in the leading silence, nothing past the end.
+    assert 0.45 <= spoken[0].start < 0.6 and spoken[-1].end <= len(wave) / rate + 0.02
+
+
+def test_transcript_text_or_file_and_a_missing_file_named(tmp_path):
+    from segtalker_core.eval.transcript import read_transcript, transcript_words
+
+    path = tmp_path / "clip.txt"
+    path.write_text("Don't stop, Bob!\n")
+    assert transcript_words(read_transcript(str(path))) == ["don't", "stop", "bob"]
+    assert read_transcript("bring me the box") == "bring me the box"
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        read_transcript(str(tmp_path / "missing.txt"))

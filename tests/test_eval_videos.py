@@ -20,6 +20,7 @@ from video_clips import REPO_DIR, write_clip
 PORTRAIT = REPO_DIR / "examples" / "portrait.png"
 FAST = EvalOptions(cpbd_frames=4)
 SHIFT = 3
+SENTENCE = "Please bring me the blue box from the kitchen."
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Dub:
 @pytest.fixture(scope="module")
 def dub(tmp_path_factory) -> Dub:
     folder = tmp_path_factory.mktemp("eval")
-    speech = speak("Please bring me the blue box from the kitchen.", folder / "box.wav")
+    speech = speak(SENTENCE, folder / "box.wav")
     video = folder / "box.mp4"
     code = cli.main(["talk", "--image", str(PORTRAIT), "--audio", str(speech), "-o", str(video),
                      "--size", "256", "--max-size", "256", "-q", "--eval"])
@@ -182,3 +183,58 @@ def test_talk_eval_refuses_an_unwritable_report_folder_before_the_dub(tmp_path, 
                      "-o", str(tmp_path / "clip.mp4"), "-q", "--eval"])
     assert code == 2 and "is a file" in capsys.readouterr().err
     assert not (tmp_path / "clip.mp4").exists()
+
+
+def test_lpips_is_0_for_identical_videos_and_positive_for_a_blurred_copy(dub, tmp_path):
+    from test_eval_weights import ALEXNET_CONVS, random_backbone, random_lpips_lins
+    import torch
+
+    lins, backbone = tmp_path / "alex.pth", tmp_path / "alexnet-owt-7be5be79.pth"
+    torch.save(random_lpips_lins("alex"), lins)
+    torch.save(random_backbone(ALEXNET_CONVS), backbone)
+    original = dub.frames[10:13]
+    ref_path = write_clip(tmp_path / "ref.mp4", original)
+    blurred = write_clip(tmp_path / "blurred.mp4", np.stack([cv2.GaussianBlur(f, (0, 0), 2.0) for f in original]))
+    options = EvalOptions(cpbd_frames=1, weights={"lpips": str(lins), "lpips_backbone": str(backbone)})
+    same = evaluate_clip(ref_path, ref_path, None, options)
+    image = same.metrics["image"]
+    assert (image["lpips"], image["lpips_face"], image["lpips_net"], image["lpips_frames"]) == (0.0, 0.0, "alex", 3)
+    image = evaluate_clip(blurred, ref_path, None, options).metrics["image"]
+    assert image["lpips"] > 0.0 and image["lpips_face"] > 0.0
+
+
+@pytest.fixture(scope="module")
+def first_words(dub, tmp_path_factory):
+    """The dub's first 30 frames ("Please bring me the blue"), evaluated with the transcript."""
+    path = write_clip(tmp_path_factory.mktemp("words") / "first.mp4", dub.frames[:30])
+    return evaluate_clip(path, PORTRAIT, dub.speech, EvalOptions(cpbd_frames=1, transcript=SENTENCE))
+
+
+def test_the_packs_own_dub_closes_the_lips_on_the_transcripts_bilabials(first_words):
+    sync = first_words.metrics["lip_sync"]
+    assert sync["bilabial_timing"] == "transcript, force-aligned"
+    # p(lease), b(ring), m(e), b(lue): the aligner may place the 4th just past frame 30.
+    assert sync["bilabials"] >= 3
+    assert sync["bilabials_closed_share"] >= 0.75
+
+
+def test_a_mouth_that_never_closes_misses_the_bilabials(dub, first_words, tmp_path):
+    mouth = first_words.mouth
+    opened = np.flatnonzero(mouth >= 0.6 * np.nanmax(mouth))
+    assert len(opened) >= 3
+    # The open frames cycled: the mouth moves, but never shuts.
+    path = write_clip(tmp_path / "open.mp4", dub.frames[opened[np.arange(30) % len(opened)]])
+    sync = evaluate_clip(path, PORTRAIT, dub.speech, EvalOptions(cpbd_frames=1, transcript=SENTENCE)).metrics["lip_sync"]
+    assert sync["bilabials"] >= 3 and sync["bilabials_closed_share"] <= 0.25
+
+
+def test_a_transcript_that_cannot_be_aligned_is_noted(dub, tmp_path):
+    still = write_clip(tmp_path / "still.mp4", np.repeat(dub.frames[:1], 5, axis=0))
+    silence = tmp_path / "silence.wav"
+    import soundfile as sf
+
+    sf.write(str(silence), np.zeros(8000, np.float32), 16000)
+    report = evaluate_clip(still, PORTRAIT, silence, EvalOptions(cpbd_frames=1, transcript=SENTENCE))
+    assert "bilabials" not in report.metrics["lip_sync"]
+    assert any("bilabial closure not checked: the transcript (9 words) could not be aligned" in n
+               for n in report.notes)

@@ -156,3 +156,103 @@ def test_frechet_distance_of_known_gaussians():
     assert frechet_distance(a, a + shift) == pytest.approx(5.0, rel=1e-6)
     # Same mean, covariance scaled by 4: trace terms give 3 * (1 + 4 - 2 * 2) = 3 (sample noise aside).
     assert frechet_distance(a, 2 * a) == pytest.approx(np.trace(np.cov(a, rowvar=False)), rel=1e-6)
+
+
+# torchvision's ImageNet `features` convs as published: (index, out, in, kernel); the
+# classifier is left out (the LPIPS loader ignores it; it is 90% of the real files' size).
+ALEXNET_CONVS = ((0, 64, 3, 11), (3, 192, 64, 5), (6, 384, 192, 3), (8, 256, 384, 3), (10, 256, 256, 3))
+VGG16_CONVS = tuple((i, o, c, 3) for i, o, c in (
+    (0, 64, 3), (2, 64, 64), (5, 128, 64), (7, 128, 128), (10, 256, 128), (12, 256, 256), (14, 256, 256),
+    (17, 512, 256), (19, 512, 512), (21, 512, 512), (24, 512, 512), (26, 512, 512), (28, 512, 512)))
+LPIPS_WIDTHS = {"alex": (64, 192, 384, 256, 256), "vgg": (64, 128, 256, 512, 512)}
+
+
+def random_backbone(convs, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for index, out, cin, k in convs:
+        # He-scaled, so the random ReLU features neither vanish nor blow up through the layers.
+        state[f"features.{index}.weight"] = torch.randn(out, cin, k, k, generator=g) * math.sqrt(2 / (cin * k * k))
+        state[f"features.{index}.bias"] = torch.zeros(out)
+    return state
+
+
+def random_lpips_lins(net: str) -> dict:
+    g = torch.Generator().manual_seed(1)
+    return {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1, generator=g) for i, c in enumerate(LPIPS_WIDTHS[net])}
+
+
+@pytest.fixture(scope="module")
+def alex_lpips_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("lpips")
+    lins, backbone = folder / "alex.pth", folder / "alexnet-owt-7be5be79.pth"
+    torch.save(random_lpips_lins("alex"), lins)
+    torch.save(random_backbone(ALEXNET_CONVS), backbone)
+    return lins, backbone
+
+
+def test_alexnet_lpips_in_the_public_layout_is_0_on_identical_and_grows_with_blur(alex_lpips_files):
+    import cv2
+    from PIL import Image
+
+    from segtalker_core.eval.lpips import load_lpips, lpips_distances
+
+    model, net = load_lpips(*alex_lpips_files)
+    assert net == "alex"
+    torch.testing.assert_close(model.vgg.features[10].weight, random_backbone(ALEXNET_CONVS)["features.10.weight"])
+    face = np.asarray(Image.open(REPO_DIR / "examples" / "portrait.png").convert("RGB").resize((128, 128)))
+    blurred = [cv2.GaussianBlur(face, (0, 0), s) for s in (1.0, 3.0)]
+    values = lpips_distances(model, np.stack([face] + blurred), np.stack([face] * 3))
+    assert values[0] == 0.0 and 0.0 < values[1] < values[2]
+
+
+def test_a_whole_vgg_lpips_state_dict_is_read_as_one_file(tmp_path):
+    from segtalker_core.eval.lpips import load_lpips, lpips_distances
+
+    backbone = random_backbone(VGG16_CONVS)
+    slice_of = {0: 1, 2: 1, 5: 2, 7: 2, 10: 3, 12: 3, 14: 3, 17: 4, 19: 4, 21: 4, 24: 5, 26: 5, 28: 5}
+    whole = {**random_lpips_lins("vgg"), "scaling_layer.shift": torch.zeros(1, 3, 1, 1)}
+    for name, tensor in backbone.items():
+        index = int(name.split(".")[1])
+        whole[f"net.slice{slice_of[index]}.{name.removeprefix('features.')}"] = tensor
+    path = tmp_path / "lpips_vgg.pth"
+    torch.save(whole, path)
+    model, net = load_lpips(path)
+    assert net == "vgg"
+    torch.testing.assert_close(model.vgg.features[28].weight, backbone["features.28.weight"])
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (1, 48, 48, 3), np.uint8)
+    assert lpips_distances(model, image, image.copy())[0] == 0.0
+    assert lpips_distances(model, 255 - image, image)[0] > 0.0
+
+
+def test_lpips_files_for_the_wrong_metric_are_named(alex_lpips_files, syncnet_file, tmp_path):
+    from segtalker_core.eval.lpips import load_lpips
+
+    lins, backbone = alex_lpips_files
+    with pytest.raises(WrongWeightsError, match=r"looks like SyncNet v2 .*LPIPS needs LPIPS linear heads"):
+        load_lpips(syncnet_file, backbone)
+    with pytest.raises(WrongWeightsError, match=r"--lpips-backbone .* looks like SyncNet v2"):
+        load_lpips(lins, syncnet_file)
+    with pytest.raises(WrongWeightsError, match=r"only the LPIPS 'alex' linear layers.*alexnet-owt-7be5be79.pth"):
+        load_lpips(lins)
+    vgg = tmp_path / "vgg16-397923af.pth"
+    torch.save(random_backbone(VGG16_CONVS), vgg)
+    with pytest.raises(WrongWeightsError, match=r"torchvision VGG with 13 convs.*'alex' linear layers need"):
+        load_lpips(lins, vgg)
+
+
+def test_the_cli_refuses_a_wrong_lpips_file_before_reading_clips(syncnet_file, tmp_path, capsys):
+    video = str(REPO_DIR / "examples" / "video.mp4")
+    code = cli.main(["eval", "--generated", video, "--reference", video, "--lpips", str(syncnet_file),
+                     "-o", str(tmp_path / "report")])
+    assert code == 2
+    assert "--lpips" in (err := capsys.readouterr().err) and "looks like SyncNet v2" in err
+    assert not (tmp_path / "report").exists()
+
+
+def test_the_cli_takes_one_source_of_phone_timing(tmp_path, capsys):
+    video = str(REPO_DIR / "examples" / "video.mp4")
+    code = cli.main(["eval", "--generated", video, "--reference", video, "--transcript", "hello",
+                     "--recognise-phones", "-o", str(tmp_path / "report")])
+    assert code == 2 and "give one of --phones FILE, --transcript, --recognise-phones" in capsys.readouterr().err

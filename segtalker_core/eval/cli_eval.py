@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import replace
 from pathlib import Path
 
 
@@ -20,6 +21,9 @@ def add_command(commands, add_verbose) -> None:
                    help="frames each way the audio-video offset search tries (default 15)")
     p.add_argument("--phones", help="phone timing file (START END PHONE per line, seconds) for the "
                    "bilabial closure check")
+    p.add_argument("--transcript", metavar="TEXT_OR_FILE",
+                   help="what is said (the text, a .txt file, or a folder of NAME.txt by clip name): "
+                        "force-aligned to the audio (English) for the bilabial closure check")
     p.add_argument("--recognise-phones", action="store_true",
                    help="recognise the phones in the audio (English) for the bilabial check")
     p.add_argument("--max-side", type=int, default=1024,
@@ -31,6 +35,10 @@ def add_command(commands, add_verbose) -> None:
     weights.add_argument("--syncnet-v2", metavar="FILE", help="syncnet_v2.model (joonson/syncnet_python): "
                          "LSE-C and LSE-D")
     weights.add_argument("--inception", metavar="FILE", help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth: FID")
+    weights.add_argument("--lpips", metavar="FILE", help="LPIPS linear layers (lpips/weights/v0.1/alex.pth or "
+                         "vgg.pth), or a whole lpips.LPIPS state dict: LPIPS")
+    weights.add_argument("--lpips-backbone", metavar="FILE", help="torchvision's ImageNet weights for --lpips: "
+                         "alexnet-owt-7be5be79.pth (alex) or vgg16-397923af.pth (vgg)")
     weights.add_argument("--device", default="cpu", help="where those networks run (cpu, cuda, ...)")
     add_verbose(p)
     p.set_defaults(run=run)
@@ -55,14 +63,19 @@ def run(args: argparse.Namespace) -> int:
     from .pairs import find_pairs
     from .report import check_report_folder, write_report
 
-    if args.phones is not None and args.recognise_phones:
-        raise ValueError("give either --phones FILE or --recognise-phones, not both")
+    timing = [o for o, v in (("--phones", args.phones), ("--transcript", args.transcript),
+                             ("--recognise-phones", args.recognise_phones)) if v]
+    if len(timing) > 1:
+        raise ValueError(f"give one of --phones FILE, --transcript, --recognise-phones (got {', '.join(timing)})")
+    if args.lpips_backbone and not args.lpips:
+        raise ValueError("--lpips-backbone is the backbone of the --lpips linear layers: give --lpips too")
     if args.max_side < 64:
         raise ValueError(f"--max-side must be at least 64 px, got {args.max_side}")
     pairs, unpaired = find_pairs(args.generated, args.reference, args.audio)
     folder = check_report_folder(args.output if args.output else default_report_folder(args.generated))
     weights = {k: v for k, v in (("syncnet", args.syncnet), ("syncnet_v2", args.syncnet_v2),
-                                 ("inception", args.inception)) if v}
+                                 ("inception", args.inception), ("lpips", args.lpips),
+                                 ("lpips_backbone", args.lpips_backbone)) if v}
     _check_weights(weights, args.device)  # a wrong file is refused before any clip is read
     options = EvalOptions(max_offset=args.max_offset, max_side=args.max_side, face_index=args.face_index,
                           phones=args.phones, recognise_phones=args.recognise_phones, weights=weights,
@@ -71,15 +84,35 @@ def run(args: argparse.Namespace) -> int:
     for pair in pairs:
         inputs.update({f"--generated {pair.name}": pair.generated, f"--reference {pair.name}": pair.reference,
                        f"--audio {pair.name}": pair.audio})
-    reports = [evaluate_clip(p.generated, p.reference, p.audio, options, name=p.name) for p in pairs]
+    transcripts = {p.name: _transcript_for(args.transcript, p.name) for p in pairs}  # read before any clip
+    reports = [evaluate_clip(p.generated, p.reference, p.audio, replace(options, transcript=transcripts[p.name]),
+                             name=p.name) for p in pairs]
     path = write_report(folder, reports, weights=weights, unpaired=unpaired,
                         inputs={**inputs, "--syncnet": args.syncnet, "--syncnet-v2": args.syncnet_v2,
-                                "--inception": args.inception})
+                                "--inception": args.inception, "--lpips": args.lpips,
+                                "--lpips-backbone": args.lpips_backbone})
     print(f"wrote {path} ({len(reports)} clip{'s' if len(reports) != 1 else ''})")
     return 0
 
 
+def _transcript_for(value: str | None, name: str) -> str | None:
+    """The transcript of clip ``name``: the text (or file) given, or ``NAME.txt`` in a folder
+    (None, with the clip's report saying so, when the folder has none)."""
+    from .transcript import read_transcript
+
+    if value is None:
+        return None
+    if Path(value).is_dir():
+        path = Path(value) / f"{name}.txt"
+        return read_transcript(str(path)) if path.is_file() else None
+    return read_transcript(value)
+
+
 def _check_weights(weights: dict[str, str], device: str) -> None:
+    if "lpips" in weights:
+        from .lpips import load_lpips
+
+        load_lpips(weights["lpips"], weights.get("lpips_backbone"), device)
     if "inception" in weights:
         from .fid import load_fid_inception
 

@@ -30,14 +30,17 @@ SHEET_TILE = 128
 class EvalOptions:
     """``max_offset``: frames each way the sync search tries; ``max_side``: frames are evaluated
     at most this large; ``cpbd_frames``: CPBD is read on this many frames spread over the clip;
-    ``phones``: a phone timing file for the bilabial check, or ``recognise_phones``;
-    ``weights``: user-supplied weight files by metric (``syncnet``, ``syncnet_v2``, ``inception``)."""
+    ``phones``: a phone timing file for the bilabial check, or ``transcript`` (the spoken text,
+    force-aligned to the audio), or ``recognise_phones``;
+    ``weights``: user-supplied weight files by metric (``syncnet``, ``syncnet_v2``, ``inception``,
+    ``lpips`` and its ``lpips_backbone``)."""
 
     max_offset: int = lipsync.DEFAULT_MAX_OFFSET
     max_side: int | None = DEFAULT_MAX_SIDE
     face_index: int = -1
     cpbd_frames: int = 12
     phones: str | None = None
+    transcript: str | None = None
     recognise_phones: bool = False
     weights: dict = field(default_factory=dict)
     device: str = "cpu"
@@ -107,6 +110,8 @@ def evaluate_clip(generated: str | os.PathLike, reference: str | os.PathLike,
         metrics["lip_sync"].update(_syncnet_v2(gen, gen_marks, audio_used, options, notes))
     if options.weights.get("inception"):
         metrics["image"].update(_fid(gen, ref, pairs, options, notes))
+    if options.weights.get("lpips"):
+        metrics["image"].update(_lpips(gen, ref, pairs, r_marks, with_face, options, notes))
     if options.weights.get("syncnet") and envelope is not None:
         metrics["lip_sync"].update(_segsyncnet(gen, audio_used, options))
     if not ref.still:
@@ -250,18 +255,28 @@ def _lip_sync(gen: Clip, audio, mouth: np.ndarray, options: EvalOptions, notes: 
         "best_offset_correlation": _finite(sync.best_correlation),
         "frames_with_face": sync.frames_used,
     }
-    phones = None
+    phones, phones_from = None, None
     if options.phones is not None:
-        phones = lipsync.read_phones(options.phones)
+        phones, phones_from = lipsync.read_phones(options.phones), "phone timing file"
+    elif options.transcript is not None:
+        from .transcript import align_transcript
+
+        try:
+            phones, phones_from = align_transcript(wave, options.transcript), "transcript, force-aligned"
+        except ValueError as error:
+            # One clip's transcript not matching its speech should not stop a folder's report.
+            notes.append(f"bilabial closure not checked: {error}")
     elif options.recognise_phones:
-        phones = lipsync.recognised_phones(wave)
+        phones, phones_from = lipsync.recognised_phones(wave), "phones recognised in the audio"
     if phones is not None:
         closure = lipsync.bilabial_closure(mouth, gen.fps, phones)
         out["bilabials"] = closure.bilabials
         out["bilabials_closed"] = closure.closed
+        out["bilabials_closed_share"] = closure.closed / closure.bilabials if closure.bilabials else None
         out["bilabials_missed_at_s"] = list(closure.missed_at)
-    else:
-        notes.append("bilabial closure not checked: give --phones FILE or --recognise-phones")
+        out["bilabial_timing"] = phones_from
+    elif options.transcript is None:
+        notes.append("bilabial closure not checked: give --transcript, --phones FILE or --recognise-phones")
     return envelope, sync, out, source
 
 
@@ -304,6 +319,36 @@ def _fid(gen: Clip, ref: Clip, pairs: FramePairs, options: EvalOptions, notes: l
     notes.append(f"FID over {len(generated)} generated and {len(reference)} reference frames of this clip "
                  "(consecutive frames are alike: compare FIDs of like-sized sets only)")
     return {"fid": frechet_distance(generated, reference), "fid_frames": len(generated)}
+
+
+LPIPS_FRAMES = 50  # compared pairs the LPIPS reads at most (spread evenly): two CNN passes each
+
+
+def _lpips(gen: Clip, ref: Clip, pairs: FramePairs, r_marks: ClipLandmarks, with_face: np.ndarray,
+           options: EvalOptions, notes: list[str]) -> dict:
+    """LPIPS of whole frames (long side :data:`lpips.SIDE`) and of the reference's face crop."""
+    import cv2
+
+    from . import lpips
+
+    model, net = lpips.load_lpips(options.weights["lpips"], options.weights.get("lpips_backbone"), options.device)
+    picks = np.unique(np.linspace(0, len(pairs) - 1, min(LPIPS_FRAMES, len(pairs))).round().astype(int))
+    height, width = gen.size
+    scale = lpips.SIDE / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    whole = [np.stack([cv2.resize(frames[index[k]], size, interpolation=cv2.INTER_AREA) for k in picks])
+             for frames, index in ((gen.frames, pairs.generated), (ref.frames, pairs.reference))]
+    out = {"lpips": _nanmean(lpips.lpips_distances(model, *whole, device=options.device)), "lpips_net": net,
+           "lpips_frames": len(picks)}
+    faces = [int(k) for k in picks if with_face[k]]
+    if faces:
+        crops = [np.stack([cv2.resize(crop_box(frames[index[k]], face_box(r_marks.points[k], ref.size)),
+                                      (lpips.SIDE, lpips.SIDE), interpolation=cv2.INTER_AREA) for k in faces])
+                 for frames, index in ((gen.frames, pairs.generated), (ref.frames, pairs.reference))]
+        out["lpips_face"] = _nanmean(lpips.lpips_distances(model, *crops, device=options.device))
+    notes.append(f"LPIPS ({net}) over {len(picks)} frame pairs at {size[0]}x{size[1]} and {len(faces)} face crops "
+                 f"at {lpips.SIDE}x{lpips.SIDE}")
+    return out
 
 
 def _segsyncnet(gen: Clip, audio: str, options: EvalOptions) -> dict:

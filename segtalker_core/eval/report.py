@@ -24,6 +24,9 @@ ROWS = (
     ("image", "cpbd_reference", "CPBD (reference)", "{:.3f}"),
     ("image", "lmd_mouth_px", "LMD mouth (px)", "{:.2f}"),
     ("image", "fid", "FID (pytorch-fid Inception)", "{:.2f}"),
+    ("image", "lpips", "LPIPS, whole frame", "{:.4f}"),
+    ("image", "lpips_face", "LPIPS, face crop", "{:.4f}"),
+    ("image", "lpips_net", "LPIPS network", "{}"),
     ("image", "lmd_face_px", "LMD face (px)", "{:.2f}"),
     ("texture", "static_psnr_db", "PSNR outside the lower face (dB)", "{:.2f}"),
     ("texture", "static_ssim", "SSIM outside the lower face", "{:.4f}"),
@@ -46,11 +49,11 @@ WEIGHTED_METRICS = {
     "syncnet": "Seg-SyncNet confidence and offset: a Seg-SyncNet bundle (.safetensors), --syncnet",
     "syncnet_v2": "LSE-C / LSE-D: syncnet_v2.model from joonson/syncnet_python, --syncnet-v2",
     "inception": "FID: pytorch-fid's Inception weights pt_inception-2015-12-05-6726825d.pth, --inception",
+    "lpips": "LPIPS: the lpips package's alex.pth (or vgg.pth) with torchvision's alexnet-owt-7be5be79.pth "
+             "(or vgg16-397923af.pth), --lpips and --lpips-backbone (or one whole LPIPS state dict, --lpips)",
 }
-# Metrics of the papers this version does not compute yet, whatever is given.
-NOT_COMPUTED = (
-    "LPIPS (its VGG/AlexNet weights): not computed by this version",
-)
+# Metrics of the papers this version does not compute, whatever is given (none at present).
+NOT_COMPUTED: tuple[str, ...] = ()
 
 
 def write_report(folder: str | os.PathLike, reports: list[ClipReport],
@@ -125,7 +128,8 @@ def _markdown(document: dict, clip_entries) -> str:
                 lines.append(f"| {label} | {_cell(value, fmt)} |")
         sync = report.metrics.get("lip_sync", {})
         if "bilabials" in sync:
-            lines.append(f"| bilabials (p, b, m) closed | {sync['bilabials_closed']} of {sync['bilabials']} |")
+            lines.append(f"| bilabials (p, b, m) closed ({sync.get('bilabial_timing', 'phone timing')}) | "
+                         f"{sync['bilabials_closed']} of {sync['bilabials']} |")
         lines.append("")
         flicker = report.metrics.get("temporal", {}).get("flicker_frames", [])
         lines.append("Flicker frames: " + (", ".join(f"{f['frame']} ({f['score']:.1f})" for f in flicker)

@@ -15,6 +15,8 @@ _LAYOUTS = (
      "inception", "an Inception v3 network (pytorch-fid's pt_inception weights, for FID)"),
     (lambda keys: any(k.startswith("lin0.") for k in keys) or any(".lin0." in k for k in keys),
      "lpips", "LPIPS linear heads (richzhang/PerceptualSimilarity)"),
+    (lambda keys: "features.0.weight" in keys and all(k.startswith(("features.", "classifier.")) for k in keys),
+     "torchvision_backbone", "a torchvision ImageNet network (features.*: VGG16 or AlexNet, for LPIPS)"),
     (lambda keys: any(k.startswith("face_encoder.") for k in keys) and any(k.startswith("audio_encoder.") for k in keys),
      "wav2lip_syncnet", "Wav2Lip's SyncNet (lipsync_expert.pth), not SyncNet v2"),
     (lambda keys: any(k.startswith("audio_encoder.") for k in keys) and any(k.startswith("visual_encoder.") for k in keys),

@@ -5,6 +5,7 @@ from comfy_api.latest import io
 
 from ..segtalker_core import pipeline
 from ..segtalker_core.face.paste import BLEND_MODES
+from ..segtalker_core.procedural.head_motion import DEFAULT_STRENGTH as DEFAULT_HEAD_MOTION
 from .comfy_glue import image_to_uint8, progress_for, uint8_to_image
 from .model_runs import model_on_device
 from .sockets import CATEGORY, GeneratorModel, Segmentation, Style
@@ -17,6 +18,16 @@ def blend_input() -> io.Combo.Input:
         "blend", options=list(BLEND_MODES), default="linear", optional=True,
         tooltip="linear: one alpha blend (fast); multiband: Laplacian-pyramid blend as E4S pastes "
                 "(smoother seams, slower)",
+    )
+
+
+def head_motion_input() -> io.Float.Input:
+    """Idle head motion of a portrait. Optional and after ``blend``: UI workflows saved before it
+    load with their widgets in place (it takes its default), API prompts without it still validate."""
+    return io.Float.Input(
+        "head_motion", default=DEFAULT_HEAD_MOTION, min=0.0, max=1.0, step=0.05, optional=True,
+        tooltip="portraits: small natural head movement (slow sway, nods on stressed syllables), "
+                "the background kept steady; 0: the head stays still. A video keeps its own motion",
     )
 
 
@@ -69,15 +80,18 @@ class SegTalkerPasteBack(io.ComfyNode):
                 Segmentation.Input("segmentation", tooltip="says which original frame and crop transform each crop belongs to"),
                 io.Int.Input("feather", default=12, min=0, max=64, tooltip="blend edge width in crop pixels"),
                 blend_input(),
+                head_motion_input(),
             ],
             outputs=[io.Image.Output(display_name="frames")],
         )
 
     @classmethod
-    def execute(cls, crops, segmentation, feather: int, blend: str = "linear") -> io.NodeOutput:
+    def execute(cls, crops, segmentation, feather: int, blend: str = "linear",
+                head_motion: float = DEFAULT_HEAD_MOTION) -> io.NodeOutput:
         crops_u8 = image_to_uint8(crops, "crops")
         frames = pipeline.paste_back(
             crops_u8, segmentation, feather_px=feather, progress=progress_for(len(crops_u8)), blend=blend,
+            head_motion=head_motion,
         )
         return io.NodeOutput(uint8_to_image(frames))
 
@@ -101,6 +115,7 @@ class SegTalkerTalk(io.ComfyNode):
                 io.Combo.Input("video_mode", options=["loop", "pingpong"], default="pingpong"),
                 io.Boolean.Input("blink", default=True),
                 blend_input(),
+                head_motion_input(),
             ],
             outputs=[
                 io.Image.Output(display_name="frames"),
@@ -111,7 +126,7 @@ class SegTalkerTalk(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, audio, fps: float, strength: float, video_mode: str, blink: bool,
-                blend: str = "linear") -> io.NodeOutput:
+                blend: str = "linear", head_motion: float = DEFAULT_HEAD_MOTION) -> io.NodeOutput:
         frames_in = image_to_uint8(image, "image")
         mono = pipeline.load_mono(audio, "audio")
         n_frames = pipeline.audio_frame_count(mono, fps)
@@ -123,6 +138,7 @@ class SegTalkerTalk(io.ComfyNode):
             video_mode=video_mode,
             blink=blink,
             blend=blend,
+            head_motion=head_motion,
             progress=progress_for(n_frames),
         )
         return io.NodeOutput(uint8_to_image(frames), audio, fps)

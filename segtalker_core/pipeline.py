@@ -499,24 +499,49 @@ def iter_paste_back(
     faces: FaceTrack,
     feather_px: float = 12.0,
     blend: str = "linear",  # "linear" or "multiband" (face.paste.paste_face)
+    motion=None,  # procedural.head_warp.MovingPortrait (portrait_motion) or None: no head motion
 ):
     """Full-resolution frames ``[H, W, 3]`` uint8, one per crop (feeds a video writer without
-    holding the video). A frame whose source has no face passes through unchanged."""
+    holding the video). A frame whose source has no face passes through unchanged. ``motion``
+    moves the person of the pasted frame ``t`` (the ``t``-th pair) by its idle head motion."""
     from .builtin import paste_mask
     from .face.paste import paste_face
 
-    for crop, frame in pairs:
+    for t, (crop, frame) in enumerate(pairs):
         i = frame.source_index
         if faces.found[i]:
             mask = paste_mask(crop, frame.regions, faces.crops[i], faces.regions[i], feather_px)
-            yield paste_face(faces.frames[i], crop, faces.transforms[i], mask, blend=blend)
+            pasted = paste_face(faces.frames[i], crop, faces.transforms[i], mask, blend=blend)
+            yield pasted if motion is None else motion.apply(pasted, t)
         else:
             yield faces.frames[i].copy()
 
 
+def portrait_motion(faces: FaceTrack, num_frames: int, fps: float, seed: int = 0,
+                    strength: float = 0.0, speech: np.ndarray | None = None,
+                    input_name: str = "head_motion"):
+    """The idle head motion of a talking portrait (:mod:`.procedural.head_motion`, applied by
+    :mod:`.procedural.head_warp`) for :func:`iter_paste_back`, or None when there is none to
+    make: ``strength`` 0, or ``faces`` is a video (more than one frame: it has its own head
+    motion) or has no face. ``speech``: ``[num_frames]`` jaw opening per output frame (nods on
+    its stressed syllables). ``strength`` outside 0..1 is a ValueError naming ``input_name``.
+    The person mask is made here, once (the selfie segmenter on the whole portrait)."""
+    from .procedural.head_motion import check_strength, head_motion_schedule
+    from .procedural.head_warp import MovingPortrait, portrait_warp
+
+    strength = check_strength(strength, input_name)
+    if strength == 0.0 or len(faces) != 1 or not faces.found[0]:
+        return None
+    motion = head_motion_schedule(num_frames, fps, seed, strength, speech, input_name)
+    warp = portrait_warp(faces.frames[0], faces.labels[0], faces.landmarks[0], faces.transforms[0])
+    return MovingPortrait(warp, motion)
+
+
 def paste_back(crops: np.ndarray, segmentation: TalkingSegmentation, feather_px: float = 12.0,
-               progress: Progress = None, blend: str = "linear") -> np.ndarray:
-    """``[T, H, W, 3]`` uint8 original frames with the crops blended in."""
+               progress: Progress = None, blend: str = "linear", head_motion: float = 0.0) -> np.ndarray:
+    """``[T, H, W, 3]`` uint8 original frames with the crops blended in. ``head_motion`` 0..1:
+    idle head motion of a portrait (:func:`portrait_motion`; the segmentation's seed, fps and
+    jaw opening), 0: none."""
     if len(crops) != len(segmentation):
         raise ValueError(
             f"input 'crops' has {len(crops)} images but the segmentation has {len(segmentation)} frames; "
@@ -527,7 +552,10 @@ def paste_back(crops: np.ndarray, segmentation: TalkingSegmentation, feather_px:
         raise ValueError(f"input 'crops' are {crops.shape[2]}x{crops.shape[1]}, but the faces were cropped at {s}x{s}")
     h, w = segmentation.faces.frame_size
     out = np.empty((len(crops), h, w, 3), np.uint8)
-    pasted = iter_paste_back(zip(crops, segmentation.frames()), segmentation.faces, feather_px, blend)
+    speech = None if segmentation.mouth_params is None else segmentation.mouth_params[:, 0]
+    motion = portrait_motion(segmentation.faces, len(segmentation), segmentation.fps,
+                             int(segmentation.meta.get("seed", 0)), head_motion, speech)
+    pasted = iter_paste_back(zip(crops, segmentation.frames()), segmentation.faces, feather_px, blend, motion)
     for t, frame in enumerate(_reporting(pasted, len(crops), progress)):
         out[t] = frame
     return out
@@ -556,14 +584,18 @@ def iter_talk_track(
     seed: int,
     portrait: bool | None,
     blend: str = "linear",  # paste-back: "linear" or "multiband"
+    head_motion: float = 0.0,  # 0..1 idle head motion of a portrait (portrait_motion); 0: none
 ):
     """The built-in stages chained on one parsed face track -- talking segmentation, synthesis,
     paste-back -- streaming full-resolution frames ``[H, W, 3]`` uint8, one at a time. The rig
     poses each frame once: its pose travels with the segmentation frame to the renderer."""
     from . import builtin
 
+    motion = None
+    if portrait or (portrait is None and len(faces) == 1):
+        motion = portrait_motion(faces, len(params), fps, seed, head_motion, params[:, 0])
     frames = builtin.iter_talking_segmentation(faces, params, fps, source_index, blink, seed, portrait)
-    return iter_paste_back(iter_synthesize(frames, faces, style, portrait), faces, blend=blend)
+    return iter_paste_back(iter_synthesize(frames, faces, style, portrait), faces, blend=blend, motion=motion)
 
 
 def iter_talk(
@@ -582,22 +614,26 @@ def iter_talk(
     parser: LoadedModel | None = None,
     face_index: int = -1,
     blend: str = "linear",
+    head_motion: float = 0.0,
 ):
     """Portrait or video frames + speech -> output frames, yielded one at a time (built-in chain).
 
     The same stages as the nodes (parse -> talking segmentation -> synthesis -> paste-back),
     streamed: per frame only a few mouth parameters are kept (the input frames are held; for a
     long video use :func:`iter_talk_chunks`). ``swaps``: ``[(regions, reference_image), ...]``
-    local style edits from reference faces.
+    local style edits from reference faces. ``head_motion`` 0..1: idle head motion of a portrait
+    (from ``seed``, nodding on the speech's stressed syllables; a video keeps its own), 0: none.
     """
     from .frame_schedule import source_indices
+    from .procedural.head_motion import check_strength
 
+    check_strength(head_motion)
     faces = parse_faces(frames, parser, crop_size=crop_size, face_index=face_index, input_name=input_name)
     articulation = _articulation(audio, fps, method, strength)
     style = _swapped_style(faces, swaps, crop_size)
     index = source_indices(len(faces), len(articulation), video_mode)
     stream = iter_talk_track(faces, articulation.params, articulation.fps, index, style, blink, seed, None,
-                             blend)
+                             blend, head_motion)
     yield from _reporting(stream, len(articulation), progress)
 
 

@@ -389,3 +389,22 @@ def test_example_workflow_graph(name, request):
     info = comfy_table["object_info"]
     problems = check_api_workflow(api, info) + check_ui_workflow(ui, info) + compare_ui_and_api(ui, api)
     assert not problems, f"{name}:\n" + "\n".join(problems)
+
+
+def test_head_motion_is_an_optional_last_widget_of_the_portrait_nodes(comfy_table):
+    """Paste Back and Talk render portraits: ``head_motion`` (0..1, default 0.5) comes last and
+    optional, so workflows saved before it load with their widgets in place and API prompts
+    without it validate. Talk Video dubs videos, which keep their own head motion: none there."""
+    from segtalker_core.procedural.head_motion import DEFAULT_STRENGTH
+
+    info = comfy_table["object_info"]
+    for node_id in ("SegTalkerPasteBack", "SegTalkerTalk"):
+        optional = info[node_id]["input"].get("optional") or {}
+        assert "head_motion" in optional, f"{node_id}: no optional head_motion input"
+        kind, options = optional["head_motion"]
+        assert kind == "FLOAT" and (options["default"], options["min"], options["max"]) == (DEFAULT_STRENGTH, 0.0, 1.0)
+        order = info[node_id].get("input_order") or {}
+        names = list(order.get("required", [])) + list(order.get("optional", []))
+        assert names[-1] == "head_motion", f"{node_id}: inputs {names}; head_motion must come last"
+    talk_video = info["SegTalkerTalkVideo"]["input"]
+    assert "head_motion" not in {**talk_video.get("required", {}), **(talk_video.get("optional") or {})}

@@ -145,6 +145,46 @@ def test_synthesize_and_paste_back_builtin(segmentation, faces):
     assert frames.shape == (len(segmentation),) + faces.frame_size + (3,)
     # Far from the face (image corners) the original frame is untouched.
     np.testing.assert_array_equal(frames[:, :40, :40], np.broadcast_to(faces.frames[0, :40, :40], frames[:, :40, :40].shape))
+    _check_head_motion(crops, segmentation, faces, frames)
+
+
+def _check_head_motion(crops, segmentation, faces, still):
+    """Paste-back with idle head motion: the person moves by the schedule, the far background
+    (the portrait's top corners) stays bit for bit, the first frame is the portrait's pose."""
+    moving = pipeline.paste_back(crops, segmentation, head_motion=1.0)
+    np.testing.assert_array_equal(moving[0], still[0])
+    for corner in ((slice(0, 40), slice(0, 40)), (slice(0, 40), slice(-40, None))):
+        np.testing.assert_array_equal(moving[(slice(None), *corner)], still[(slice(None), *corner)])
+    plan = pipeline.portrait_motion(faces, len(segmentation), FPS, 0, 1.0, segmentation.mouth_params[:, 0])
+    motion, warp = plan.motion, plan.warp
+    t = int(np.argmax(np.abs(motion.shift[:, 0])))
+    # Where the forehead is (mid-brow landmark 9, frame pixels), the rigid motion moves it by:
+    to_frame = cv2.invertAffineTransform(faces.transforms[0])
+    point = to_frame[:, :2] @ faces.landmarks[0, 9, :2] + to_frame[:, 2]
+    angle, scale = np.deg2rad(motion.roll[t]), 1.0 + motion.scale[t]
+    rotation = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    pivot = np.array(warp.pivot)
+    expected = pivot + rotation @ (point - pivot) + motion.shift[t] * warp.face_height - point
+    assert np.abs(expected).max() > 1.0  # at strength 1 the forehead moves by pixels
+    x, y = int(point[0]), int(point[1])
+    box = (slice(y - 24, y + 8), slice(x - 24, x + 24))  # the forehead and brows: no mouth change
+    grey = lambda image: cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float64)  # noqa: E731
+    window = cv2.createHanningWindow((48, 32), cv2.CV_64F)
+    (dx, dy), _ = cv2.phaseCorrelate(grey(still[t][box]), grey(moving[t][box]), window)
+    assert abs(dx - expected[0]) < 0.6 and abs(dy - expected[1]) < 0.6, ((dx, dy), expected)
+    with pytest.raises(ValueError, match="input 'head_motion' must be a number within 0..1"):
+        pipeline.paste_back(crops, segmentation, head_motion=1.5)
+
+
+def test_head_motion_is_for_portraits_only(faces):
+    """A video has its own head motion: no idle motion is made for it, nor at strength 0."""
+    import dataclasses
+
+    video = dataclasses.replace(faces, **{name: np.concatenate([getattr(faces, name)] * 2) for name in
+                                          ("frames", "crops", "labels", "landmarks", "transforms", "found")})
+    assert pipeline.portrait_motion(video, 10, FPS, strength=1.0) is None
+    assert pipeline.portrait_motion(faces, 10, FPS, strength=0.0) is None
+    assert pipeline.portrait_motion(faces, 10, FPS, strength=0.5) is not None
 
 
 def test_paste_back_refuses_mismatched_crops(segmentation):

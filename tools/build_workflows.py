@@ -318,7 +318,9 @@ def fuller_hair() -> Graph:
                    mask_space="frame", fill="skin")
     style = g.add("SegTalkerEncodeStyle", faces=(parse, 0))
     crops = g.add("SegTalkerSynthesize", segmentation=(edited, 0), style=(style, 0))
-    frames = g.add("SegTalkerPasteBack", crops=(crops, 0), segmentation=(edited, 0))
+    # A still head: the graph shows the edited hair as one shape, frame after frame (its check
+    # compares the shape between frames); raise head_motion for a portrait that moves.
+    frames = g.add("SegTalkerPasteBack", crops=(crops, 0), segmentation=(edited, 0), head_motion=0.0)
     video = g.add("CreateVideo", images=(frames, 0), audio=(audio, 0), fps=25.0)
     g.add("SaveVideo", video=(video, 0), filename_prefix="segtalker/fuller_hair")
     return g

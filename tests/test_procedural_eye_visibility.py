@@ -57,14 +57,18 @@ def test_sunglasses_get_no_blink(label):
     assert np.array_equal(regions, face.regions)  # the map keeps its eyes too
 
 
-def test_dark_skin_decides_like_light_skin():
+def test_dark_skin_and_dim_light_decide_like_light_skin():
     """A near-black lens on dark skin is barely darker than the cheek: the eye must still be
-    judged by how light an eye is, not how light the skin is."""
+    judged by how light an eye is under this light, not by how light the skin is."""
     crop, landmarks, regions = astronaut()
     dark = F.darker_skin(crop, regions)
     assert eye_visibility(dark, landmarks, regions).strengths == (1.0, 1.0)
     face = F.sunglasses(dark, landmarks, regions, label=False)
     assert eye_visibility(face.crop, face.landmarks, face.regions).strengths == (0.0, 0.0)
+    # An under-exposed photo (half the light, shadows crushed by a gamma of 2) darkens eyes and
+    # skin alike: its eyes still blink.
+    under = np.round(255 * (crop / 255.0) ** 2.0 * 0.5).astype(np.uint8)
+    assert eye_visibility(under, landmarks, regions).strengths == (1.0, 1.0)
 
 
 def test_goggles_get_no_blink():

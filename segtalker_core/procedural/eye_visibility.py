@@ -46,30 +46,34 @@ SIDES = ("right", "left")  # the person's, like mesh_topology (and blink's lid o
 _LIDS = ((T.RIGHT_EYE_UPPER, T.RIGHT_EYE_LOWER), (T.LEFT_EYE_UPPER, T.LEFT_EYE_LOWER))
 _IRISES = ((T.RIGHT_IRIS_CENTER, T.RIGHT_IRIS), (T.LEFT_IRIS_CENTER, T.LEFT_IRIS))
 _PUPIL_SHARE = 0.3  # of the iris radius: the disc around the iris centre that shows the pupil
-_LEVEL_FLOOR = 45.0  # Lab L: cheeks darker than this (dark skin or exposure) count as this
+_LEVEL_FLOOR = 45.0  # Lab L: for contrast, a lower level (dark skin, dim light) counts as this
 _MIN_EYE_PX = 12  # fewer pixels than this: no appearance to judge (the aperture decides)
 
 
 @dataclass(frozen=True)
 class GateConfig:
     """Thresholds of the cues, each a ramp ``(lo, hi)``: the cue counts 0 at or below lo, 1 at or
-    above hi (smoothly between). Measured on the astronaut and painted covers of its eyes:
+    above hi (smoothly between), set from the astronaut and painted covers of its eyes.
 
-    ``texture``: eye lightness spread (p90 - p10) / cheek lightness (at least 45, so dark skin
-    does not inflate it) -- open eyes 0.74-0.92 (blurred, darkened copies included; 0.95-1.24 on
-    darkened skin), closed to 80 % 0.58-0.64, a x0.35 tinted lens 0.32-0.34, opaque dark lenses
-    0.03-0.22 (0.07-0.33 on darkened skin), goggle bands 0.03-0.08. ``darkness``: eye mean
-    lightness / the cheek's -- open 0.63-0.72, tinted 0.23-0.24, dark lenses 0.12-0.18 (0.22-0.27
-    on darkened skin). ``aperture``: mean lid gap / eye width -- open 0.22-0.24 (face-mesh
-    detected 0.19-0.24), lids 80 % shut 0.05 (detected 0.12-0.16: the mesh lags a closing lid).
-    ``pupil``: lightness at the iris centre / the cheek's, counted *against* blinking -- open
+    Lightness levels are relative to the cheek's, or to half the crop's bright end (p95) where
+    the cheek is darker than that (dark skin under normal light).
+
+    ``texture``: eye lightness spread (p90 - p10) / that level (at least 45 Lab L, so neither dark
+    skin nor dim light inflates it) -- open eyes 0.74-0.92 (blurred copies included; 1.16-1.24
+    on darkened skin, 0.56-0.63 on under-exposed copies), lids 80 % shut 0.58-0.64, a x0.35
+    tinted lens 0.32-0.34, opaque dark lenses 0.03-0.22 (0.07-0.33 on darkened skin), goggle
+    bands 0.03-0.08. ``darkness``: eye mean lightness / the level -- open 0.56-0.72 (about 1 on
+    darkened skin), tinted 0.23-0.24, dark lenses 0.12-0.18 (0.23-0.29 on darkened skin).
+    ``aperture``: mean lid gap / eye width -- open 0.22-0.24 (face-mesh detected 0.19-0.24),
+    lids 80 % shut 0.05 (detected 0.12-0.16: the mesh lags a closing lid).
+    ``pupil``: lightness at the iris centre / the level, counted *against* blinking -- open
     0.14-0.37 (0.49 with a catchlight), lids 80 % shut 0.9-1.1 (detected 0.40-0.45); it counts
     only as far as the aperture is below ``wide_open``. ``glasses``: share of the eye labelled
     ``eyeglasses``. ``skip``: strengths below it become 0 (a faint blink over a lens reads as a
     smudge, not as a blink).
     """
 
-    texture: tuple[float, float] = (0.3, 0.55)
+    texture: tuple[float, float] = (0.25, 0.5)
     darkness: tuple[float, float] = (0.3, 0.45)
     aperture: tuple[float, float] = (0.11, 0.21)
     pupil: tuple[float, float] = (0.35, 0.6)
@@ -150,7 +154,11 @@ def eye_visibility(
         landmarks[list(T.LEFT_EYE), :2].mean(0) - landmarks[list(T.RIGHT_EYE), :2].mean(0)
     ))
     lightness = cv2.cvtColor(crop.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)[..., 0]
-    skin_level = _cheek_lightness(lightness, landmarks, regions, iod)
+    # Skin lighter than half the crop's bright end (white of clothes, background, highlights):
+    # below that, a cheek tells the skin's own tone more than the light, and a dark lens would
+    # pass for an eye merely a little darker than dark skin.
+    exposure = 0.5 * float(np.percentile(lightness, 95))
+    skin_level = max(_cheek_lightness(lightness, landmarks, regions, iod), exposure)
     strengths, reasons, cues = [], [], []
     for (upper, lower), iris in zip(_LIDS, _IRISES):
         cue = _eye_cues(lightness, landmarks, regions, upper, lower, iris, skin_level)
@@ -197,15 +205,16 @@ def _eye_cues(
     gap = float(np.mean(landmarks[low, 1] - landmarks[up, 1]))
     aperture = max(gap, 0.0) / max(width, 1e-6)
     glasses = float((regions[box.slices][inside] == EYEGLASSES).mean()) if inside.any() else 0.0
-    # Sclera and iris are about as light on any skin: dark skin must not inflate the eye's
-    # contrast (nor a dark lens's), so the level only normalises exposure above a floor.
-    level = max(skin_level, _LEVEL_FLOOR)
+    level = max(skin_level, 1.0)
+    # Sclera and iris are about as light on any skin: dark skin must not inflate the contrast of
+    # an eye (or of a lens's sheen), so contrast is normalised by exposure only above a floor.
+    contrast_level = max(skin_level, _LEVEL_FLOOR)
     pupil = _pupil_lightness(lightness, landmarks, iris) / level
     values = lightness[box.slices][inside]
     if values.size < _MIN_EYE_PX:
         return EyeCues(float("nan"), float("nan"), glasses, aperture, pupil)
     p10, p90 = np.percentile(values, (10, 90))
-    texture = float(p90 - p10) / level
+    texture = float(p90 - p10) / contrast_level
     darkness = float(values.mean()) / level
     return EyeCues(texture, darkness, glasses, aperture, pupil)
 

@@ -27,26 +27,6 @@ for _p in (str(REPO_DIR), str(TESTS_DIR)):
 
 import comfyui_host  # noqa: E402
 
-# Session fixtures that are expensive to build and shared by several modules: under pytest-xdist
-# (the README's test command runs two workers), every test that uses one goes to the same worker,
-# so each is built once; any other test is grouped with its own module (module fixtures, too, are
-# built once).
-_SHARED_GROUPS = {
-    "comfyui_dir": "comfyui", "pack_description": "comfyui", "comfyui_server": "comfyui",
-    "prepared_dataset": "train",
-}
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the node ids
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        fixtures = set(getattr(item, "fixturenames", ()))
-        groups = sorted({_SHARED_GROUPS[f] for f in fixtures if f in _SHARED_GROUPS})
-        if item.get_closest_marker("comfyui") is not None:
-            groups = ["comfyui"]
-        group = groups[0] if groups else item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(group))
-
 
 def _unavailable(reason: str):
     comfyui_host.skip_or_fail(f"real ComfyUI unavailable: {reason}")

@@ -8,7 +8,8 @@ accessory, expression or exposure would:
 * :func:`sunglasses` -- opaque dark lenses with a faint sheen, rims, a bridge and temple arms over
   both eyes (:func:`sunglasses_lenses` is the lens mask, where no blink may change a pixel);
 * :func:`turned` -- the head re-rendered in 3D, turned ~40 degrees about the vertical axis through
-  the head centre (face mesh with depth, painter's order, back faces dropped);
+  the head centre (the face mesh with its depth, texture-mapped in painter's order; hair and
+  neck follow through a smooth field that fades out before the background);
 * :func:`open_mouth` -- the jaw dropped: the lower lip and chin slide down and a shaded cavity
   opens between the teeth;
 * :func:`dark`, :func:`bright` -- under- and over-exposed copies;
@@ -198,7 +199,7 @@ def turned(degrees: float = TURN_DEGREES) -> np.ndarray:
     dst[:, 0] = centre[0] + dx * math.cos(theta) + dz * math.sin(theta)
     dst[:, 2] = axis_z - dx * math.sin(theta) + dz * math.cos(theta)
     tri = Delaunay(points[:, :2]).simplices
-    _, ids, map_x, map_y = _render_mesh(image, points, dst, tri)
+    ids, map_x, map_y = _render_mesh(image.shape, points, dst, tri)
     # Around the face (hair, ears, neck) the head follows the face's outline with a smooth field
     # that fades out over about a face width, so background and shoulders stay where they were
     # and the hair is stretched or pushed gently rather than torn into triangles.
@@ -225,12 +226,12 @@ def turned(degrees: float = TURN_DEGREES) -> np.ndarray:
     return _frozen(out)
 
 
-def _render_mesh(image: np.ndarray, src: np.ndarray, dst: np.ndarray, tri: np.ndarray):
-    """Texture-map triangles ``tri [M, 3]`` from ``src`` to ``dst`` vertices (``[V, 3]`` px with
+def _render_mesh(shape: tuple[int, ...], src: np.ndarray, dst: np.ndarray, tri: np.ndarray):
+    """Texture-map triangles ``tri [M, 3]`` into an image of ``shape`` from ``src`` to ``dst`` vertices (``[V, 3]`` px with
     depth, larger z farther) with the painter's algorithm: a triangle-id buffer ``[H, W]`` (-1:
     no triangle) is drawn back to front, and every covered pixel gets the source position through
-    its triangle's affine. Returns (None, ids, map_x, map_y) for :func:`cv2.remap`."""
-    h, w = image.shape[:2]
+    its triangle's affine. Returns (ids, map_x, map_y), the maps for :func:`cv2.remap`."""
+    h, w = shape[:2]
     s2, d2 = src[:, :2], dst[:, :2]
 
     def signed_area(p: np.ndarray) -> np.ndarray:
@@ -239,23 +240,24 @@ def _render_mesh(image: np.ndarray, src: np.ndarray, dst: np.ndarray, tri: np.nd
 
     # Folded (back-facing) triangles are drawn too, in their depth order: the nearer front faces
     # cover them, and dropping them would open holes onto the unturned photo at the silhouette.
-    front = np.abs(signed_area(d2)) > 1e-6
+    # Only triangles squashed to a line are left out (no affine exists for them).
+    drawable = np.abs(signed_area(d2)) > 1e-6
     order = np.argsort(-dst[tri].mean(axis=1)[:, 2])  # farthest first
     ids = np.full((h, w), -1, np.int32)
     for k in order:
-        if front[k]:
+        if drawable[k]:
             cv2.fillConvexPoly(ids, np.round(d2[tri[k]] * 16).astype(np.int32), int(k), cv2.LINE_8, shift=4)
     # Per triangle the affine dst -> src, applied to each pixel through its id.
     affines = np.zeros((len(tri), 2, 3), np.float64)
     for k in range(len(tri)):
-        if front[k]:
+        if drawable[k]:
             affines[k] = cv2.getAffineTransform(d2[tri[k]].astype(np.float32), s2[tri[k]].astype(np.float32))
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     safe = np.maximum(ids, 0)
     a = affines[safe]
     map_x = a[..., 0, 0] * xx + a[..., 0, 1] * yy + a[..., 0, 2]
     map_y = a[..., 1, 0] * xx + a[..., 1, 1] * yy + a[..., 1, 2]
-    return None, ids, map_x.astype(np.float32), map_y.astype(np.float32)
+    return ids, map_x.astype(np.float32), map_y.astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -81,6 +81,43 @@ def source(name: str) -> tuple[M.Parsed, np.ndarray]:
 
 
 # ---------------------------------------------------------------------------------------------
+# The hard faces are what they claim to be
+
+
+def test_face_variants_are_found_and_are_what_they_claim():
+    from segtalker_core.eval.landmarks import face_scale, mouth_opening
+    from segtalker_core.eval.regions import polygon_mask
+    from segtalker_core.face.pose import yaw_degrees
+
+    base = V.landmarks()
+    found = {name: V.detect(V.variant(name)) for name in V.NAMES}
+    missing = [name for name, points in found.items() if points is None]
+    assert not missing, f"the detector finds no face in {missing}"
+    assert abs(float(yaw_degrees(found["turned"]))) >= 30.0, float(yaw_degrees(found["turned"]))
+    assert abs(float(yaw_degrees(found["astronaut"]))) < 10.0
+    opening = {name: float(mouth_opening(found[name][:, :2])) for name in ("astronaut", "open_mouth")}
+    assert opening["open_mouth"] >= opening["astronaut"] + 0.1, opening
+
+    def width(points: np.ndarray) -> float:
+        corners = points[list(T.MOUTH_CORNERS), :2]
+        return float(np.linalg.norm(corners[1] - corners[0]) / face_scale(points[:, :2]))
+
+    assert width(found["child"]) <= 0.85 * width(found["astronaut"]), (width(found["child"]), width(found["astronaut"]))
+    luma = {name: float((V.variant(name).astype(np.float64) @ M.LUMA).mean()) for name in ("astronaut", "dark", "bright")}
+    assert luma["dark"] <= 0.45 * luma["astronaut"] and luma["bright"] >= 1.35 * luma["astronaut"], luma
+    # The lenses hide both eyes; the beard darkens the mouth corners.
+    shape = V.astronaut().shape[:2]
+    eyes = polygon_mask(base[:, :2], T.RIGHT_EYE, shape) | polygon_mask(base[:, :2], T.LEFT_EYE, shape)
+    assert V.sunglasses_lenses()[eyes].mean() >= 0.95
+    for corner in T.MOUTH_CORNERS:
+        x, y = np.round(base[corner, :2]).astype(int)
+        patch = (slice(y - 3, y + 4), slice(x - 6, x + 7))
+        before = (V.astronaut()[patch].astype(np.float64) @ M.LUMA).mean()
+        after = (V.beard()[patch].astype(np.float64) @ M.LUMA).mean()
+        assert after <= 0.8 * before, (corner, before, after)
+
+
+# ---------------------------------------------------------------------------------------------
 # The measures measure what they claim
 
 
@@ -116,7 +153,7 @@ def test_interior_measure_tells_a_flat_black_fill_from_a_real_mouth():
 # The renderer's output
 
 
-@pytest.mark.parametrize("name", ["portrait", "open_mouth", "turned"])
+@pytest.mark.parametrize("name", ["portrait", "open_mouth", "turned", "beard", "child"])
 def test_lips_keep_their_area_in_every_frame(name, blink_seed):
     out = parsed(name, blink_seed)
     assert out.found.all(), f"{name}: the face is lost in frames {np.flatnonzero(~out.found).tolist()}"

@@ -140,18 +140,28 @@ def white_level(crop: np.ndarray, regions12: np.ndarray | None, skin: np.ndarray
     sclera = float(np.quantile(luma(pale), 0.85))
     # Teeth are brighter than the whites of the eyes, which sit in the brows' shadow and are
     # partly covered by the lids and lashes.
-    return float(np.clip(1.25 * sclera, 0.08, 0.97))
+    return float(np.clip(1.3 * sclera, 0.08, 0.97))
 
 
 def estimate_grain(crop: np.ndarray, regions12: np.ndarray | None, landmarks: np.ndarray) -> np.ndarray:
-    """Grain [3] (0..1 units) of the source's skin: robust (MAD) std of the residual after a
-    :data:`GRAIN_SIGMA` blur, on skin pixels away from region edges. Capped: strong residuals
-    are edges or texture."""
-    mask = _region_mask(crop, regions12, SKIN, landmarks, "skin")
+    """Grain [3] (0..1 units) of the source's skin round the mouth: robust (MAD) std of the
+    residual after a :data:`GRAIN_SIGMA` blur, on skin pixels away from region edges. Capped:
+    strong residuals are edges or texture."""
+    # The skin round the mouth (cheeks, chin, upper lip): the grain the interior sits in, and a
+    # small window keeps the blur cheap.
+    mouth = np.asarray(landmarks)[list(T.LIPS_OUTER), :2]
+    iod = float(np.linalg.norm(
+        np.asarray(landmarks)[list(T.LEFT_EYE), :2].mean(0) - np.asarray(landmarks)[list(T.RIGHT_EYE), :2].mean(0)
+    ))
+    try:
+        box = Box.around(mouth, max(0.5 * iod, 8.0), crop.shape[0])
+    except ValueError:  # mouth off the crop
+        return np.zeros(3, np.float32)
+    mask = _region_mask(crop, regions12, SKIN, landmarks, "skin")[box.slices]
     mask = cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
     if mask.sum() < 50:
         return np.zeros(3, np.float32)
-    image = crop.astype(np.float32) / 255.0
+    image = crop[box.slices].astype(np.float32) / 255.0
     residual = image - cv2.GaussianBlur(image, (0, 0), GRAIN_SIGMA)
     samples = residual[mask][:: max(1, int(mask.sum()) // 20000)]
     # The median absolute deviation ignores the few pores and hairs; x 1.4826 is std for noise.

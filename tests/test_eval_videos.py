@@ -81,6 +81,7 @@ def test_identical_videos_through_the_cli_folders(dub, tmp_path):
     assert clip["metrics"]["temporal"]["flicker_frames"] == []
     assert clip["metrics"]["lip_sync"]["mouth_motion_vs_reference"] == pytest.approx(1.0)
     assert any("orphan" in item for item in document["unpaired"])
+    assert "lpips" in document["weights_missing"]  # named, with the files it needs
 
 
 def test_video_shifted_by_k_frames_gives_offset_k(dub, tmp_path):

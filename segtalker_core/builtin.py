@@ -6,6 +6,12 @@ No weight files; everything runs on the CPU. The stages stream: each takes and y
 :class:`~.procedural.renderer.SourceFace` (its rig and warp mesh are built once); a video is
 re-driven frame by frame on each frame's own crop, keeping the head pose of the video.
 
+A portrait at silence keeps the person's own mouth: the audio articulation (0 = silence) is
+anchored at the source's estimated pose (:func:`~.procedural.rig.anchor_at_reference`), so its
+parted lips and teeth stay as they are and speech opens from there; p/b/m still seal the lips.
+Video dubbing drives each frame absolutely (0 = closed): the frame's own mouth moved with the
+original speech, which the new speech replaces.
+
 The renderer draws what the maps say (:class:`MapFollower`): a map the rig made itself comes with
 its pose and is drawn at once; any other map (edited, or from a learned TSG) is measured and the
 rig fitted to it, with the articulation it was made from as a hint that counts only where it
@@ -22,6 +28,8 @@ from . import labels as L
 from .containers import FaceTrack, SegmentationFrame, StyleCodes
 from .masks import dilate
 from .procedural.renderer import DrivenFrame, RenderOptions, SourceFace, eye_closure_schedule
+from .audio.articulation import ArticulationTrack
+from .procedural.rig import anchor_at_reference, check_params
 
 log = logging.getLogger("segtalker")
 
@@ -51,6 +59,13 @@ class FrameDriver:
         self._cached: tuple[int, SourceFace] | None = None
         self._palette = None
 
+    def rig_params(self, source: SourceFace, articulation: np.ndarray) -> np.ndarray:
+        """Rig parameters [5] of one frame's audio ``articulation`` [5] on ``source``: anchored at
+        the source's own mouth for a portrait, as they are for a video."""
+        if not self.portrait:
+            return np.asarray(articulation, np.float64)
+        return anchor_at_reference(articulation, source.rig.reference_params, ArticulationTrack.REST)[0]
+
     def eye_closure(self, n_frames: int, fps: float) -> np.ndarray:
         """The blink schedule ``[T]`` (zeros for a video, or with blinks off)."""
         return eye_closure_schedule(self.options, n_frames, fps)
@@ -78,7 +93,11 @@ def iter_talking_segmentation(
     seed: int = 0,
     portrait: bool | None = None,
 ) -> Iterator[SegmentationFrame]:
-    """The rig's talking segmentation, one frame at a time, each with its pose attached."""
+    """The rig's talking segmentation, one frame at a time, each with its pose attached.
+
+    ``params`` are the audio's articulation, and travel with each frame as they are; for a
+    portrait the pose anchors them at the source's own mouth (:meth:`FrameDriver.rig_params`).
+    """
     n = len(params)
     assert len(source_index) == n, (len(source_index), n)
     driver = FrameDriver(faces, blink, seed, portrait)
@@ -89,18 +108,22 @@ def iter_talking_segmentation(
         if source is None:
             yield SegmentationFrame(faces.regions[i], i, np.asarray(params[t], np.float32), 0.0, faces.landmarks[i])
             continue
-        pose = source.drive(params[t], float(closure[t]))
-        yield SegmentationFrame(pose.regions, i, pose.params, pose.eye_closure, pose.landmarks, pose)
+        articulation = check_params(np.atleast_2d(params[t]), "params")[0].astype(np.float32)
+        pose = source.drive(driver.rig_params(source, articulation), float(closure[t]))
+        yield SegmentationFrame(pose.regions, i, articulation, pose.eye_closure, pose.landmarks, pose)
 
 
 class MapFollower:
     """Turns each wanted map into the rig pose that draws it, for one synthesis run.
 
     Keeps the last mouth it could follow: a map with no usable mouth (no lips) keeps that one, and
-    each kind of bad map is reported once per run, not once per frame.
+    each kind of bad map is reported once per run, not once per frame. A frame's ``params`` are
+    the audio articulation; ``driver`` turns them into the source's rig parameters (anchored for
+    a portrait); without one they are used as rig parameters.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, driver: FrameDriver | None = None) -> None:
+        self.driver = driver
         self.previous: np.ndarray | None = None
         self.unusable = 0
         self.clamped = 0
@@ -114,7 +137,8 @@ class MapFollower:
         hint = None
         mouth_ok = eyes_ok = False
         if frame.params is not None:
-            hint = source.drive(frame.params, frame.eye_closure)
+            wanted_params = frame.params if self.driver is None else self.driver.rig_params(source, frame.params)
+            hint = source.drive(wanted_params, frame.eye_closure)
             mouth_ok, eyes_ok = _agrees(source, hint.regions, wanted)
             if mouth_ok and eyes_ok:
                 self.previous = hint.params
@@ -135,10 +159,12 @@ class MapFollower:
             if not self.unusable:
                 log.warning(
                     "a segmentation map shows no usable mouth (no lips near the mouth); keeping "
-                    "the nearest earlier frame's mouth there, or a closed one (reported once per run)"
+                    "the nearest earlier frame's mouth there, or the source's own (reported once per run)"
                 )
             self.unusable += 1
-            return (self.previous if self.previous is not None else np.zeros(5, np.float32)), False
+            # No earlier mouth: the source's own, as silence shows it.
+            own = source.rig.reference_params
+            return (self.previous if self.previous is not None else own.astype(np.float32)), False
         prior = hint.params if hint is not None else self.previous
         params = reader.fit(measure, np.zeros(5, np.float32) if prior is None else prior)
         if measure.gap > 1.15 * reader.max_gap + 2.0 / reader.iod:
@@ -226,7 +252,7 @@ def iter_synthesize(
             "(SegTalker Encode Style without an encoder), or connect a learned generator"
         )
     driver = FrameDriver(faces, portrait=portrait)
-    follower = MapFollower()
+    follower = MapFollower(driver)
     for frame in frames:
         i = frame.source_index
         # A frame the rig just posed brings its prepared face along (a video's is per frame).

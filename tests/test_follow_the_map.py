@@ -166,9 +166,10 @@ def test_random_tsg_maps_without_a_mouth_keep_a_mouth(faces, tmp_path, caplog):
     assert len(crops) == len(seg)
     assert sum("no usable mouth" in r.getMessage() for r in caplog.records) == 1
     source = builtin.FrameDriver(faces).source(0)
-    rest = source.paint(source.drive(np.zeros(5)))
+    rest = source.paint(source.drive(source.rig.reference_params))
+    assert np.array_equal(rest, faces.crops[0])
     # Inside the area the rig moves (less the feather of what the map paints around it) every
-    # frame is the closed rest mouth.
+    # frame is the source's own mouth (no earlier frame had a usable one).
     box = source.window
     inner = slice(box.y0 + 3, box.y1 - 3), slice(box.x0 + 3, box.x1 - 3)
     for crop in crops:

@@ -69,8 +69,10 @@ def test_tracker_reads_the_driven_mouth(closed):
     assert gaps["open"] == pytest.approx(driven, abs=0.06)
 
 
-def test_open_source_closes_at_rest(closed):
-    """A source with an open mouth (rendered at jaw_open 0.8) is closed by silence."""
+def test_zero_parameters_close_an_open_source(closed):
+    """Rig parameters are absolute: all-zero closes a source with an open mouth (rendered at
+    jaw_open 0.8) and the photo's smile. (Silence of a *portrait* is anchored at its own mouth
+    before it reaches the rig: see the test below.)"""
     opened = closed.frame(params(jaw=0.8, teeth=1.0))
     assert lip_gap(detect(opened.crop)) > 0.15
     renderer = SourceFace(opened.crop, opened.landmarks, opened.regions, NO_BLINK)
@@ -81,6 +83,34 @@ def test_open_source_closes_at_rest(closed):
     # The photo's smile closes too.
     smile = SourceFace(*astronaut(), NO_BLINK)
     assert lip_gap(detect(smile.frame(params()).crop)) < 0.04
+
+
+def _mouth_box(landmarks: np.ndarray) -> tuple[slice, slice]:
+    lips = landmarks[list(T.LIPS_OUTER_UPPER + T.LIPS_OUTER_LOWER), :2]
+    margin = 0.1 * iod(landmarks)
+    (x0, y0), (x1, y1) = lips.min(0) - margin, lips.max(0) + margin
+    return np.s_[int(y0) : int(y1) + 1, int(x0) : int(x1) + 1]
+
+
+def test_portrait_silence_is_the_source_and_speech_moves_from_it(closed):
+    """Silence shows the source's own mouth (an open-mouth render, the photo's smile with teeth);
+    speech opens it further and a bilabial closure still seals it."""
+    opened = closed.frame(params(jaw=0.6, teeth=0.5))
+    rest = builtin.ArticulationTrack.REST
+    # silence; an open vowel (lips apart: closure 0); a bilabial (lips pressed).
+    track = np.stack([rest, rest + params(jaw=0.5, closure=-rest[3]), rest + params(jaw=0.05, closure=0.15)])
+    for crop, landmarks, regions in ((opened.crop, opened.landmarks, opened.regions), astronaut()):
+        faces = _track([crop], [landmarks], [regions])
+        clip = list(builtin.iter_talking_segmentation(faces, track, 25.0, np.zeros(3, int), blink=False))
+        crops = [c for c, _ in builtin.iter_synthesize(iter(clip), faces)]
+        box = _mouth_box(landmarks)
+        assert np.array_equal(crops[0], crop) and psnr(crops[0][box], crop[box]) == np.inf
+        assert np.array_equal(clip[0].regions, regions)
+        assert lip_gap(landmarks) > 0.1
+        assert lip_gap(clip[1].landmarks) > lip_gap(landmarks) + 0.05
+        assert psnr(crops[1][box], crop[box]) < 30.0
+        assert lip_gap(clip[2].landmarks) == pytest.approx(0.0, abs=1e-3)
+        assert (clip[2].regions == L.region_index("mouth_interior")).sum() == 0
 
 
 def test_same_parameters_give_the_same_pixels(closed):

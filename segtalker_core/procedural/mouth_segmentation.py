@@ -9,8 +9,9 @@ lip polygon:
 * pixels the warp *moved* that still carry ``mouth_interior`` (the reference's own opening,
   squeezed by a closing mouth) become ``lips``: the lips meet there.
 
-Pixels the warp does not move keep their reference label, so at rest (driven == reference) the
-map equals the reference exactly, and everything outside the moving box always does.
+Pixels the warp does not move keep their reference label, and at the source's own pose (an
+identity warp) the whole map is the reference's, opening included; everything outside the moving
+box always is.
 """
 from __future__ import annotations
 
@@ -70,6 +71,10 @@ def drive_regions(
     ``driven_landmarks`` [478, 3]: the frame's driven points (blinks do not matter here).
     """
     assert reference.ndim == 2 and reference.shape[0] == reference.shape[1], reference.shape
+    if field.is_identity:
+        # The source's own pose: its parsed opening (the teeth as the parser saw them), not the
+        # landmark polygon, which only approximates it.
+        return reference.copy()
     regions = field.apply_labels(reference)
     if not field.is_identity:
         window = regions[field.box.slices]

@@ -12,6 +12,12 @@ warped source, mouth interior in the opening (:mod:`.mouth_interior`), painted l
 The pose can come from parameters or from a map (:attr:`SourceFace.mouth_reader` and
 :attr:`SourceFace.eye_reader` read it back: :mod:`.mouth_fit`). Everything is deterministic: the
 same parameters give the same pixels.
+
+At the source's own pose (``rig.reference_params``, no blink) the frame *is* the source: the rig
+gives the reference landmarks back, the warp is the identity, no interior is painted and the map
+is the source's. Near it the painted interior fades in with the rig's
+:meth:`~.rig.MouthRig.reference_weight` (so a smile's own teeth stay until the mouth opens
+further), as does the lip-edge inset of an open source (:func:`_lip_texture_points`).
 """
 from __future__ import annotations
 
@@ -121,6 +127,9 @@ class SourceFace:
         mouth = analyse_mouth(self.crop, reference, self.iod)
         self.rig = MouthRig.fit(reference, options.rig, source_teeth=mouth.score)
         self.mesh = _build_mesh(self.rig, size)
+        # Where the warp samples each landmark, relative to the reference [478, 3] (the lip-edge
+        # inset): undone at the source's own pose, so that pose is the identity warp.
+        self.texture_offset = _lip_texture_points(self.rig) - self.rig.reference
         self.smooth = _SMOOTH * self.iod
         self.seal = _openness(self.rig)
         jaw_source = self.rig.jaw_offset(self.rig.reference_params)[0]
@@ -157,7 +166,9 @@ class SourceFace:
         """Pose one frame: ``params`` [5] articulation, ``eye_closure`` 0..1."""
         p = check_params(np.atleast_2d(np.asarray(params, np.float64)), "params")[0]
         driven = self.rig.drive(p)
-        warp = self.mesh.field(driven, self.smooth, _SEAMS)
+        at_source = float(self.rig.reference_weight(p[None])[0])
+        vertices = driven if at_source == 0.0 else driven + at_source * self.texture_offset
+        warp = self.mesh.field(vertices, self.smooth, _SEAMS)
         regions = drive_regions(self.regions, warp, driven)
         eye_closure = float(eye_closure)
         if eye_closure > 0:
@@ -169,8 +180,18 @@ class SourceFace:
         """The crop [S, S, 3] uint8 of a pose made by :meth:`drive`."""
         crop = pose.warp.apply(self.crop)
         p = pose.params.astype(np.float64)
-        # Lids move only eye points, so the mouth points of the lidded landmarks are the rig's.
-        self.interior.composite(crop, pose.landmarks, self.rig.jaw_offset(p)[0], p[TEETH], self.seal)
+        # The source's own mouth (its teeth, its cavity) stands at its own pose; the painted
+        # interior takes over as the pose leaves it.
+        at_source = float(self.rig.reference_weight(p[None])[0])
+        if at_source < 1.0:
+            box = self.window.slices
+            kept = crop[box].copy() if at_source > 0.0 else None
+            # Lids move only eye points, so the mouth points of the lidded landmarks are the rig's.
+            self.interior.composite(crop, pose.landmarks, self.rig.jaw_offset(p)[0], p[TEETH], self.seal)
+            if kept is not None:
+                painted = crop[box].astype(np.float32)
+                mixed = painted + at_source * (kept.astype(np.float32) - painted)
+                crop[box] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
         if pose.eye_closure > 0:
             paint_eyelids(crop, self.crop, self.rig.reference, pose.landmarks, self.iod)
         return crop

@@ -28,7 +28,16 @@ upper face pixel-identical.
 
 The reference need not have a closed mouth. :meth:`MouthRig.fit` estimates how far the reference
 is open (jaw and lip retraction, see :func:`estimate_reference_params`), takes those off to get a
-*closed rest* and drives relative to that, so all-zero parameters (silence) close the mouth.
+*closed rest* and drives relative to that: parameters are absolute, all-zero parameters close the
+mouth, and ``reference_params`` give the reference mouth back *exactly*. The linear rig only
+approximates the reference there (the rest is sealed, the split of the gap is a guess), so the rig
+keeps the difference (``residual``) and adds it in proportion to :meth:`MouthRig.reference_weight`
+-- 1 at ``reference_params``, fading to 0 as any parameter moves away, 0 once the lips seal.
+
+A portrait at silence must look like the person: its own mouth, parted lips and teeth included.
+That is the caller's choice of parameters, not the rig's: :func:`anchor_at_reference` maps an
+audio articulation onto the reference, so silence (the audio's rest pose) gives
+``reference_params`` and speech opens from there (closure still seals the lips for p/b/m).
 """
 from __future__ import annotations
 
@@ -48,6 +57,12 @@ PARAM_RANGES: tuple[tuple[float, float], ...] = ((0, 1), (-1, 1), (0, 1), (0, 1)
 # Parameters that act through a fixed basis (closure is applied separately).
 LINEAR_PARAMS: tuple[int, ...] = (JAW, WIDTH, ROUND, TEETH)
 _BISECTIONS = 14  # halvings of a <= 0.3 IOD bracket: < 2e-5 IOD, far below a pixel
+# Parameter distance over which the reference's residual fades out, at least: a reference that is
+# barely open must not make the residual flip on and off between near-identical all-zero poses.
+_RESIDUAL_SPAN = 0.1
+# Parameter distance from the audio's rest pose within which a frame counts partly as silence
+# (see anchor_at_reference): speech frames, bilabials included, lie further out.
+_SILENCE_REACH = 0.1
 
 # Besides its inner and outer contours, each lip has two rings of mesh points inside it (checked on
 # a photo: each lies within its lip's polygon). Like the contours they run image left -> image
@@ -161,8 +176,9 @@ class MouthRig:
     mouth closed (equal to ``reference`` up to a sub-pixel seal when it was closed already);
     ``basis`` [4, 478, 3]: crop-px displacement per unit of jaw, width, round, teeth
     (:data:`LINEAR_PARAMS` order); ``jaw_weight`` [478]: share of the jaw drop each point follows;
-    ``reference_params`` [5]: estimated articulation of the reference (driving with it roughly
-    reproduces ``reference``); ``moving`` [478] bool: points any parameter can move.
+    ``reference_params`` [5]: estimated articulation of the reference (driving with it
+    reproduces ``reference`` exactly); ``moving`` [478] bool: points any parameter can move;
+    ``residual`` [478, 3] crop px: ``reference`` minus the linear rig at ``reference_params``.
     """
 
     reference: np.ndarray
@@ -172,6 +188,7 @@ class MouthRig:
     jaw_weight: np.ndarray
     reference_params: np.ndarray
     moving: np.ndarray
+    residual: np.ndarray
     config: RigConfig = field(default_factory=RigConfig)
 
     @staticmethod
@@ -200,21 +217,56 @@ class MouthRig:
         basis = _basis(rest_uv, shape, frame, jaw_weight, config)
         moving = np.abs(basis).max(axis=(0, 2)) > 1e-6
         moving[_LIP_POINTS] = True
-        return MouthRig(
+        rig = MouthRig(
             reference=reference.astype(np.float32), rest=rest.astype(np.float32), frame=frame,
             basis=basis.astype(np.float32), jaw_weight=jaw_weight.astype(np.float32),
-            reference_params=ref_params.astype(np.float32), moving=moving, config=config,
+            reference_params=ref_params.astype(np.float32), moving=moving,
+            residual=np.zeros_like(reference, np.float32), config=config,
         )
+        # float64 residual of the float32 rig, so reference + 0 round-trips to the exact float32
+        # reference (the warp then sees static vertices: the source pixels come back bit-exact).
+        linear = rig._linear(rig.reference_params[None].astype(np.float64))[0]
+        rig.residual = (reference - linear).astype(np.float32)
+        return rig
 
     def drive(self, params: np.ndarray) -> np.ndarray:
         """``params`` [T, 5] (or [5]) -> driven landmarks float32 [T, 478, 3] (or [478, 3])."""
         single = np.ndim(params) == 1
         p = check_params(np.atleast_2d(params), "params")
+        driven = self._linear(p)
+        weight = self.reference_weight(p)
+        if weight.any():
+            driven += weight[:, None, None] * self.residual.astype(np.float64)
+        driven = driven.astype(np.float32)
+        if weight.any():
+            # At the reference pose exactly, the exact float32 reference (no rounding residue).
+            driven[weight == 1.0] = self.reference
+        return driven[0] if single else driven
+
+    def reference_weight(self, params: np.ndarray) -> np.ndarray:
+        """How close ``params`` [T, 5] (clipped) are to the reference pose: [T] in 0..1.
+
+        1 at ``reference_params``; along each parameter it falls linearly to 0 at the end of that
+        parameter's range (at least :data:`_RESIDUAL_SPAN` away), the factors multiplied; a
+        sealing closure (0.3 -> 0.6) takes it to 0. Continuous in the parameters, so the residual
+        fades in and out without a jump.
+        """
+        p = np.atleast_2d(np.asarray(params, np.float64))
+        ref = self.reference_params.astype(np.float64)
+        low = np.array([r[0] for r in PARAM_RANGES])
+        high = np.array([r[1] for r in PARAM_RANGES])
+        above = np.maximum(high - ref, _RESIDUAL_SPAN)
+        below = np.maximum(ref - low, _RESIDUAL_SPAN)
+        distance = np.where(p >= ref, (p - ref) / above, (ref - p) / below)
+        factors = np.clip(1.0 - distance, 0.0, 1.0)
+        factors[:, CLOSURE] = 1.0 - _seal(p[:, CLOSURE])
+        return np.prod(factors, axis=1)
+
+    def _linear(self, p: np.ndarray) -> np.ndarray:
+        """The linear rig plus closure, without the residual: float64 [T, 478, 3]."""
         linear = p[:, list(LINEAR_PARAMS)] @ self.basis.reshape(len(LINEAR_PARAMS), -1)
         driven = self.rest[None].astype(np.float64) + linear.reshape(len(p), -1, 3)
-        driven = _apply_closure(driven, p[:, CLOSURE], self.config)
-        driven = driven.astype(np.float32)
-        return driven[0] if single else driven
+        return _apply_closure(driven, p[:, CLOSURE], self.config)
 
     def jaw_offset(self, params: np.ndarray) -> np.ndarray:
         """Crop-px displacement of the lower jaw (lower teeth) from the closed rest: [T, 2]."""
@@ -245,6 +297,38 @@ def estimate_reference_params(
     params[JAW] = float(np.clip(jaw, 0.0, 1.0))
     params[TEETH] = teeth
     return params
+
+
+def anchor_at_reference(
+    articulation: np.ndarray, reference_params: np.ndarray, silence: np.ndarray
+) -> np.ndarray:
+    """Audio articulation ``[T, 5]`` -> rig parameters ``[T, 5]`` that start from the reference
+    mouth, so that a portrait at silence keeps its own mouth.
+
+    ``silence`` [5] is the articulation's rest pose (``ArticulationTrack.REST``: jaw 0, closure
+    0.8 "relaxed closed"); ``reference_params`` [5] the rig's estimate of the source's pose.
+
+    * Jaw and lip retraction open *from* the reference: ``r + a (1 - r)``, so silence gives the
+      reference's own opening, full articulation the rig's widest, and speech moves the mouth
+      even where the reference is already open.
+    * Closure: the rest pose's closure belongs to silence, which is now the source's mouth; a
+      frame's share of it is taken off in proportion to how close the frame is to the rest pose
+      (within :data:`_SILENCE_REACH`). Speech frames keep their closure: p/b/m are at least
+      0.14 away from the rest pose in some parameter, and seal the lips as before.
+    * Width and rounding act as given (the reference's are 0).
+    """
+    a = check_params(np.atleast_2d(articulation), "articulation")
+    r = np.clip(np.asarray(reference_params, np.float64).reshape(NUM_PARAMS), 0.0, 1.0)
+    rest = np.asarray(silence, np.float64).reshape(NUM_PARAMS)
+    # How far each frame is from silence: 0 there, 1 once any parameter has moved the reach.
+    speaking = np.clip(np.abs(a - rest).max(axis=1) / _SILENCE_REACH, 0.0, 1.0)
+    out = a.copy()
+    for col in (JAW, TEETH):
+        out[:, col] = r[col] + np.clip(a[:, col] - rest[col], 0.0, 1.0) * (1.0 - r[col])
+    for col in (WIDTH, ROUND):
+        out[:, col] = a[:, col] - rest[col]
+    out[:, CLOSURE] = np.clip(a[:, CLOSURE] - (1.0 - speaking) * rest[CLOSURE], 0.0, 1.0)
+    return check_params(out, "anchored articulation")
 
 
 def check_landmarks(landmarks: np.ndarray, name: str) -> np.ndarray:
@@ -458,7 +542,7 @@ def _apply_closure(landmarks: np.ndarray, closure: np.ndarray, config: RigConfig
         out = out[None]
     # ArticulationTrack closure is not a gap fraction: >= 0.6 (its "closed" threshold) means the lips
     # touch and <= 0.3 leaves them free, so coarticulated p/b/m peaks of 0.7-0.95 seal the lips.
-    c = np.clip((np.asarray(closure, dtype=np.float64) - 0.3) / 0.3, 0.0, 1.0).reshape(-1, 1, 1)
+    c = _seal(closure).reshape(-1, 1, 1)
     gap = out[:, _INNER_LOWER, :2] - out[:, _INNER_UPPER, :2]
     share = config.closure_upper_share
     move_upper = c * share * gap
@@ -470,6 +554,11 @@ def _apply_closure(landmarks: np.ndarray, closure: np.ndarray, config: RigConfig
         out[:, upper, :2] += follow * move_upper
         out[:, lower, :2] += follow * move_lower
     return out
+
+
+def _seal(closure: np.ndarray) -> np.ndarray:
+    """How far lip_closure brings the lips together: 0 up to 0.3, 1 from 0.6 (float64)."""
+    return np.clip((np.asarray(closure, dtype=np.float64) - 0.3) / 0.3, 0.0, 1.0)
 
 
 def _retraction_share(depth: float) -> float:

@@ -15,9 +15,11 @@ its neck. It is applied as one backward warp: output pixel ``x`` samples the fra
   shoulders move, the chest and where the frame cuts the body stay put (a body cut by the
   frame's bottom edge cannot move without showing that edge).
 
-Pixels where ``w`` is 0 -- the far background -- are never resampled: they stay bit for bit.
-Only the bounding box of ``w > 0`` is remapped (one ``cv2.remap``, bilinear, border replicated:
-hair cut by the frame's edge continues it).
+Pixels where ``w`` is 0 -- the far background -- keep their values bit for bit. Per frame only
+the bounding box of ``w > 0`` is remapped (one ``cv2.remap``, bilinear, border replicated: hair
+cut by the frame's edge continues it); the displacement is computed on a grid :data:`COARSE`
+times sparser and upsampled linearly, which is exact where it is affine (where ``w`` is 1: the
+person moves rigidly) and smooth elsewhere.
 """
 from __future__ import annotations
 

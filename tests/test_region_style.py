@@ -235,3 +235,79 @@ def test_bad_inputs(faces):
     learned = StyleCodes(kind="learned", valid=np.ones((1, 12), bool), codes=np.zeros((1, 12, 2, 4)))
     with pytest.raises(ValueError, match="same encoder"):
         RS.swap_regions(style, learned, ["lips"], 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Recolouring with texture: colour moves, the fine lightness detail stays, the edge is soft
+
+
+def lightness_detail(image: np.ndarray) -> np.ndarray:
+    lightness = RS.rgb_to_lab(image)[..., 0]
+    return lightness - cv2.GaussianBlur(lightness, (0, 0), 1.0)
+
+
+def grainy(image: np.ndarray, seed: int) -> np.ndarray:
+    """Fine grain (creases, pores) on top of the smooth texture of :func:`paint`."""
+    rng = np.random.default_rng(seed)
+    grain = cv2.GaussianBlur(rng.normal(0, 6, image.shape[:2]).astype(np.float32), (0, 0), 0.7)
+    return np.clip(image + grain[..., None], 0, 255).astype(np.uint8)
+
+
+def lips_core(regions: np.ndarray, feather: float) -> np.ndarray:
+    """Lip pixels past the soft edge (where the transfer has full weight)."""
+    radius = int(np.ceil(feather / 2)) + 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return cv2.erode((regions == R["lips"]).astype(np.uint8), kernel) > 0
+
+
+def test_a_flat_lipstick_keeps_the_lips_detail_and_takes_its_colour(faces):
+    _, _, regions = faces
+    source = grainy(paint(regions, {}, 0.05, seed=1), seed=3)
+    flat = paint(regions, {"lips": (150, 40, 120)}, 0.0, seed=2)  # no lightness spread at all
+    style = RS.style_from_crops(source[None], regions[None])
+    swapped = RS.swap_regions(style, RS.style_from_crops(flat[None], regions[None]), "lips", 1.0)
+    out = RS.apply_style_edit(source, regions, swapped, feather=4.0)
+    core = lips_core(regions, 4.0)
+    before, after = lightness_detail(source)[core], lightness_detail(out)[core]
+    assert np.corrcoef(before, after)[0, 1] >= 0.9
+    # The detail keeps its strength (scaling the whole lightness by the std ratio, clipped at
+    # 1/1.5, left two thirds of it: the flat band).
+    assert 0.85 <= after.std() / before.std() <= 1.15
+    np.testing.assert_allclose(lab_mean(out, core)[1:], lab_mean(flat, core)[1:], atol=3.0)
+    assert abs(lab_mean(out, core)[0] - lab_mean(flat, core)[0]) < 3.0
+
+
+def test_the_recolouring_fades_in_across_the_lip_edge(faces):
+    _, _, regions = faces
+    source = paint(regions, {}, 0.05, seed=1)
+    reference = paint(regions, {"lips": (120, 30, 150)}, 0.05, seed=2)
+    style = RS.style_from_crops(source[None], regions[None])
+    swapped = RS.swap_regions(style, RS.style_from_crops(reference[None], regions[None]), "lips", 1.0)
+    feather = 6.0
+    out = RS.apply_style_edit(source, regions, swapped, feather=feather)
+    # How far each pixel went, in chroma, relative to the lips' core: the effective weight.
+    change = np.linalg.norm(RS.rgb_to_lab(out)[..., 1:] - RS.rgb_to_lab(source)[..., 1:], axis=-1)
+    weight = change / np.median(change[lips_core(regions, feather)])
+    lips = (regions == R["lips"]).astype(np.uint8)
+    edge = (lips > 0) & (cv2.erode(lips, np.ones((3, 3), np.uint8)) == 0)
+    # The lip's own edge pixels (half lip, half skin) are only partly recoloured: no rim ...
+    assert 0.3 <= np.median(weight[edge]) <= 0.8
+    # ... and the weight never jumps between neighbours near the edge.
+    near = cv2.dilate(lips, np.ones((9, 9), np.uint8)) > cv2.erode(lips, np.ones((9, 9), np.uint8))
+    steps = [np.abs(np.diff(weight, axis=a))[near[1:] if a == 0 else near[:, 1:]] for a in (0, 1)]
+    assert max(s.max() for s in steps) <= 2.5 / feather
+
+
+def test_two_touching_regions_recolour_without_a_seam_between_them(faces):
+    _, _, regions = faces
+    opened = regions.copy()
+    opened[93:97, 50:78] = R["mouth_interior"]  # inside the lips
+    weights = RS.region_weights(opened, ["lips", "mouth_interior"], feather=4.0)
+    total = weights[R["lips"]] + weights[R["mouth_interior"]]
+    # Around the shared border (well inside the lips), the two shares add up to full weight.
+    border = cv2.dilate((opened == R["mouth_interior"]).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    union = np.isin(opened, [R["lips"], R["mouth_interior"]]).astype(np.uint8)
+    border &= cv2.erode(union, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))) > 0
+    assert border.sum() > 40
+    np.testing.assert_allclose(total[border], 1.0, atol=1e-5)
+    assert total.max() <= 1.0 + 1e-6

@@ -16,12 +16,20 @@ so a swap of a swap still starts from the original face), ``edited_regions``, an
 last swap's reference statistics and strength (``swap_reference [12, 6]``, ``swap_strength [12]``),
 used for regions the source face lacks (a closed mouth has no visible mouth interior). Learned W+ codes are interpolated the same way (the generator applies them).
 
-Recolouring (:func:`apply_region_style`) is Reinhard's colour transfer per region in Lab:
-``(x - mean_source) * std_target / std_source + mean_target``. The chroma contrast ratio may range
-over 1/4..4, the luminance ratio only over 1/1.5..1.5, so lip creases, hair strands and skin pores
-keep their detail while the colour and brightness move. Each region is weighted 1 on its own pixels
-and fades to 0 over ``feather`` pixels outside them, so no edge shows; beyond that, every pixel is
-returned exactly as it came in.
+Recolouring (:func:`apply_region_style`) is Reinhard's colour transfer per region in Lab,
+``(x - mean_source) * std_target / std_source + mean_target``, applied to the region's *smooth*
+component only: each Lab channel is split into a Gaussian low-pass (sigma :data:`DETAIL_SIGMA`) and
+the rest, the fine detail (lip creases, hair strands, pores, grain), which is added back unchanged.
+So the colour, the brightness and the shading contrast move while the texture stays the source's
+(a flat lipstick reference no longer flattens the lips, a noisy one no longer makes them glow).
+The contrast ratio may range over 1/4..4 for chroma, 1/1.5..1.5 for lightness.
+
+The transfer weight follows the region's soft edge, a smooth function of the distance to its
+boundary: about 1/2 on the boundary, 1 from ``feather / 2`` px inside, 0 from ``feather / 2`` px
+outside (:func:`_soft_edge`), so the edge pixels (half lip, half skin) are half recoloured and no
+rim shows. Where two chosen regions touch, the edge between them is not an edge (their union
+counts); pixels outside the chosen regions go to the nearest one. Beyond ``feather`` outside,
+every pixel is returned exactly as it came in.
 """
 from __future__ import annotations
 
@@ -41,6 +49,8 @@ log = get_logger("style")
 MIN_REGION_PIXELS = 64
 CHROMA_RATIO_LIMIT = 4.0
 LUMINANCE_RATIO_LIMIT = 1.5
+DETAIL_SIGMA = 1.5  # px: what a recolouring keeps as the source's own detail (finer than this)
+_EDGE_LOW = 0.0228  # a Gaussian-blurred edge's value 2 sigma outside it (Phi(-2))
 _MIN_STD = 0.5  # Lab units; a flat region must not turn the std ratio into a division by ~0
 
 RegionList = Sequence[int] | Sequence[str] | str
@@ -230,14 +240,15 @@ def apply_region_style(
     source_stats: np.ndarray,
     target_stats: np.ndarray,
     regions: RegionList,
-    feather: float = 4.0,
+    feather: float = 6.0,
 ) -> np.ndarray:
     """Recolour the chosen regions of ``crop [S, S, 3]`` from ``source_stats`` to ``target_stats``.
 
     ``regions12 [S, S]``: the crop's 12-region map; stats ``[12, 6]`` as from
     :func:`region_lab_stats`. Regions whose target equals the source, or with no pixels in this
-    crop, are left alone. Returns a new uint8 crop; pixels farther than ``feather`` from every
-    recoloured region are identical to the input.
+    crop, are left alone. ``feather``: px width of the soft edge, centred on each region's
+    boundary. Returns a new uint8 crop; pixels farther than ``feather`` from every recoloured
+    region are identical to the input.
     """
     crop, regions12 = _check_crop_and_map(crop, regions12)
     source_stats = _check_stats(source_stats, "source_stats")
@@ -253,34 +264,44 @@ def apply_region_style(
     if not active:
         return out
     masks = {r: regions12 == r for r in active}
-    weights = {r: _feathered(masks[r], feather) for r in active}
-    owned = np.zeros(regions12.shape, bool)
-    for r in active:
-        owned |= masks[r]
-    for r in active:
-        # A pixel inside one chosen region belongs to it alone, not to a neighbour's feather.
-        weights[r][owned & ~masks[r]] = 0.0
+    weights = _soft_weights(masks, feather)
     total = sum(weights.values())
-    overlap = total > 1.0
-    if overlap.any():
-        for r in active:
-            weights[r][overlap] /= total[overlap]
-
-    y0, y1, x0, x1 = _bbox(total > 0)
-    lab = rgb_to_lab(crop[y0:y1, x0:x1])
+    touched = total > 0
+    if not touched.any():
+        return out
+    y0, y1, x0, x1 = _bbox(touched)
+    # The low-pass needs a margin of context so the box edge does not bias it.
+    pad = int(np.ceil(3 * DETAIL_SIGMA))
+    Y0, Y1 = max(y0 - pad, 0), min(y1 + pad, crop.shape[0])
+    X0, X1 = max(x0 - pad, 0), min(x1 + pad, crop.shape[1])
+    inner = (slice(y0 - Y0, y1 - Y0), slice(x0 - X0, x1 - X0))
+    lab_wide = rgb_to_lab(crop[Y0:Y1, X0:X1])
+    smooth = cv2.GaussianBlur(lab_wide, (0, 0), DETAIL_SIGMA)[inner]
+    lab = lab_wide[inner]
     shift = np.zeros_like(lab)
     for r in active:
         w = weights[r][y0:y1, x0:x1]
-        shift += w[..., None] * (_transfer(lab, source_stats[r], target_stats[r]) - lab)
-    touched = total[y0:y1, x0:x1] > 0
+        # Only the smooth component is mapped: the detail (lab - smooth) rides along as it is.
+        shift += w[..., None] * (_transfer(smooth, source_stats[r], target_stats[r]) - smooth)
+    box_touched = touched[y0:y1, x0:x1]
     recoloured = lab_to_rgb(lab + shift)
-    out[y0:y1, x0:x1][touched] = recoloured[touched]
+    out[y0:y1, x0:x1][box_touched] = recoloured[box_touched]
     return out
+
+
+def region_weights(
+    regions12: np.ndarray, regions: RegionList, feather: float = 6.0
+) -> dict[int, np.ndarray]:
+    """Transfer weight ``[S, S]`` float32 0..1 of each chosen region present in ``regions12``
+    (the soft edge :func:`apply_region_style` uses; they sum to at most 1)."""
+    regions12 = np.asarray(regions12)
+    masks = {r: regions12 == r for r in _region_indices(regions) if (regions12 == r).any()}
+    return _soft_weights(masks, feather) if masks else {}
 
 
 def apply_style_edit(
     crop: np.ndarray, regions12: np.ndarray, style: StyleCodes, index: int = 0,
-    feather: float = 4.0,
+    feather: float = 6.0,
 ) -> np.ndarray:
     """Apply the region swaps recorded in built-in ``style`` to a (rendered) crop.
 
@@ -324,13 +345,39 @@ def _transfer(lab: np.ndarray, source: np.ndarray, target: np.ndarray) -> np.nda
     return (lab - source[:3]) * ratio + target[:3]
 
 
-def _feathered(mask: np.ndarray, feather: float) -> np.ndarray:
-    """1 on ``mask``, a smoothstep down to exactly 0 at ``feather`` pixels outside it."""
-    weight = mask.astype(np.float32)
+def _soft_weights(masks: dict[int, np.ndarray], feather: float) -> dict[int, np.ndarray]:
+    """Per region, its share of a soft union mask (see the module notes); ``masks`` [S, S] bool."""
+    union = np.zeros(next(iter(masks.values())).shape, bool)
+    for mask in masks.values():
+        union |= mask
+    total = _soft_edge(union, feather)
+    if len(masks) == 1:
+        return {r: total for r in masks}
+    # Outside the union each region claims pixels by its own nearness; inside, a pixel is its
+    # own region's alone.
+    near = {r: np.clip(1.0 - distance_outside(m) / max(feather, 1e-6), 0.0, 1.0) for r, m in masks.items()}
+    claim = sum(near.values())
+    weights = {}
+    for r, mask in masks.items():
+        share = np.where(union, mask.astype(np.float32), near[r] / np.maximum(claim, 1e-6))
+        weights[r] = (total * share).astype(np.float32)
+    return weights
+
+
+def _soft_edge(mask: np.ndarray, feather: float) -> np.ndarray:
+    """0..1 across the boundary of ``mask`` [S, S] bool: about 1/2 on it, 1 from ``feather / 2`` px
+    inside, 0 from ``feather / 2`` px outside (exactly 0 beyond ``feather``); the mask itself when
+    ``feather`` is 0.
+
+    A Gaussian (sigma ``feather / 4``) of the mask, rescaled so 2 sigma out is 0 and 2 sigma in is
+    1: along a straight edge that is a smooth function of the signed distance, but unlike the
+    distance to a stair-stepped parsing edge it has no radial streaks, and a region thinner than
+    the feather (a lip corner) fades instead of ending in a rim.
+    """
     if feather <= 0:
-        return weight
-    t = np.clip(1.0 - distance_outside(mask) / float(feather), 0.0, 1.0)
-    return (t * t * (3.0 - 2.0 * t)).astype(np.float32)
+        return mask.astype(np.float32)
+    blurred = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), feather / 4.0)
+    return np.clip((blurred - _EDGE_LOW) / (1.0 - 2.0 * _EDGE_LOW), 0.0, 1.0).astype(np.float32)
 
 
 def _interior(regions12: np.ndarray) -> np.ndarray:

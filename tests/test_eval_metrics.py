@@ -153,6 +153,8 @@ def test_bilabial_closure_counts_closed_mouths():
     phones = [lipsync.Phone("M", 0.40, 0.48), lipsync.Phone("AA", 0.5, 0.7), lipsync.Phone("B", 1.2, 1.28)]
     result = lipsync.bilabial_closure(mouth, fps, phones)
     assert (result.bilabials, result.closed) == (2, 1) and result.missed_at == (1.2,)
+    # Locally: the shut "m" against the open frames around it, the "b" with no closing motion.
+    assert result.local_ratios == pytest.approx((0.01 / 0.15, 1.0))
 
 
 def test_phone_files_are_read_and_bad_lines_named(tmp_path):

@@ -216,7 +216,7 @@ def test_the_packs_own_dub_closes_the_lips_on_the_transcripts_bilabials(first_wo
     assert sync["bilabial_timing"] == "transcript, force-aligned"
     # p(lease), b(ring), m(e), b(lue): the aligner may place the 4th just past frame 30.
     assert sync["bilabials"] >= 3
-    assert sync["bilabials_closed_share"] >= 0.75
+    assert sync["bilabials_closed_share"] >= 0.75 and sync["bilabial_local_opening"] < 0.3
 
 
 def test_a_mouth_that_never_closes_misses_the_bilabials(dub, first_words, tmp_path):
@@ -227,6 +227,7 @@ def test_a_mouth_that_never_closes_misses_the_bilabials(dub, first_words, tmp_pa
     path = write_clip(tmp_path / "open.mp4", dub.frames[opened[np.arange(30) % len(opened)]])
     sync = evaluate_clip(path, PORTRAIT, dub.speech, EvalOptions(cpbd_frames=1, transcript=SENTENCE)).metrics["lip_sync"]
     assert sync["bilabials"] >= 3 and sync["bilabials_closed_share"] <= 0.25
+    assert sync["bilabial_local_opening"] > 0.6
 
 
 def test_a_transcript_that_cannot_be_aligned_is_noted(dub, tmp_path):

@@ -274,6 +274,7 @@ def _lip_sync(gen: Clip, audio, mouth: np.ndarray, options: EvalOptions, notes: 
         out["bilabials_closed"] = closure.closed
         out["bilabials_closed_share"] = closure.closed / closure.bilabials if closure.bilabials else None
         out["bilabials_missed_at_s"] = list(closure.missed_at)
+        out["bilabial_local_opening"] = float(np.median(closure.local_ratios)) if closure.local_ratios else None
         out["bilabial_timing"] = phones_from
     elif options.transcript is None:
         notes.append("bilabial closure not checked: give --transcript, --phones FILE or --recognise-phones")

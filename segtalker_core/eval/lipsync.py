@@ -24,6 +24,7 @@ DEFAULT_MAX_OFFSET = 15  # frames: 0.6 s at 25 fps
 MOTIONLESS = 1e-3  # std of the mouth opening (eye-corner distances) below which it does not move
 BILABIALS = frozenset({"P", "B", "M", "p", "b", "m"})
 CLOSED_SHARE = 0.3  # closed: opening at most this share of the clip's open level (90th percentile)
+NEIGHBOURHOOD_S = 0.2  # seconds each side of a bilabial its local open level is read over
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,10 @@ class ClosureResult:
     closed: int
     open_level: float  # the clip's 90th-percentile opening, eye-corner distances
     missed_at: tuple[float, ...]  # start times (s) of the bilabials the mouth stayed open on
+    # Per bilabial: its smallest opening / the largest within NEIGHBOURHOOD_S around it (the
+    # vowels it sits between); 0 = shut, 1 = no closing motion at all. Local, so a clip that
+    # opens little overall is not excused by its low open level.
+    local_ratios: tuple[float, ...] = ()
 
 
 def bilabial_closure(mouth: np.ndarray, fps: Fraction | float, phones: list[Phone]) -> ClosureResult:
@@ -152,7 +157,8 @@ def bilabial_closure(mouth: np.ndarray, fps: Fraction | float, phones: list[Phon
     finite = mouth[np.isfinite(mouth)]
     open_level = float(np.percentile(finite, 90)) if len(finite) else math.nan
     count = closed = 0
-    missed = []
+    missed, ratios = [], []
+    reach = int(round(NEIGHBOURHOOD_S * float(fps)))
     for phone in phones:
         if phone.phone not in BILABIALS:
             continue
@@ -167,4 +173,7 @@ def bilabial_closure(mouth: np.ndarray, fps: Fraction | float, phones: list[Phon
             closed += 1
         else:
             missed.append(round(phone.start, 3))
-    return ClosureResult(count, closed, open_level, tuple(missed))
+        around = mouth[max(first - reach, 0):min(last + reach, len(mouth))]
+        peak = float(np.nanmax(around))
+        ratios.append(float(window.min()) / peak if peak > 0 else 1.0)
+    return ClosureResult(count, closed, open_level, tuple(missed), tuple(ratios))

@@ -37,6 +37,8 @@ ROWS = (
     ("lip_sync", "best_offset_frames", "audio-video offset maximising it (frames, + = video late)", "{:+d}"),
     ("lip_sync", "best_offset_correlation", "correlation at that offset", "{:.3f}"),
     ("lip_sync", "mouth_motion_vs_reference", "mouth motion vs the reference's", "{:.3f}"),
+    ("lip_sync", "bilabial_local_opening", "opening at bilabials / its peak within 0.2 s (median; 0 shut, 1 no closing)",
+     "{:.3f}"),
     ("lip_sync", "segsyncnet_confidence", "Seg-SyncNet confidence", "{:.3f}"),
     ("lip_sync", "segsyncnet_offset_frames", "Seg-SyncNet offset (frames)", "{:+d}"),
     ("lip_sync", "lse_c", "LSE-C (SyncNet v2)", "{:.3f}"),

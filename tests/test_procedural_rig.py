@@ -141,3 +141,33 @@ def test_bad_inputs_are_named(closed_rig, caplog):
         MouthRig.fit(np.full((478, 3), np.nan))
     with pytest.raises(ValueError, match="478"):
         MouthRig.fit(np.zeros((468, 3)))
+
+
+def test_reference_params_give_the_reference_back_exactly():
+    rig = MouthRig.fit(astronaut()[1], source_teeth=1.0)
+    assert np.array_equal(rig.drive(rig.reference_params), rig.reference)
+    assert rig.reference_weight(rig.reference_params[None])[0] == 1.0
+    # Away from it the residual fades out: all-zero and a seal are the plain rig.
+    assert rig.reference_weight(np.stack([params(), params(closure=1.0)])).max() == 0.0
+    near = rig.reference_params.astype(np.float64) + params(jaw=0.01)
+    step = np.abs(rig.drive(near) - rig.reference).max()
+    assert 0.0 < step < 0.05 * rig.frame.iod  # no jump next to the reference pose
+
+
+def test_silence_is_anchored_at_the_reference_and_speech_opens_from_it():
+    from segtalker_core.audio.articulation import ArticulationTrack
+    from segtalker_core.procedural.rig import anchor_at_reference
+
+    rest = ArticulationTrack.REST
+    reference = params(jaw=0.3, teeth=1.0)
+    track = np.stack([
+        rest,  # silence
+        rest + params(jaw=0.5, width=0.2, closure=-0.8),  # an open vowel
+        rest + params(jaw=0.05, closure=0.15),  # a bilabial: pressed lips
+        rest + params(jaw=1.0, closure=-0.8),  # the widest
+    ])
+    out = anchor_at_reference(track, reference, rest)
+    np.testing.assert_allclose(out[0], reference)
+    assert out[1, 0] == pytest.approx(0.3 + 0.5 * 0.7) and out[1, 1] == pytest.approx(0.2)
+    assert out[1, 3] == pytest.approx(0.0, abs=1e-6) and out[2, 3] == pytest.approx(0.95)  # p/b/m seal
+    assert out[3, 0] == 1.0

@@ -163,7 +163,8 @@ def estimate_grain(crop: np.ndarray, regions12: np.ndarray | None, landmarks: np
         return np.zeros(3, np.float32)
     image = crop[box.slices].astype(np.float32) / 255.0
     residual = image - cv2.GaussianBlur(image, (0, 0), GRAIN_SIGMA)
-    samples = residual[mask][:: max(1, int(mask.sum()) // 20000)]
+    where = np.flatnonzero(mask)
+    samples = residual.reshape(-1, 3)[where[:: max(1, len(where) // 6000)]]
     # The median absolute deviation ignores the few pores and hairs; x 1.4826 is std for noise.
     mad = np.median(np.abs(samples - np.median(samples, axis=0)), axis=0)
     return np.clip(1.4826 * mad, 0.0, _GRAIN_MAX).astype(np.float32)
@@ -173,12 +174,15 @@ def region_colour(
     crop: np.ndarray, regions12: np.ndarray | None, region: int, landmarks: np.ndarray, name: str
 ) -> np.ndarray:
     """Median colour (float32 RGB 0..1) of a region, or of its landmark polygon if it is empty."""
-    pixels = crop[_region_mask(crop, regions12, region, landmarks, name)]
+    where = np.flatnonzero(_region_mask(crop, regions12, region, landmarks, name))
+    # A few thousand pixels give the median to well under a grey level; gathering all of a large
+    # region is most of the cost.
+    pixels = crop.reshape(-1, 3)[where[:: max(1, len(where) // 4000)]]
     if len(pixels) == 0:
         # No such pixels at all (a landmark polygon off the crop): a typical colour, better than
         # failing, and the renderer's output stays plausible.
         return (_PRIOR_SKIN if name == "skin" else np.array([0.7, 0.4, 0.4], np.float32)).copy()
-    return (np.median(pixels[:: max(1, len(pixels) // 4000)], axis=0) / 255.0).astype(np.float32)
+    return (np.median(pixels, axis=0) / 255.0).astype(np.float32)
 
 
 def _region_mask(

@@ -267,3 +267,26 @@ def test_grain_follows_the_source_noise_and_is_deterministic(closed):
     again = SourceFace(noisy, landmarks, regions, RenderOptions(blink=False))
     p = params(jaw=0.7, teeth=0.6)
     np.testing.assert_array_equal(noisy_face.frame(p).crop, again.frame(p).crop)
+
+
+def test_gums_show_only_when_the_upper_lip_rises_past_the_teeth(closed):
+    p = params(jaw=0.6, teeth=1.0)
+    driven = closed.rig.drive(p)
+    jaw = closed.rig.jaw_offset(p)[0]
+    normal = closed.interior.layers(driven, jaw, 1.0, 512)
+    # A gummy smile: the upper inner lip 0.2 IOD higher than the rig ever lifts it.
+    lifted_lip = np.array(driven, copy=True)
+    inner_upper = list(T.LIPS_INNER_UPPER)[1:-1]  # the corners stay
+    lifted_lip[inner_upper, :2] -= 0.2 * closed.iod * closed.rig.frame.v_axis
+    gummy = closed.interior.layers(lifted_lip, jaw, 1.0, 512)
+    assert normal.gums.sum() < 0.001 * closed.iod**2
+    gums = gummy.gums > 0.5
+    assert gums.sum() > 0.01 * closed.iod**2
+    rows = np.arange(gums.shape[0])[:, None]
+    teeth = gummy.upper_teeth > 0.5
+    both = gums.any(axis=0) & teeth.any(axis=0)
+    # Above the upper teeth, pink: redder than the teeth and lighter than the cavity.
+    assert np.median(np.where(gums, rows, -1).max(axis=0)[both] <= np.where(teeth, rows, 10**6).min(axis=0)[both] + 1) == 1
+    gum_rgb, teeth_rgb = gummy.rgb[gums].mean(axis=0), gummy.rgb[teeth].mean(axis=0)
+    assert gum_rgb[0] / gum_rgb[1] > 1.2 * teeth_rgb[0] / teeth_rgb[1]
+    assert luma(gum_rgb) > 2 * luma(closed.palette.cavity_deep)

@@ -125,6 +125,18 @@ def talk(name: str, source: np.ndarray, wave: np.ndarray, fps: float, crop_size:
     return Talked(name, source, frames, wave, float(fps), track.params[:, 0].astype(np.float64))
 
 
+def blinking_seed(n_frames: int, fps: float) -> int:
+    """The first blink seed whose schedule shuts the eyes within ``n_frames``: natural blinks
+    are 3-5 s apart, so a short clip with an arbitrary seed may hold none, and a check that no
+    blink shows behind sunglasses needs one to withhold."""
+    from segtalker_core.procedural.blink import blink_schedule
+
+    for seed in range(1000):
+        if blink_schedule(n_frames, fps, seed).max() >= 1.0:
+            return seed
+    raise ValueError(f"no blink seed shuts the eyes within {n_frames} frames at {fps} fps")
+
+
 # ---------------------------------------------------------------------------------------------
 # Re-parsing the output
 
@@ -424,15 +436,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fps", type=float, default=25.0)
     parser.add_argument("--crop", type=int, default=512, help="crop size of the talk and the re-parse")
     parser.add_argument("--text", default=SENTENCE)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=None,
+                        help="blink seed (default: the first whose blinks fall within the clip)")
     parser.add_argument("--out", type=Path, default=None, help="folder for the contact sheets")
     args = parser.parse_args(argv)
     wave = padded_speech(args.text)
+    seed = args.seed if args.seed is not None else blinking_seed(math.ceil(len(wave) / SR * args.fps), args.fps)
     rows = []
     for name in args.faces:
         image = face_image(name)
         start = time.perf_counter()
-        talked = talk(name, image, wave, args.fps, args.crop, blink=True, seed=args.seed)
+        talked = talk(name, image, wave, args.fps, args.crop, blink=True, seed=seed)
         talk_s = time.perf_counter() - start
         lenses = None
         if name == "sunglasses":
@@ -449,7 +463,8 @@ def main(argv: list[str] | None = None) -> int:
             cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
             print(f"  contact sheet: {path}")
     print()
-    print(f"speech: {args.text!r} padded with 0.6 s of silence; {args.fps:g} fps; crop {args.crop}")
+    print(f"speech: {args.text!r} padded with 0.6 s of silence; {args.fps:g} fps; crop {args.crop}; "
+          f"blink seed {seed}")
     print(format_table(rows))
     return 0
 

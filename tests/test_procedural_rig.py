@@ -149,6 +149,11 @@ def test_reference_params_give_the_reference_back_exactly():
     assert rig.reference_weight(rig.reference_params[None])[0] == 1.0
     # Away from it the residual fades out: all-zero and a seal are the plain rig.
     assert rig.reference_weight(np.stack([params(), params(closure=1.0)])).max() == 0.0
+    assert rig.residual_weight(np.stack([params(), params(closure=1.0)])).max() == 0.0
+    # Opening further keeps her own mouth shape on top of the rig's motion.
+    wider = rig.reference_params.astype(np.float64) + params(jaw=0.5, width=0.3)
+    assert rig.residual_weight(wider[None])[0] == 1.0
+    assert lip_gap(rig.drive(wider)) > lip_gap(rig.reference) + 0.1
     near = rig.reference_params.astype(np.float64) + params(jaw=0.01)
     step = np.abs(rig.drive(near) - rig.reference).max()
     assert 0.0 < step < 0.05 * rig.frame.iod  # no jump next to the reference pose

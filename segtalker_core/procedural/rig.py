@@ -30,9 +30,12 @@ The reference need not have a closed mouth. :meth:`MouthRig.fit` estimates how f
 is open (jaw and lip retraction, see :func:`estimate_reference_params`), takes those off to get a
 *closed rest* and drives relative to that: parameters are absolute, all-zero parameters close the
 mouth, and ``reference_params`` give the reference mouth back *exactly*. The linear rig only
-approximates the reference there (the rest is sealed, the split of the gap is a guess), so the rig
-keeps the difference (``residual``) and adds it in proportion to :meth:`MouthRig.reference_weight`
--- 1 at ``reference_params``, fading to 0 as any parameter moves away, 0 once the lips seal.
+approximates the reference there (the rest is sealed, the split of the gap is a guess, a mouth
+may open wider than the rig can), so the rig keeps the difference (``residual``): the person's own
+mouth shape, added in proportion to :meth:`MouthRig.residual_weight` -- kept while the mouth
+opens further or changes width and rounding, fading out as jaw or lip retraction go below the
+reference's and as the lips seal. :meth:`MouthRig.reference_weight` says how near a pose is to
+the reference pose itself (the renderer fades its painted interior in with it).
 
 A portrait at silence must look like the person: its own mouth, parted lips and teeth included.
 That is the caller's choice of parameters, not the rig's: :func:`anchor_at_reference` maps an
@@ -234,22 +237,35 @@ class MouthRig:
         single = np.ndim(params) == 1
         p = check_params(np.atleast_2d(params), "params")
         driven = self._linear(p)
-        weight = self.reference_weight(p)
+        weight = self.residual_weight(p)
         if weight.any():
             driven += weight[:, None, None] * self.residual.astype(np.float64)
         driven = driven.astype(np.float32)
-        if weight.any():
-            # At the reference pose exactly, the exact float32 reference (no rounding residue).
-            driven[weight == 1.0] = self.reference
+        # At the reference pose exactly, the exact float32 reference (no rounding residue).
+        driven[self.reference_weight(p) == 1.0] = self.reference
         return driven[0] if single else driven
+
+    def residual_weight(self, params: np.ndarray) -> np.ndarray:
+        """Share of the reference's own mouth shape (``residual``) a pose keeps: [T] in 0..1.
+
+        1 at and beyond the reference opening (jaw and lip retraction at or above the
+        reference's; any width or rounding); linear down to 0 as jaw or retraction fall to 0 (over
+        at least :data:`_RESIDUAL_SPAN`, so a barely open reference does not flip it on and off);
+        a sealing closure (0.3 -> 0.6) takes it to 0. Continuous in the parameters.
+        """
+        p = np.atleast_2d(np.asarray(params, np.float64))
+        weight = 1.0 - _seal(p[:, CLOSURE])
+        for col in (JAW, TEETH):
+            ref = float(self.reference_params[col])
+            weight *= np.clip(1.0 - (ref - p[:, col]) / max(ref, _RESIDUAL_SPAN), 0.0, 1.0)
+        return weight
 
     def reference_weight(self, params: np.ndarray) -> np.ndarray:
         """How close ``params`` [T, 5] (clipped) are to the reference pose: [T] in 0..1.
 
-        1 at ``reference_params``; along each parameter it falls linearly to 0 at the end of that
-        parameter's range (at least :data:`_RESIDUAL_SPAN` away), the factors multiplied; a
-        sealing closure (0.3 -> 0.6) takes it to 0. Continuous in the parameters, so the residual
-        fades in and out without a jump.
+        1 at ``reference_params`` only; along each parameter it falls linearly to 0 at the end of
+        that parameter's range (at least :data:`_RESIDUAL_SPAN` away), the factors multiplied; a
+        sealing closure (0.3 -> 0.6) takes it to 0. Continuous in the parameters.
         """
         p = np.atleast_2d(np.asarray(params, np.float64))
         ref = self.reference_params.astype(np.float64)

@@ -5,7 +5,8 @@
 Writes a PNG grid of mouth crops (columns: jaw_open 0, 0.25, 0.5, 0.8, 1; rows: sources and
 teeth_visible) and prints a table of what is drawn inside the opening (luma mean/std, chroma,
 share of bright "teeth" pixels), so a change can be judged by eye and by number. Run it before and
-after a change (e.g. on a stash-free copy of the old commit) and put the two PNGs side by side.
+after a change (the old one from a `git worktree` of the earlier commit) and put the two PNGs
+side by side.
 
 Sources, all the astronaut portrait of scikit-image aligned to ``--size`` and parsed by the
 built-in parser:

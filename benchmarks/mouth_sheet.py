@@ -97,14 +97,16 @@ def main() -> None:
         for jaw in JAWS:
             frame = faces[name].frame(np.array([jaw, 0, 0, 0, teeth]))
             stats = interior_stats(frame.crop, frame.landmarks)
-            print(f"| {name} | {teeth:.1f} | {jaw:.2f} | " + " | ".join(f"{s:.1f}" if s > 1 else f"{s:.2f}" for s in stats) + " |")
+            cells = " | ".join(f"{s:.1f}" if s > 1 else f"{s:.2f}" for s in stats)
+            print(f"| {name} | {teeth:.1f} | {jaw:.2f} | {cells} |")
             tile = frame.crop[box.slices]
             tiles.append(cv2.resize(tile, None, fx=args.zoom, fy=args.zoom, interpolation=cv2.INTER_NEAREST))
         rows.append(np.concatenate(tiles, axis=1))
     sheet = np.concatenate(rows, axis=0)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(args.out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-    print(f"\nwrote {args.out} ({sheet.shape[1]}x{sheet.shape[0]}; rows {[f'{n} t={t}' for n, t in ROWS]}, columns jaw {JAWS})")
+    labels = ", ".join(f"{n} t={t}" for n, t in ROWS)
+    print(f"\nwrote {args.out} ({sheet.shape[1]}x{sheet.shape[0]}; rows: {labels}; columns: jaw {JAWS})")
 
 
 if __name__ == "__main__":

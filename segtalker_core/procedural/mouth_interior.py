@@ -375,7 +375,8 @@ class MouthInterior:
         rgb = rgb + cover[..., None] * (colour - rgb)
         in_front = 1.0 - cover
         seen = {k: c * in_front for k, c in seen.items()}
-        seen["rgb"] = add_grain(rgb.astype(np.float32), op.box, size, pal.grain, np.ones(op.box.shape, np.float32))
+        everywhere = np.ones(op.box.shape, np.float32)
+        seen["rgb"] = add_grain(rgb.astype(np.float32), op.box, size, pal.grain, everywhere)
         return seen
 
     def _row(
@@ -459,7 +460,8 @@ class MouthInterior:
         if below:
             # The lower row is in the upper row's and lip's shade and shows its translucent,
             # warmer dentine more: some of the gum's colour, at the same brightness.
-            colour = colour + 0.25 * (self.palette.gum * (luma(self.palette.teeth) / max(float(luma(self.palette.gum)), 1e-3)) * shade[..., None] - colour)
+            gum = self.palette.gum * (luma(self.palette.teeth) / max(float(luma(self.palette.gum)), 1e-3))
+            colour = colour + 0.25 * (gum * shade[..., None] - colour)
         if base is not None:
             colour = np.where(base[1][..., None], base[0], colour)
         # The incisal edge is translucent: it takes some of the cavity's darkness.

@@ -63,9 +63,10 @@ class MouthPalette:
     grain: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        teeth, tongue = np.asarray(self.teeth, np.float32), np.asarray(self.tongue, np.float32)
         derived = {
             "cavity_deep": 0.35 * np.asarray(self.cavity, np.float32),
-            "gum": 0.5 * (np.asarray(self.tongue, np.float32) + np.asarray(self.teeth, np.float32) * [1.0, 0.7, 0.7]),
+            "gum": 0.5 * (tongue + teeth * np.array([1.0, 0.7, 0.7], np.float32)),
             "wet": 0.8 * np.asarray(self.tongue, np.float32),
             "grain": np.zeros(3, np.float32),
         }
@@ -150,9 +151,8 @@ def estimate_grain(crop: np.ndarray, regions12: np.ndarray | None, landmarks: np
     # The skin round the mouth (cheeks, chin, upper lip): the grain the interior sits in, and a
     # small window keeps the blur cheap.
     mouth = np.asarray(landmarks)[list(T.LIPS_OUTER), :2]
-    iod = float(np.linalg.norm(
-        np.asarray(landmarks)[list(T.LEFT_EYE), :2].mean(0) - np.asarray(landmarks)[list(T.RIGHT_EYE), :2].mean(0)
-    ))
+    points = np.asarray(landmarks)[:, :2]
+    iod = float(np.linalg.norm(points[list(T.LEFT_EYE)].mean(0) - points[list(T.RIGHT_EYE)].mean(0)))
     try:
         box = Box.around(mouth, max(0.5 * iod, 8.0), crop.shape[0])
     except ValueError:  # mouth off the crop

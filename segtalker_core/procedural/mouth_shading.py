@@ -96,7 +96,9 @@ def cavity(op: Opening, palette: MouthPalette) -> np.ndarray:
     return (deep + light * (palette.cavity - deep)).astype(np.float32)
 
 
-def tongue(op: Opening, palette: MouthPalette, top_centre: float, iod: float) -> tuple[np.ndarray, np.ndarray]:
+def tongue(
+    op: Opening, palette: MouthPalette, top_centre: float, iod: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Tongue colour [h, w, 3] and coverage [h, w] with its top at ``top_centre`` (v, IOD) on the
     midline, falling towards the corners down to the lower lip."""
     # A dome narrower than the opening: the cheeks' insides show beside it.

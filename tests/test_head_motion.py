@@ -10,7 +10,7 @@ import pytest
 
 from segtalker_core.procedural import head_motion as M
 from segtalker_core.procedural.head_motion import HeadMotion, head_motion_schedule, nod_frames
-from segtalker_core.procedural.head_warp import PersonWarp
+from segtalker_core.procedural.head_warp import INTERPOLATION, PersonWarp
 
 FPS = 25.0
 
@@ -152,7 +152,7 @@ def test_a_roll_turns_the_head_rigidly_about_the_pivot():
     moved = warp.apply(frame, _motion(2, roll=2.0, scale=0.01), 1)
     # The same rigid motion of the whole frame: clockwise 2 degrees, 1% larger, about the pivot.
     rigid = cv2.getRotationMatrix2D(pivot, -2.0, 1.01)
-    expected = cv2.warpAffine(frame, rigid, frame.shape[1::-1], flags=cv2.INTER_LINEAR)
+    expected = cv2.warpAffine(frame, rigid, frame.shape[1::-1], flags=INTERPOLATION)
     head = (slice(70, 134), slice(100, 156))
     difference = np.abs(moved[head].astype(int) - expected[head].astype(int))
     assert difference.mean() < 1.0 and difference.max() <= 4  # rounding of two interpolations

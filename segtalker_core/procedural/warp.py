@@ -180,15 +180,19 @@ class KeepMask:
     spread: float = 0.0
 
     @staticmethod
-    def build(front: np.ndarray, behind: np.ndarray, feather: float, box: Box) -> "KeepMask":
-        """Soft keep weights from crop masks ``front``/``behind`` ``[S, S]`` bool.
+    def build(
+        front: np.ndarray, behind: np.ndarray | None, feather: float, box: Box
+    ) -> "KeepMask":
+        """Soft keep weights from crop masks ``front``/``behind`` ``[S, S]`` bool (``behind``
+        ``None``: no background is kept).
 
         ``front`` is 1 on its mask and fades to 0 over ``feather`` px outside it (the skin next
         to a strand moves less, so the strand's edge does not wobble); ``behind`` is 0 at its
         mask's edge and reaches 1 ``feather`` px inside it (the face silhouette keeps all of its
         motion over the background).
         """
-        front, behind = np.asarray(front, bool), np.asarray(behind, bool)
+        front = np.asarray(front, bool)
+        behind = np.zeros_like(front) if behind is None else np.asarray(behind, bool)
         if front.shape != behind.shape or front.ndim != 2:
             raise ValueError(
                 f"keep masks front and behind must be [S, S] crop masks of the same shape; got "

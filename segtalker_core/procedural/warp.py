@@ -33,7 +33,11 @@ position it would sample: hair/earrings (``front``) stay put and are never sampl
 background and the neck (``behind``) stay put only where they would also sample their own kind, so
 a dropping chin still moves over them (and covers the top of the neck, as a real one does). Both
 masks are soft (smoothstep over ``feather`` px) and the weight is spread a little further, so the
-motion fades out instead of tearing.
+motion fades out instead of tearing. Caveat of ``behind``: where the face moves *away* from it
+(a smile's chin rising to close the mouth), the uncovered face pixels still sample the kept area
+beyond the old edge while that area also stays, so its edge shows twice (a neck's shadow line
+doubled, which MediaPipe then reads as a lower jaw); keep the neck out of ``behind`` unless the
+source's mouth is closed.
 
 Alternatives measured or rejected: per-parameter basis fields summed per frame are wrong at the
 lip line (a weighted sum of backward fields misplaces a discontinuity whose position depends on

@@ -181,7 +181,8 @@ class MouthRig:
     (:data:`LINEAR_PARAMS` order); ``jaw_weight`` [478]: share of the jaw drop each point follows;
     ``reference_params`` [5]: estimated articulation of the reference (driving with it
     reproduces ``reference`` exactly); ``moving`` [478] bool: points any parameter can move;
-    ``residual`` [478, 3] crop px: ``reference`` minus the linear rig at ``reference_params``.
+    ``residual`` [478, 3] float64 crop px: ``reference`` minus the linear rig at
+    ``reference_params``.
     """
 
     reference: np.ndarray
@@ -224,12 +225,12 @@ class MouthRig:
             reference=reference.astype(np.float32), rest=rest.astype(np.float32), frame=frame,
             basis=basis.astype(np.float32), jaw_weight=jaw_weight.astype(np.float32),
             reference_params=ref_params.astype(np.float32), moving=moving,
-            residual=np.zeros_like(reference, np.float32), config=config,
+            residual=np.zeros_like(reference, np.float64), config=config,
         )
-        # float64 residual of the float32 rig, so reference + 0 round-trips to the exact float32
-        # reference (the warp then sees static vertices: the source pixels come back bit-exact).
+        # (drive puts the exact float32 reference back at reference_params, so the warp sees
+        # static vertices there and the source pixels come back bit-exact.)
         linear = rig._linear(rig.reference_params[None].astype(np.float64))[0]
-        rig.residual = (reference - linear).astype(np.float32)
+        rig.residual = reference - linear
         return rig
 
     def drive(self, params: np.ndarray) -> np.ndarray:
@@ -238,11 +239,14 @@ class MouthRig:
         p = check_params(np.atleast_2d(params), "params")
         driven = self._linear(p)
         weight = self.residual_weight(p)
-        if weight.any():
-            driven += weight[:, None, None] * self.residual.astype(np.float64)
+        rows = np.flatnonzero(weight)
+        if len(rows):
+            driven[rows] += weight[rows, None, None] * self.residual
         driven = driven.astype(np.float32)
         # At the reference pose exactly, the exact float32 reference (no rounding residue).
-        driven[self.reference_weight(p) == 1.0] = self.reference
+        exact = np.flatnonzero((p == self.reference_params).all(axis=1))
+        if len(exact):
+            driven[exact] = self.reference
         return driven[0] if single else driven
 
     def residual_weight(self, params: np.ndarray) -> np.ndarray:
@@ -254,11 +258,10 @@ class MouthRig:
         a sealing closure (0.3 -> 0.6) takes it to 0. Continuous in the parameters.
         """
         p = np.atleast_2d(np.asarray(params, np.float64))
-        weight = 1.0 - _seal(p[:, CLOSURE])
-        for col in (JAW, TEETH):
-            ref = float(self.reference_params[col])
-            weight *= np.clip(1.0 - (ref - p[:, col]) / max(ref, _RESIDUAL_SPAN), 0.0, 1.0)
-        return weight
+        ref = self.reference_params[[JAW, TEETH]].astype(np.float64)
+        below = (ref - p[:, [JAW, TEETH]]) / np.maximum(ref, _RESIDUAL_SPAN)
+        opening = np.clip(1.0 - below, 0.0, 1.0)
+        return (1.0 - _seal(p[:, CLOSURE])) * opening[:, 0] * opening[:, 1]
 
     def reference_weight(self, params: np.ndarray) -> np.ndarray:
         """How close ``params`` [T, 5] (clipped) are to the reference pose: [T] in 0..1.

@@ -176,3 +176,5 @@ def test_silence_is_anchored_at_the_reference_and_speech_opens_from_it():
     assert out[1, 0] == pytest.approx(0.3 + 0.5 * 0.7) and out[1, 1] == pytest.approx(0.2)
     assert out[1, 3] == pytest.approx(0.0, abs=1e-6) and out[2, 3] == pytest.approx(0.95)  # p/b/m seal
     assert out[3, 0] == 1.0
+    # ...and a seal is made with the articulation's own small jaw, not her open smile.
+    assert out[2, 0] == pytest.approx(0.05) and out[2, 4] == pytest.approx(0.0)

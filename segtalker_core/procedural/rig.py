@@ -333,7 +333,8 @@ def anchor_at_reference(
     * Closure: the rest pose's closure belongs to silence, which is now the source's mouth; a
       frame's share of it is taken off in proportion to how close the frame is to the rest pose
       (within :data:`_SILENCE_REACH`). Speech frames keep their closure: p/b/m are at least
-      0.14 away from the rest pose in some parameter, and seal the lips as before.
+      0.14 away from the rest pose in some parameter, and seal the lips as before -- with the
+      articulation's own (small) jaw opening, not the reference's.
     * Width and rounding act as given (the reference's are 0).
     """
     a = check_params(np.atleast_2d(articulation), "articulation")
@@ -342,11 +343,16 @@ def anchor_at_reference(
     # How far each frame is from silence: 0 there, 1 once any parameter has moved the reach.
     speaking = np.clip(np.abs(a - rest).max(axis=1) / _SILENCE_REACH, 0.0, 1.0)
     out = a.copy()
+    out[:, CLOSURE] = np.clip(a[:, CLOSURE] - (1.0 - speaking) * rest[CLOSURE], 0.0, 1.0)
+    # Lips that seal bring the jaw up with them (a p/b/m is made nearly shut): sealing frames
+    # take the articulation's own jaw and retraction, not the reference's opening, so a
+    # wide-open source does not stretch its lips over a dropped jaw.
+    seal = _seal(out[:, CLOSURE])
     for col in (JAW, TEETH):
-        out[:, col] = r[col] + np.clip(a[:, col] - rest[col], 0.0, 1.0) * (1.0 - r[col])
+        raw = np.clip(a[:, col] - rest[col], 0.0, 1.0)
+        out[:, col] = (1.0 - seal) * (r[col] + raw * (1.0 - r[col])) + seal * raw
     for col in (WIDTH, ROUND):
         out[:, col] = a[:, col] - rest[col]
-    out[:, CLOSURE] = np.clip(a[:, CLOSURE] - (1.0 - speaking) * rest[CLOSURE], 0.0, 1.0)
     return check_params(out, "anchored articulation")
 
 

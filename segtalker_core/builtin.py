@@ -29,7 +29,7 @@ from .containers import FaceTrack, SegmentationFrame, StyleCodes
 from .masks import dilate
 from .procedural.renderer import DrivenFrame, RenderOptions, SourceFace, eye_closure_schedule
 from .audio.articulation import ArticulationTrack
-from .procedural.rig import anchor_at_reference, check_params
+from .procedural.rig import RigConfig, anchor_at_reference, check_params
 
 log = logging.getLogger("segtalker")
 
@@ -55,7 +55,12 @@ class FrameDriver:
         portrait = (len(faces) == 1) if portrait is None else portrait
         self.portrait = bool(portrait and faces.found[0])
         # Blinks are added to portraits only: a video already blinks on its own.
-        self.options = RenderOptions(blink=blink and self.portrait, blink_seed=int(seed))
+        # A video's frames are driven from one closed rest each: their own mouth shapes (which
+        # moved with the replaced speech) would make the lips jitter.
+        self.options = RenderOptions(
+            blink=blink and self.portrait, blink_seed=int(seed),
+            rig=RigConfig(keep_reference_shape=self.portrait),
+        )
         self._cached: tuple[int, SourceFace] | None = None
         self._palette = None
 

@@ -178,3 +178,14 @@ def test_silence_is_anchored_at_the_reference_and_speech_opens_from_it():
     assert out[3, 0] == 1.0
     # ...and a seal is made with the articulation's own small jaw, not her open smile.
     assert out[2, 0] == pytest.approx(0.05) and out[2, 4] == pytest.approx(0.0)
+
+
+def test_a_dubbed_frame_is_driven_without_its_own_shape():
+    from segtalker_core.procedural.rig import RigConfig
+
+    landmarks = astronaut()[1]
+    plain = MouthRig.fit(landmarks, RigConfig(keep_reference_shape=False), source_teeth=1.0)
+    own = MouthRig.fit(landmarks, source_teeth=1.0)
+    assert not plain.residual.any()
+    p = own.reference_params.astype(np.float64) + params(jaw=0.3)
+    np.testing.assert_allclose(plain.drive(p), own.drive(p) - own.residual.astype(np.float32), atol=1e-3)

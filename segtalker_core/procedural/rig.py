@@ -113,6 +113,9 @@ class RigConfig:
     closure_upper_share: float = 0.4  # in a seal the upper lip covers this part of the gap
     closure_outer_follow: float = 0.5  # outer contour follows the inner one by this fraction
     closed_gap: float = 0.02  # reference lip gap (IOD) below which the jaw counts as closed
+    # Keep the reference's own mouth shape (the residual) on top of the rig: right for a portrait;
+    # a dubbed video turns it off, or each frame's own opening would make the lips jitter.
+    keep_reference_shape: bool = True
 
     @property
     def jaw_gap(self) -> float:
@@ -180,7 +183,7 @@ class MouthRig:
     ``basis`` [4, 478, 3]: crop-px displacement per unit of jaw, width, round, teeth
     (:data:`LINEAR_PARAMS` order); ``jaw_weight`` [478]: share of the jaw drop each point follows;
     ``reference_params`` [5]: estimated articulation of the reference (driving with it
-    reproduces ``reference`` exactly); ``moving`` [478] bool: points any parameter can move;
+    reproduces ``reference`` exactly, unless ``config.keep_reference_shape`` is off); ``moving`` [478] bool: points any parameter can move;
     ``residual`` [478, 3] float64 crop px: ``reference`` minus the linear rig at
     ``reference_params``.
     """
@@ -229,8 +232,9 @@ class MouthRig:
         )
         # (drive puts the exact float32 reference back at reference_params, so the warp sees
         # static vertices there and the source pixels come back bit-exact.)
-        linear = rig._linear(rig.reference_params[None].astype(np.float64))[0]
-        rig.residual = reference - linear
+        if config.keep_reference_shape:
+            linear = rig._linear(rig.reference_params[None].astype(np.float64))[0]
+            rig.residual = reference - linear
         return rig
 
     def drive(self, params: np.ndarray) -> np.ndarray:
@@ -238,6 +242,9 @@ class MouthRig:
         single = np.ndim(params) == 1
         p = check_params(np.atleast_2d(params), "params")
         driven = self._linear(p)
+        if not self.config.keep_reference_shape:
+            driven = driven.astype(np.float32)
+            return driven[0] if single else driven
         weight = self.residual_weight(p)
         rows = np.flatnonzero(weight)
         if len(rows):

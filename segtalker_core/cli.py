@@ -26,8 +26,8 @@ from pathlib import Path
 from .cli_errors import (EXIT_BAD_INPUT, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, Terminated,
                          failure_message, first_line, one_line, report, stop_signals_raise)
 from .cli_options import (BUNDLE_RESOLUTIONS, CROP_SIZE_RANGE, batch_size_value,
-                          crop_size_value, face_index_value, fps_value, max_size_value,
-                          optimize_steps_value, strength_value)
+                          crop_size_value, face_index_value, fps_value, head_motion_value,
+                          max_size_value, optimize_steps_value, strength_value)
 
 
 # -- inputs and outputs -------------------------------------------------------------------------
@@ -185,7 +185,8 @@ def cmd_talk(args: argparse.Namespace) -> int:
     settings = TalkSettings(
         strength=args.strength, method=args.phonemes, video_mode=args.video_mode,
         blink=not args.no_blink, seed=args.seed, crop_size=args.size, face_index=args.face_index,
-        swaps=swaps, max_size=args.max_size, blend=args.blend, optimize_steps=args.optimize_steps,
+        swaps=swaps, max_size=args.max_size, blend=args.blend, head_motion=args.head_motion,
+        optimize_steps=args.optimize_steps,
         lpips_weights=args.lpips, lpips_vgg_weights=args.lpips_vgg, arcface_weights=args.arcface,
     )
     models = _talk_models(args)
@@ -286,6 +287,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .procedural.head_motion import DEFAULT_STRENGTH as DEFAULT_HEAD_MOTION
     from .talk_file import DEFAULT_MAX_SIZE
     from .video_io import FPS_RANGE
 
@@ -308,7 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-mode", choices=["loop", "pingpong"], default="pingpong",
                    help="how a video shorter than the audio is extended")
     p.add_argument("--no-blink", action="store_true", help="no added blinks (portraits)")
-    p.add_argument("--seed", type=int, default=0, help="blink timing")
+    p.add_argument("--seed", type=int, default=0, help="blink timing and head motion")
+    p.add_argument("--head-motion", type=head_motion_value, default=DEFAULT_HEAD_MOTION, metavar="STRENGTH",
+                   help=f"portraits: idle head motion (slow sway, nods on stressed syllables, the "
+                        f"background kept steady), 0..1, default {DEFAULT_HEAD_MOTION:g}; 0: the "
+                        f"head stays still (a video keeps its own motion)")
     p.add_argument("--size", type=crop_size_value, default=512,
                    help=f"face crop size, {CROP_SIZE_RANGE[0]}..{CROP_SIZE_RANGE[1]}")
     p.add_argument("--max-size", type=max_size_value, default=DEFAULT_MAX_SIZE, metavar="N",

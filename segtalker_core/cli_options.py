@@ -108,6 +108,15 @@ def strength_value(text: str) -> float:
     return strength
 
 
+def head_motion_value(text: str) -> float:
+    """``--head-motion``: idle head motion of a portrait, 0 (still) .. 1 (the most)."""
+    strength = parse_number(text, float)
+    if not 0.0 <= strength <= 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(
+            f"must be within 0..1 (0 keeps the head still, 0.5 is the default), got {text}")
+    return strength
+
+
 def face_index_value(text: str) -> int:
     index = parse_number(text, int)
     if index < -1:

@@ -84,6 +84,9 @@ class TalkSettings:
     swaps: tuple = field(default_factory=tuple)
     max_size: int | None = DEFAULT_MAX_SIZE  # long side of the working size, pixels; None: no cap
     blend: str = "linear"  # paste-back: "linear" or "multiband" (Laplacian pyramid, as E4S)
+    # Idle head motion of a portrait, 0..1 (procedural.head_motion; 0: the head stays still, the
+    # library's default; the CLI and the nodes default to 0.5), from ``seed``; a video keeps its own.
+    head_motion: float = 0.0
     # Adam steps refining the learned style codes against the face (E4S's optimisation; 0: off;
     # needs the learned encoder and generator). A video refines its one reference frame.
     optimize_steps: int = 0
@@ -96,9 +99,11 @@ class TalkSettings:
 
     def __post_init__(self) -> None:
         from .face.paste import BLEND_MODES
+        from .procedural.head_motion import check_strength
         from .style_refinement import RefinementConfig
 
         RefinementConfig(steps=self.optimize_steps)  # refuses a bad count, naming the range
+        check_strength(self.head_motion, "head_motion")
 
         if self.blend not in BLEND_MODES:
             raise ValueError(f"blend must be one of {', '.join(BLEND_MODES)}, got {self.blend!r}")
@@ -148,7 +153,8 @@ def talk_image_file(image: np.ndarray, audio, out_path: PathLike, fps: float = 2
     else:
         stream = pipeline.iter_talk(
             frames, mono, fps, video_mode=settings.video_mode, blink=settings.blink,
-            seed=settings.seed, input_name=input_name, progress=progress, **_builtin_options(settings, models),
+            seed=settings.seed, input_name=input_name, progress=progress, head_motion=settings.head_motion,
+            **_builtin_options(settings, models),
         )
     return _write(out_path, stream, fps, sound, streamed=False, inputs=named)
 
@@ -242,7 +248,10 @@ def iter_talk_with_models(frames: np.ndarray, audio, fps: float, settings: TalkS
         pairs = zip(crops, segmentation.frames())
     else:
         pairs = pipeline.iter_synthesize(segmentation.frames(), faces, style)
-    pasted = pipeline.iter_paste_back(pairs, faces, blend=settings.blend)
+    # A portrait moves its head (portrait_motion: None for a video, which has its own motion).
+    speech = None if segmentation.mouth_params is None else segmentation.mouth_params[:, 0]
+    motion = pipeline.portrait_motion(faces, len(segmentation), fps, settings.seed, settings.head_motion, speech)
+    pasted = pipeline.iter_paste_back(pairs, faces, blend=settings.blend, motion=motion)
     for done, frame in enumerate(pasted, 1):
         yield frame
         if progress is not None:

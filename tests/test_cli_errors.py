@@ -180,6 +180,10 @@ CASES = (
          "argument --strength: must be within 0..2"),
     Case("--strength -0.5", (*TALK, "--strength", "-0.5", "-o", "out.mp4"), (portrait, speech),
          "argument --strength: must be within 0..2"),
+    Case("--head-motion 1.5", (*TALK, "--head-motion", "1.5", "-o", "out.mp4"), (portrait, speech),
+         "argument --head-motion: must be within 0..1"),
+    Case("--head-motion nan", (*TALK, "--head-motion", "nan", "-o", "out.mp4"), (portrait, speech),
+         "argument --head-motion: must be within 0..1"),
     Case("--face-index -2", (*TALK, "--face-index", "-2", "-o", "out.mp4"), (portrait, speech),
          "argument --face-index: must be -1"),
     Case("--max-size 32", (*TALK, "--max-size", "32", "-o", "out.mp4"), (portrait, speech),
@@ -263,7 +267,8 @@ def test_max_size_values(given, expected):
 @pytest.mark.parametrize("option,value,expected", [
     ("--fps", "1", 1.0), ("--fps", "120", 120.0), ("--fps", "29.97", 29.97), ("--size", "64", 64),
     ("--size", "2048", 2048), ("--strength", "0", 0.0), ("--strength", "2", 2.0),
-    ("--face-index", "-1", -1), ("--batch-size", "1", 1),
+    ("--face-index", "-1", -1), ("--batch-size", "1", 1), ("--head-motion", "0", 0.0),
+    ("--head-motion", "1", 1.0),
 ])
 def test_range_ends_are_accepted(option, value, expected):
     args = cli.build_parser().parse_args(["talk", "--image", "a.png", "--audio", "b.wav", "-o", "c.mp4",

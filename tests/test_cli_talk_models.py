@@ -137,3 +137,29 @@ def test_models_are_loaded_for_their_slot_and_placed(bundles):
     assert models.tsg.component == pipeline.TSG and models.tsg.precision == "bf16"
     assert models.tsg.device == torch.device("cpu") and models.tsg.compute_dtype == torch.bfloat16
     assert models.parser is None and models.learned
+
+
+def test_head_motion_moves_a_portrait_and_0_keeps_it_still(tmp_path):
+    """``--head-motion`` (default 0.5): the portrait's head and shoulders sway, the far background
+    stays; 0: every frame is the still portrait's (as before the option)."""
+    import numpy as np
+
+    from segtalker_core.video_io import read_video
+
+    speech = str(V.speech_clip(tmp_path / "speech.wav", 1.2))  # 30 frames: a sway to see
+    runs = {}
+    for name, options in (("default", ()), ("still", ("--head-motion", "0"))):
+        (tmp_path / name).mkdir()
+        code, out = talk(tmp_path / name, speech, *options)
+        assert code == 0
+        runs[name] = read_video(out)[0].astype(np.int16)
+    hair = (slice(20, 90), slice(110, 250))  # the top of the head: no mouth or blink there
+    corner = (slice(0, 40), slice(350, 400))  # the background beside the shuttle
+
+    def change(run, box):  # per frame, from the first (the portrait's pose in both runs)
+        return np.abs(run[(slice(None), *box)] - run[0][box]).mean(axis=(1, 2, 3))
+
+    still, moving = change(runs["still"], hair), change(runs["default"], hair)
+    assert moving.max() > 2 * still.max() + 1.0, (moving.max(), still.max())
+    corners = np.abs(runs["default"][(slice(None), *corner)] - runs["still"][(slice(None), *corner)])
+    assert corners.mean() < 0.5

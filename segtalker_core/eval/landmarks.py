@@ -36,12 +36,21 @@ class ClipLandmarks:
         return ClipLandmarks(self.points[indices], self.found[indices])
 
 
+TRACKER_WARMUP = 5  # passes over the first frame before its mesh is kept
+
+
 def detect_landmarks(frames: Iterable[np.ndarray], face_index: int = LARGEST_FACE,
                      video: bool = True) -> ClipLandmarks:
     """The face mesh of each ``[H, W, 3]`` uint8 frame (tracked across frames when ``video``)."""
     points, found = [], []
     with FaceMeshDetector(video=video) as detector:
         for i, frame in enumerate(frames):
+            if video and i == 0:
+                # The tracker's first mesh is fitted in the detector's box, later ones in a box from
+                # the previous mesh; the first frames then drift for a few frames (a still clip's
+                # mouth "closing" by 25%, which correlates with speech starting). Settle it first.
+                for _ in range(TRACKER_WARMUP):
+                    detector.detect(frame, "frame 0")
             face = select_face(detector.detect(frame, f"frame {i}"), face_index)
             found.append(face is not None)
             points.append(face.landmarks[:, :2] if face is not None

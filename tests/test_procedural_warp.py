@@ -132,9 +132,18 @@ def test_subpixel_shifts_keep_the_fine_detail_and_static_pixels_stay_exact():
     moving = np.zeros(crop.shape[:2], bool)
     moving[box.slices] = ramp.repeat(h, 0) == 1
     moving = cv2.erode(moving.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
-    assert detail_ratio(out, crop, moving) >= 0.9
-    # The measure does see resampling blur: bilinear loses much more of the grain.
-    assert detail_ratio(field.apply(crop, cv2.INTER_LINEAR), crop, moving) < 0.85
+    assert detail_ratio(out, crop, moving) >= 0.97  # the grain comes from the nearest source pixel
+    # The measure does see resampling blur: a plain interpolating remap loses much of the grain
+    # (which is why apply splits the grain off).
+    plain = crop.copy()
+    plain[box.slices] = cv2.remap(crop, field.map_x, field.map_y, cv2.INTER_LINEAR)
+    assert detail_ratio(plain, crop, moving) < 0.85
+    plain[box.slices] = cv2.remap(crop, field.map_x, field.map_y, cv2.INTER_CUBIC)
+    assert detail_ratio(plain, crop, moving) < 0.95
+    # Float maps (soft masks) are only interpolated: bilinear never leaves the input's range.
+    soft = (crop[..., 0] / 255.0).astype(np.float32)
+    warped = field.apply(soft, cv2.INTER_LINEAR)
+    assert warped.min() >= soft.min() and warped.max() <= soft.max()
 
 
 def test_closing_a_smile_keeps_the_lower_face_detail():

@@ -87,6 +87,43 @@ def _phase_table(steps: int = 32) -> np.ndarray:
 
 
 _PHASE_TABLE = _phase_table()
+_GRAIN_SIGMA = 1.0  # px: Gaussian that splits an image into its smooth part and its grain
+_GRAIN_MARGIN = 4  # px around the area a map reads, so the split has no border effect there
+
+
+def _sample(image: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, interpolation: int) -> np.ndarray:
+    """``cv2.remap`` with the sub-pixel phases pulled toward whole pixels (:func:`_phase_table`)."""
+    whole, phase = cv2.convertMaps(map_x, map_y, cv2.CV_16SC2)
+    return cv2.remap(image, whole, _PHASE_TABLE[phase], interpolation, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _sample_keeping_grain(
+    image: np.ndarray,  # [S, S, C] uint8 source
+    map_x: np.ndarray,  # [h, w] float32 absolute source x of each output pixel
+    map_y: np.ndarray,  # [h, w] float32
+    interpolation: int,
+) -> np.ndarray:
+    """The warped box ``[h, w, C]`` uint8 with the source's grain at full strength.
+
+    Any interpolating kernel averages neighbours at sub-pixel offsets, and stubble, pores and
+    beard strands are exactly what that averages away (bicubic keeps ~90%, less where the chin
+    stretches). So the image is split at :data:`_GRAIN_SIGMA`: the smooth part is interpolated as
+    before (no facets, no jaggies at lip edges), the grain is taken from the nearest source pixel
+    (all of its energy; it moves at most half a pixel off, which grain does not show). Where the
+    map is the identity both give back the source pixel exactly.
+    """
+    height, width = image.shape[:2]
+    x0 = max(int(np.floor(map_x.min())) - _GRAIN_MARGIN, 0)
+    y0 = max(int(np.floor(map_y.min())) - _GRAIN_MARGIN, 0)
+    x1 = min(int(np.ceil(map_x.max())) + _GRAIN_MARGIN + 1, width)
+    y1 = min(int(np.ceil(map_y.max())) + _GRAIN_MARGIN + 1, height)
+    source = image[y0:y1, x0:x1].astype(np.float32)
+    smooth = cv2.GaussianBlur(source, (0, 0), _GRAIN_SIGMA, borderType=cv2.BORDER_REPLICATE)
+    grain = source - smooth
+    local_x, local_y = map_x - np.float32(x0), map_y - np.float32(y0)
+    out = _sample(smooth, local_x, local_y, interpolation)
+    out += cv2.remap(grain, local_x, local_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -156,11 +193,10 @@ class WarpField:
                 image, self.map_x, self.map_y, interpolation, borderMode=cv2.BORDER_REPLICATE
             )
             return out
-        # cv2.remap's fixed-point maps: whole pixels + a sub-pixel phase index (32x32 table).
-        whole, phase = cv2.convertMaps(self.map_x, self.map_y, cv2.CV_16SC2)
-        out[self.box.slices] = cv2.remap(
-            image, whole, _PHASE_TABLE[phase], interpolation, borderMode=cv2.BORDER_REPLICATE
-        )
+        if image.dtype == np.uint8 and image.ndim == 3:
+            out[self.box.slices] = _sample_keeping_grain(image, self.map_x, self.map_y, interpolation)
+            return out
+        out[self.box.slices] = _sample(image, self.map_x, self.map_y, interpolation)
         return out
 
     def apply_labels(self, labels: np.ndarray) -> np.ndarray:

@@ -40,13 +40,19 @@ from .rig import (
     JAW, LIPS_LOWER_SEMI_INNER, LIPS_UPPER_SEMI_INNER, NUM_PARAMS, TEETH, FaceFrame, MouthRig,
     RigConfig, check_landmarks, check_params,
 )
-from .warp import Box, MeshWarp, WarpField
+from .eye_visibility import BlinkGate, eye_visibility
+from .warp import Box, KeepMask, MeshWarp, WarpField
 
 TEETH_SOURCES = ("auto", "synthetic")
 _INSET = 0.5  # of the way to the next lip ring, for an open reference mouth
 _INSET_MAX = 0.03  # IOD
 _SMOOTH = 0.012  # IOD: sigma of the warp's displacement smoothing
 _SEAMS = (T.LIPS_INNER_UPPER, T.LIPS_INNER_LOWER)  # the warp may jump where the lips meet
+_KEEP_FEATHER = 0.05  # IOD: soft edge of the areas the warp leaves alone
+# Occluders in front of the jaw (strands of hair, earrings) stay as they are: warped, they would
+# wobble with the chin. The background is not kept: where the chin rises to close a smile, a kept
+# background edge shows twice (see warp.KeepMask).
+_KEEP_FRONT = (L.region_index("hair"), L.region_index("earrings"))
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,11 @@ class SourceFace:
         # inset): undone at the source's own pose, so that pose is the identity warp.
         self.texture_offset = _lip_texture_points(self.rig) - self.rig.reference
         self.smooth = _SMOOTH * self.iod
+        self.keep = KeepMask.build(np.isin(self.regions, _KEEP_FRONT), None, _KEEP_FEATHER * self.iod,
+                                   self.mesh.box)
+        # Blinks only where the eyes can be seen (not behind dark lenses, not on eyes already
+        # shut); a video has no painted blinks, so it skips the measurement.
+        self.blink_gate = eye_visibility(self.crop, reference, self.regions) if options.blink else BlinkGate.open(size)
         self.seal = _openness(self.rig)
         jaw_source = self.rig.jaw_offset(self.rig.reference_params)[0]
         source_teeth = None
@@ -160,7 +171,7 @@ class SourceFace:
     @functools.cached_property
     def eye_reader(self) -> EyeClosureReader:
         """Reads how far a map's eyes are shut (built on first use)."""
-        return EyeClosureReader(self.regions, self.rig.reference, self.iod)
+        return EyeClosureReader(self.regions, self.rig.reference, self.iod, strength=self.blink_gate.strengths)
 
     def drive(self, params: np.ndarray, eye_closure: float = 0.0) -> DrivenFrame:
         """Pose one frame: ``params`` [5] articulation, ``eye_closure`` 0..1."""
@@ -168,11 +179,11 @@ class SourceFace:
         driven = self.rig.drive(p)
         at_source = float(self.rig.reference_weight(p[None])[0])
         vertices = driven if at_source == 0.0 else driven + at_source * self.texture_offset
-        warp = self.mesh.field(vertices, self.smooth, _SEAMS)
+        warp = self.mesh.field(vertices, self.smooth, _SEAMS, keep=self.keep)
         regions = drive_regions(self.regions, warp, driven)
         eye_closure = float(eye_closure)
         if eye_closure > 0:
-            driven = close_eyelids(driven, eye_closure)
+            driven = close_eyelids(driven, eye_closure, self.blink_gate.strengths)
             close_eye_regions(regions, self.rig.reference, driven, self.iod)
         return DrivenFrame(p.astype(np.float32), eye_closure, driven, regions, warp, self)
 
@@ -181,9 +192,11 @@ class SourceFace:
         crop = pose.warp.apply(self.crop)
         p = pose.params.astype(np.float64)
         # The source's own mouth (its teeth, its cavity) stands at its own pose; the painted
-        # interior takes over as the pose leaves it.
+        # interior takes over as the pose leaves it. A closed source has no mouth of its own to
+        # fade from: mixed in, its warped lips would show the stretched seam as stripes.
         at_source = float(self.rig.reference_weight(p[None])[0])
         if at_source < 1.0:
+            at_source *= self.seal
             box = self.window.slices
             kept = crop[box].copy() if at_source > 0.0 else None
             # Lids move only eye points, so the mouth points of the lidded landmarks are the rig's.
@@ -193,7 +206,7 @@ class SourceFace:
                 mixed = painted + at_source * (kept.astype(np.float32) - painted)
                 crop[box] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
         if pose.eye_closure > 0:
-            paint_eyelids(crop, self.crop, self.rig.reference, pose.landmarks, self.iod)
+            paint_eyelids(crop, self.crop, self.rig.reference, pose.landmarks, self.iod, self.blink_gate.protect)
         return crop
 
     def frame(self, params: np.ndarray, eye_closure: float = 0.0, image: bool = True) -> RenderedFrame:

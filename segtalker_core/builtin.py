@@ -6,9 +6,11 @@ No weight files; everything runs on the CPU. The stages stream: each takes and y
 :class:`~.procedural.renderer.SourceFace` (its rig and warp mesh are built once); a video is
 re-driven frame by frame on each frame's own crop, keeping the head pose of the video.
 
-A portrait at silence keeps the person's own mouth: the audio articulation (0 = silence) is
-anchored at the source's estimated pose (:func:`~.procedural.rig.anchor_at_reference`), so its
-parted lips and teeth stay as they are and speech opens from there; p/b/m still seal the lips.
+A portrait at silence keeps the person's own mouth: in the rests between utterances the audio
+articulation (0 = silence) is anchored at the source's estimated pose
+(:func:`~.procedural.rig.anchor_at_reference`), so its parted lips and teeth stay as they are; in
+speech the articulation drives the mouth as it is, handing over as the articulation leaves and
+returns to its rest pose (:func:`~.procedural.rig.blend_rest_and_speech`); p/b/m seal the lips.
 Video dubbing drives each frame absolutely (0 = closed): the frame's own mouth moved with the
 original speech, which the new speech replaces.
 
@@ -29,7 +31,7 @@ from .containers import FaceTrack, SegmentationFrame, StyleCodes
 from .masks import dilate
 from .procedural.renderer import DrivenFrame, RenderOptions, SourceFace, eye_closure_schedule
 from .audio.articulation import ArticulationTrack
-from .procedural.rig import RigConfig, anchor_at_reference, check_params
+from .procedural.rig import RigConfig, blend_rest_and_speech, check_params, speech_activity
 
 log = logging.getLogger("segtalker")
 
@@ -64,12 +66,16 @@ class FrameDriver:
         self._cached: tuple[int, SourceFace] | None = None
         self._palette = None
 
-    def rig_params(self, source: SourceFace, articulation: np.ndarray) -> np.ndarray:
-        """Rig parameters [5] of one frame's audio ``articulation`` [5] on ``source``: anchored at
-        the source's own mouth for a portrait, as they are for a video."""
+    def rig_params(self, source: SourceFace, articulation: np.ndarray, activity: float | None = None) -> np.ndarray:
+        """Rig parameters [5] of one frame's audio ``articulation`` [5] on ``source``: for a
+        portrait the source's own mouth at rest and the articulation in running speech, mixed by
+        ``activity`` 0..1 (:func:`~.procedural.rig.speech_activity` of the whole track; None:
+        judged from this frame alone) -- see :func:`~.procedural.rig.blend_rest_and_speech`; as
+        they are for a video."""
         if not self.portrait:
             return np.asarray(articulation, np.float64)
-        return anchor_at_reference(articulation, source.rig.reference_params, ArticulationTrack.REST)[0]
+        weight = None if activity is None else np.array([activity])
+        return blend_rest_and_speech(articulation, source.rig.reference_params, ArticulationTrack.REST, weight)[0]
 
     def eye_closure(self, n_frames: int, fps: float) -> np.ndarray:
         """The blink schedule ``[T]`` (zeros for a video, or with blinks off)."""
@@ -86,6 +92,8 @@ class FrameDriver:
             source = SourceFace(f.crops[index], f.landmarks[index], f.regions[index], self.options, self._palette)
             self._palette = self._palette or source.palette
             self._cached = (index, source)
+            if self.options.blink and min(source.blink_gate.strengths) < 1.0:
+                log.info("%s: the eyes cannot all be seen blinking", source.blink_gate.describe())
         return self._cached[1]
 
 
@@ -107,6 +115,7 @@ def iter_talking_segmentation(
     assert len(source_index) == n, (len(source_index), n)
     driver = FrameDriver(faces, blink, seed, portrait)
     closure = driver.eye_closure(n, fps)
+    activity = articulation_activity(params, fps)
     for t in range(n):
         i = int(source_index[t])
         source = driver.source(i)
@@ -114,8 +123,16 @@ def iter_talking_segmentation(
             yield SegmentationFrame(faces.regions[i], i, np.asarray(params[t], np.float32), 0.0, faces.landmarks[i])
             continue
         articulation = check_params(np.atleast_2d(params[t]), "params")[0].astype(np.float32)
-        pose = source.drive(driver.rig_params(source, articulation), float(closure[t]))
+        pose = source.drive(driver.rig_params(source, articulation, float(activity[t])), float(closure[t]))
         yield SegmentationFrame(pose.regions, i, articulation, pose.eye_closure, pose.landmarks, pose)
+
+
+def articulation_activity(params: np.ndarray | None, fps: float) -> np.ndarray | None:
+    """Speech activity ``[T]`` of an articulation track ``[T, 5]`` (None for None): what a
+    portrait's rest/speech hand-over follows (:func:`~.procedural.rig.speech_activity`)."""
+    if params is None or len(params) == 0:
+        return None if params is None else np.zeros(0)
+    return speech_activity(np.asarray(params, np.float64), ArticulationTrack.REST, fps)
 
 
 class MapFollower:
@@ -127,8 +144,10 @@ class MapFollower:
     a portrait); without one they are used as rig parameters.
     """
 
-    def __init__(self, driver: FrameDriver | None = None) -> None:
+    def __init__(self, driver: FrameDriver | None = None, activity: np.ndarray | None = None) -> None:
         self.driver = driver
+        self.activity = activity  # [T] speech activity of the frames, in order (None: per frame)
+        self.count = 0
         self.previous: np.ndarray | None = None
         self.unusable = 0
         self.clamped = 0
@@ -136,13 +155,15 @@ class MapFollower:
     def pose(self, source: SourceFace, frame: SegmentationFrame) -> tuple[DrivenFrame, bool]:
         """(the pose that draws ``frame``'s map, whether the map's mouth could be followed)."""
         wanted = frame.regions
+        t, self.count = self.count, self.count + 1
         if frame.pose is not None and frame.pose.regions is wanted:
             self.previous = frame.pose.params
             return frame.pose, True  # the rig drew this very map
         hint = None
         mouth_ok = eyes_ok = False
         if frame.params is not None:
-            wanted_params = frame.params if self.driver is None else self.driver.rig_params(source, frame.params)
+            activity = None if self.activity is None or t >= len(self.activity) else float(self.activity[t])
+            wanted_params = frame.params if self.driver is None else self.driver.rig_params(source, frame.params, activity)
             hint = source.drive(wanted_params, frame.eye_closure)
             mouth_ok, eyes_ok = _agrees(source, hint.regions, wanted)
             if mouth_ok and eyes_ok:
@@ -242,6 +263,7 @@ def iter_synthesize(
     faces: FaceTrack,
     style: StyleCodes | None = None,
     portrait: bool | None = None,
+    activity: np.ndarray | None = None,  # [T] speech activity of the frames (articulation_activity)
 ) -> Iterator[tuple[np.ndarray, SegmentationFrame]]:
     """``(crop [S, S, 3] uint8, frame)`` for each segmentation frame, in order.
 
@@ -257,7 +279,7 @@ def iter_synthesize(
             "(SegTalker Encode Style without an encoder), or connect a learned generator"
         )
     driver = FrameDriver(faces, portrait=portrait)
-    follower = MapFollower(driver)
+    follower = MapFollower(driver, activity)
     for frame in frames:
         i = frame.source_index
         # A frame the rig just posed brings its prepared face along (a video's is per frame).

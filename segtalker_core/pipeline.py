@@ -449,16 +449,26 @@ def iter_synthesize(
     faces: FaceTrack,
     style: StyleCodes | None = None,
     portrait: bool | None = None,
+    activity: np.ndarray | None = None,
 ):
     """``(crop [S, S, 3] uint8, frame)`` per segmentation frame: the built-in renderer, streaming.
 
     The crop shows what the frame's map says (the built-in renderer follows the map; the
     articulation it carries is only a hint). ``portrait``: whether ``faces`` is one still face
-    (default: it has one frame).
+    (default: it has one frame). ``activity`` [T]: the speech activity of the whole articulation
+    track (:func:`builtin.articulation_activity`), so a hint puts a portrait's mouth where the rig
+    put it (without it, each frame's is judged alone); :func:`segmentation_activity` gives it.
     """
     from . import builtin
 
-    return builtin.iter_synthesize(frames, faces, style, portrait)
+    return builtin.iter_synthesize(frames, faces, style, portrait, activity)
+
+
+def segmentation_activity(segmentation: TalkingSegmentation) -> np.ndarray | None:
+    """Speech activity ``[T]`` of a segmentation's articulation (None when it carries none)."""
+    from . import builtin
+
+    return builtin.articulation_activity(segmentation.mouth_params, segmentation.fps)
 
 
 def synthesize(
@@ -481,7 +491,8 @@ def synthesize(
             log.warning("the built-in renderer keeps the source background; background=%r needs a learned generator", background)
         s = segmentation.faces.crop_size
         out = np.empty((len(segmentation), s, s, 3), np.uint8)
-        pairs = iter_synthesize(segmentation.frames(), segmentation.faces, style)
+        pairs = iter_synthesize(segmentation.frames(), segmentation.faces, style,
+                                activity=segmentation_activity(segmentation))
         for t, (crop, _) in enumerate(_reporting(pairs, len(segmentation), progress)):
             out[t] = crop
         return out

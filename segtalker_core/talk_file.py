@@ -247,7 +247,8 @@ def iter_talk_with_models(frames: np.ndarray, audio, fps: float, settings: TalkS
                                     batch_size=models.batch_size)
         pairs = zip(crops, segmentation.frames())
     else:
-        pairs = pipeline.iter_synthesize(segmentation.frames(), faces, style)
+        pairs = pipeline.iter_synthesize(segmentation.frames(), faces, style,
+                                         activity=pipeline.segmentation_activity(segmentation))
     # A portrait moves its head (portrait_motion: None for a video, which has its own motion).
     speech = None if segmentation.mouth_params is None else segmentation.mouth_params[:, 0]
     motion = pipeline.portrait_motion(faces, len(segmentation), fps, settings.seed, settings.head_motion, speech)

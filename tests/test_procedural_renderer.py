@@ -97,20 +97,23 @@ def test_portrait_silence_is_the_source_and_speech_moves_from_it(closed):
     speech opens it further and a bilabial closure still seals it."""
     opened = closed.frame(params(jaw=0.6, teeth=0.5))
     rest = builtin.ArticulationTrack.REST
-    # silence; an open vowel (lips apart: closure 0); a bilabial (lips pressed).
-    track = np.stack([rest, rest + params(jaw=0.5, closure=-rest[3]), rest + params(jaw=0.05, closure=0.15)])
+    # silence (0.24 s: a rest, not a pause inside speech); an open vowel (lips apart: closure 0);
+    # a bilabial (lips pressed).
+    track = np.stack([rest] * 6 + [rest + params(jaw=0.5, closure=-rest[3]), rest + params(jaw=0.05, closure=0.15)])
+    n = len(track)
     for crop, landmarks, regions in ((opened.crop, opened.landmarks, opened.regions), astronaut()):
         faces = _track([crop], [landmarks], [regions])
-        clip = list(builtin.iter_talking_segmentation(faces, track, 25.0, np.zeros(3, int), blink=False))
+        clip = list(builtin.iter_talking_segmentation(faces, track, 25.0, np.zeros(n, int), blink=False))
         crops = [c for c, _ in builtin.iter_synthesize(iter(clip), faces)]
         box = _mouth_box(landmarks)
-        assert np.array_equal(crops[0], crop) and psnr(crops[0][box], crop[box]) == np.inf
-        assert np.array_equal(clip[0].regions, regions)
+        for t in range(3):  # the rest, away from the speech: the source itself
+            assert np.array_equal(crops[t], crop) and psnr(crops[t][box], crop[box]) == np.inf
+            assert np.array_equal(clip[t].regions, regions)
         assert lip_gap(landmarks) > 0.1
-        assert lip_gap(clip[1].landmarks) > lip_gap(landmarks) + 0.05
-        assert psnr(crops[1][box], crop[box]) < 30.0
-        assert lip_gap(clip[2].landmarks) == pytest.approx(0.0, abs=1e-3)
-        assert (clip[2].regions == L.region_index("mouth_interior")).sum() == 0
+        assert lip_gap(clip[-2].landmarks) > lip_gap(landmarks) + 0.05
+        assert psnr(crops[-2][box], crop[box]) < 30.0
+        assert lip_gap(clip[-1].landmarks) == pytest.approx(0.0, abs=1e-3)
+        assert (clip[-1].regions == L.region_index("mouth_interior")).sum() == 0
 
 
 def test_same_parameters_give_the_same_pixels(closed):

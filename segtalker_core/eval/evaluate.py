@@ -245,7 +245,8 @@ def _lip_sync(gen: Clip, audio, mouth: np.ndarray, options: EvalOptions, notes: 
     source = os.fspath(audio) if audio is not None else gen.path
     wave = load_audio(source).samples
     envelope = lipsync.speech_envelope(wave, gen.fps, len(gen))
-    sync = lipsync.sync_offset(mouth, envelope, options.max_offset)
+    spoken = lipsync.spoken_stretch(envelope)
+    sync = lipsync.sync_offset(mouth[spoken], envelope[spoken], options.max_offset)
     if sync.note:
         notes.append(f"lip sync: {sync.note}")
     out = {
@@ -254,6 +255,8 @@ def _lip_sync(gen: Clip, audio, mouth: np.ndarray, options: EvalOptions, notes: 
         "best_offset_frames": sync.best_offset,
         "best_offset_correlation": _finite(sync.best_correlation),
         "frames_with_face": sync.frames_used,
+        "spoken_frames": [spoken.start, spoken.stop],
+        "envelope_correlation_whole_clip": _finite(lipsync.pearson(mouth, envelope)),
     }
     phones, phones_from = None, None
     if options.phones is not None:

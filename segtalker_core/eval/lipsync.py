@@ -7,6 +7,13 @@ shifts of ``-max_offset..max_offset`` frames; the shift with the highest correla
 audio-video offset. Sign: offset ``k > 0`` means the mouth moves ``k`` frames *after* the sound
 (the video lags the audio).
 
+The correlation is taken over the *spoken stretch* (first to last frame within :data:`SPOKEN_DB`
+of the peak loudness, :func:`spoken_stretch`): before the first word and after the last the
+face rests, and a person whose lips are parted at rest (a smile showing teeth) rightly keeps
+them so. Over the whole clip such a rest, open while the speech is silent, would read as bad
+sync; how the mouth rests is judged against the source instead (static and texture metrics).
+The whole-clip figure is reported beside it.
+
 Bilabials (p, b, m) close the lips: with a phone timing (a file, or recognised by the pack's
 phoneme recogniser), each bilabial's frames should hold a closed mouth.
 """
@@ -20,6 +27,8 @@ from fractions import Fraction
 import numpy as np
 
 ENVELOPE_RANGE_DB = 45.0
+SPOKEN_DB = 30.0  # frames within this of the peak loudness are speech (the spoken stretch)
+SPOKEN_PAD = 2  # frames kept each side of the spoken stretch (the lips part before the sound)
 DEFAULT_MAX_OFFSET = 15  # frames: 0.6 s at 25 fps
 MOTIONLESS = 1e-3  # std of the mouth opening (eye-corner distances) below which it does not move
 BILABIALS = frozenset({"P", "B", "M", "p", "b", "m"})
@@ -57,6 +66,15 @@ def speech_envelope(wave16k: np.ndarray, fps: Fraction | float, n_frames: int) -
     db = 10.0 * np.log10(np.maximum(mean, 1e-12))
     floor = db.max() - ENVELOPE_RANGE_DB
     return np.maximum(db, floor)
+
+
+def spoken_stretch(envelope: np.ndarray) -> slice:
+    """Frames ``[first, last]`` whose loudness is within :data:`SPOKEN_DB` of the peak, padded by
+    :data:`SPOKEN_PAD`; the whole clip when nothing is loud (no speech to bound)."""
+    loud = np.flatnonzero(envelope >= envelope.max() - SPOKEN_DB)
+    if len(loud) == 0 or envelope.max() - envelope.min() < SPOKEN_DB:
+        return slice(0, len(envelope))
+    return slice(max(int(loud[0]) - SPOKEN_PAD, 0), min(int(loud[-1]) + SPOKEN_PAD + 1, len(envelope)))
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:

@@ -4,7 +4,8 @@
 
 Source: the astronaut portrait of scikit-image, detected, FFHQ-aligned and parsed with the
 built-in landmark parser. Two sources are timed: the photo as is (smiling, teeth showing: the
-mouth is closed for silence and the source's teeth are reused) and a closed-mouth version of it
+source's teeth are reused; all-zero parameters close the mouth, as the rig's parameters are
+absolute) and a closed-mouth version of it
 (synthetic teeth). Parameters: a deterministic speech-like articulation track.
 
 Rows (per frame, wall clock; median and best over the frames, plus process CPU time which is

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..train.feature_losses import LPIPS_CHANNELS, LPIPS_SCALE, LPIPS_SHIFT, LPIPSLoss, looks_like
+from ..train.feature_losses import LPIPS_CHANNELS, LPIPS_SCALE, LPIPS_SHIFT, LPIPSLoss, looks_like, tapped
 from .weights import WrongWeightsError, load_weights
 
 ALEX_CHANNELS = (64, 192, 384, 256, 256)
@@ -48,12 +48,7 @@ class AlexNetFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The five LPIPS taps of ``x`` [B, 3, H, W] (H, W >= 63)."""
-        taps = []
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in ALEX_TAPS:
-                taps.append(x)
-        return taps
+        return tapped(self.features, x, ALEX_TAPS)
 
 
 class AlexLPIPS(LPIPSLoss):

@@ -149,12 +149,17 @@ class VGG16Features(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The five LPIPS taps of ``x`` [B, 3, H, W]."""
-        taps = []
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in LPIPS_TAPS:
-                taps.append(x)
-        return taps
+        return tapped(self.features, x, LPIPS_TAPS)
+
+
+def tapped(features: nn.Sequential, x: torch.Tensor, taps) -> list[torch.Tensor]:
+    """The outputs of ``features``' layers whose index is in ``taps``, in order (one forward)."""
+    out = []
+    for i, layer in enumerate(features):
+        x = layer(x)
+        if i in taps:
+            out.append(x)
+    return out
 
 
 def _unit_norm(x: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:

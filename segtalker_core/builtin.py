@@ -51,17 +51,20 @@ class FrameDriver:
     with the synthesised-teeth colours of the first face seen, so they do not flicker.
     """
 
-    def __init__(self, faces: FaceTrack, blink: bool = False, seed: int = 0, portrait: bool | None = None) -> None:
+    def __init__(self, faces: FaceTrack, blink: bool = False, seed: int = 0, portrait: bool | None = None,
+                 own_rest: bool = True) -> None:
         self.faces = faces
         # One input frame is a portrait, unless the caller knows it is a chunk of a video.
         portrait = (len(faces) == 1) if portrait is None else portrait
         self.portrait = bool(portrait and faces.found[0])
+        # own_rest False: a portrait rests with closed lips, as a video's frames do.
+        self.own_rest = bool(own_rest)
         # Blinks are added to portraits only: a video already blinks on its own.
         # A video's frames are driven from one closed rest each: their own mouth shapes (which
         # moved with the replaced speech) would make the lips jitter.
         self.options = RenderOptions(
             blink=blink and self.portrait, blink_seed=int(seed),
-            rig=RigConfig(keep_reference_shape=self.portrait),
+            rig=RigConfig(keep_reference_shape=self.portrait and self.own_rest),
         )
         self._cached: tuple[int, SourceFace] | None = None
         self._palette = None
@@ -72,7 +75,7 @@ class FrameDriver:
         ``activity`` 0..1 (:func:`~.procedural.rig.speech_activity` of the whole track; None:
         judged from this frame alone) -- see :func:`~.procedural.rig.blend_rest_and_speech`; as
         they are for a video."""
-        if not self.portrait:
+        if not (self.portrait and self.own_rest):
             return np.asarray(articulation, np.float64)
         weight = None if activity is None else np.array([activity])
         return blend_rest_and_speech(articulation, source.rig.reference_params, ArticulationTrack.REST, weight)[0]
@@ -105,6 +108,7 @@ def iter_talking_segmentation(
     blink: bool = True,
     seed: int = 0,
     portrait: bool | None = None,
+    own_rest: bool = True,  # a portrait rests with its own mouth (False: with closed lips)
 ) -> Iterator[SegmentationFrame]:
     """The rig's talking segmentation, one frame at a time, each with its pose attached.
 
@@ -113,7 +117,7 @@ def iter_talking_segmentation(
     """
     n = len(params)
     assert len(source_index) == n, (len(source_index), n)
-    driver = FrameDriver(faces, blink, seed, portrait)
+    driver = FrameDriver(faces, blink, seed, portrait, own_rest)
     closure = driver.eye_closure(n, fps)
     activity = articulation_activity(params, fps)
     for t in range(n):

@@ -596,6 +596,7 @@ def iter_talk_track(
     portrait: bool | None,
     blend: str = "linear",  # paste-back: "linear" or "multiband"
     head_motion: float = 0.0,  # 0..1 idle head motion of a portrait (portrait_motion); 0: none
+    own_rest: bool = True,  # a portrait rests with its own mouth (False: closed lips)
 ):
     """The built-in stages chained on one parsed face track -- talking segmentation, synthesis,
     paste-back -- streaming full-resolution frames ``[H, W, 3]`` uint8, one at a time. The rig
@@ -605,7 +606,7 @@ def iter_talk_track(
     motion = None
     if portrait or (portrait is None and len(faces) == 1):
         motion = portrait_motion(faces, len(params), fps, seed, head_motion, params[:, 0])
-    frames = builtin.iter_talking_segmentation(faces, params, fps, source_index, blink, seed, portrait)
+    frames = builtin.iter_talking_segmentation(faces, params, fps, source_index, blink, seed, portrait, own_rest)
     return iter_paste_back(iter_synthesize(frames, faces, style, portrait), faces, blend=blend, motion=motion)
 
 
@@ -626,6 +627,7 @@ def iter_talk(
     face_index: int = -1,
     blend: str = "linear",
     head_motion: float = 0.0,
+    own_rest: bool = True,
 ):
     """Portrait or video frames + speech -> output frames, yielded one at a time (built-in chain).
 
@@ -634,6 +636,8 @@ def iter_talk(
     long video use :func:`iter_talk_chunks`). ``swaps``: ``[(regions, reference_image), ...]``
     local style edits from reference faces. ``head_motion`` 0..1: idle head motion of a portrait
     (from ``seed``, nodding on the speech's stressed syllables; a video keeps its own), 0: none.
+    ``own_rest``: a portrait's mouth at silence is its own (parted lips stay parted); False drives
+    it from closed lips, as a video's frames are.
     """
     from .frame_schedule import source_indices
     from .procedural.head_motion import check_strength
@@ -644,7 +648,7 @@ def iter_talk(
     style = _swapped_style(faces, swaps, crop_size)
     index = source_indices(len(faces), len(articulation), video_mode)
     stream = iter_talk_track(faces, articulation.params, articulation.fps, index, style, blink, seed, None,
-                             blend, head_motion)
+                             blend, head_motion, own_rest)
     yield from _reporting(stream, len(articulation), progress)
 
 

@@ -87,6 +87,10 @@ class TalkSettings:
     # Idle head motion of a portrait, 0..1 (procedural.head_motion; 0: the head stays still, the
     # library's default; the CLI and the nodes default to 0.5), from ``seed``; a video keeps its own.
     head_motion: float = 0.0
+    # A portrait's mouth at silence: its own (True: parted lips and teeth stay as in the photo) or
+    # closed lips (False; e.g. clips rendered as training data, whose checks read sync off the
+    # mouth following the loudness).
+    own_rest: bool = True
     # Adam steps refining the learned style codes against the face (E4S's optimisation; 0: off;
     # needs the learned encoder and generator). A video refines its one reference frame.
     optimize_steps: int = 0
@@ -154,6 +158,7 @@ def talk_image_file(image: np.ndarray, audio, out_path: PathLike, fps: float = 2
         stream = pipeline.iter_talk(
             frames, mono, fps, video_mode=settings.video_mode, blink=settings.blink,
             seed=settings.seed, input_name=input_name, progress=progress, head_motion=settings.head_motion,
+            own_rest=settings.own_rest,
             **_builtin_options(settings, models),
         )
     return _write(out_path, stream, fps, sound, streamed=False, inputs=named)

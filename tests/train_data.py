@@ -89,7 +89,10 @@ def render_clip(image: np.ndarray, sentence: str, path: Path, seed: int = 0) -> 
 
     wave, rate = speak_wave(sentence, rate=SPEECH_RATE)
     audio = {"waveform": torch.from_numpy(wave)[None, None], "sample_rate": rate}
-    settings = talk_file.TalkSettings(crop_size=RENDER_CROP, seed=seed)
+    # Closed lips at rest: both speakers smile with their teeth showing, and a portrait keeps its
+    # own mouth in the silences around each sentence -- open while the mel is quiet, which the
+    # checks that read frame/mel alignment off the mouth following the loudness cannot use.
+    settings = talk_file.TalkSettings(crop_size=RENDER_CROP, seed=seed, own_rest=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     talk_file.talk_image_file(image, audio, path, fps=25.0, settings=settings)
     return path

@@ -228,7 +228,8 @@ def cmd_talk(args: argparse.Namespace) -> int:
     if args.eval:
         from .eval.cli_eval import evaluate_talk_output
 
-        evaluate_talk_output(result.path, args.image or args.video, args.audio)
+        evaluate_talk_output(result.path, args.image or args.video, args.audio,
+                             args.head_motion if args.image else 0.0)
     return 0
 
 

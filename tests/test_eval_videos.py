@@ -242,3 +242,16 @@ def test_a_transcript_that_cannot_be_aligned_is_noted(dub, tmp_path):
     assert "bilabials" not in report.metrics["lip_sync"]
     assert any("bilabial closure not checked: the transcript (9 words) could not be aligned" in n
                for n in report.notes)
+
+
+def test_talk_eval_says_when_the_head_moved(dub, tmp_path):
+    """A default talk moves the portrait's head; its report says what that does to the rows that
+    compare with the still portrait."""
+    from segtalker_core.eval.cli_eval import evaluate_talk_output
+
+    video = tmp_path / "moved.mp4"
+    video.write_bytes(dub.video.read_bytes())
+    path = evaluate_talk_output(str(video), str(PORTRAIT), str(dub.speech), head_motion=0.5)
+    text = Path(path).read_text()
+    assert "the head moves (idle head motion 0.5)" in text
+    assert "--head-motion 0" in text

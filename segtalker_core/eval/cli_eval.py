@@ -130,14 +130,21 @@ def _check_weights(weights: dict[str, str], device: str) -> None:
             raise ValueError(f"--syncnet: {error}") from None
 
 
-def evaluate_talk_output(video: str, source: str, audio: str) -> Path:
+def evaluate_talk_output(video: str, source: str, audio: str, head_motion: float = 0.0) -> Path:
     """``talk --eval``: the dub ``video`` against its ``source`` (the portrait or the video it
-    dubbed) and the speech, reported into ``NAME_eval/`` beside the video."""
+    dubbed) and the speech, reported into ``NAME_eval/`` beside the video. ``head_motion``: the
+    portrait's idle head motion the talk used (the report says what it does to the rows)."""
     from .evaluate import evaluate_clip
     from .report import write_report
 
     folder = default_report_folder(video)
     report = evaluate_clip(video, source, audio, name=Path(video).stem)
+    if head_motion > 0:
+        report.notes.append(
+            f"the head moves (idle head motion {head_motion:g}): the static, texture, temporal and "
+            f"region rows compare with the still portrait and count that motion as change; talk "
+            f"with --head-motion 0 to measure the face alone"
+        )
     path = write_report(folder, [report], inputs={"-o": video, "--image/--video": source, "--audio": audio})
     print(f"wrote {path}")
     return path

@@ -3,15 +3,26 @@
 #
 #   bash setup.sh            # create or update .venv in the repository root
 #   bash setup.sh --force    # reinstall the Python requirements even if nothing changed
+#   VENV=.venv313 PYTHON=python3.13 bash setup.sh   # a second environment, here on Python 3.13
+#                                                   # (.ci/run's second leg does exactly this)
+#
+# Environment variables:
+#   VENV     the virtual environment's folder (default .venv; relative paths are taken from the
+#            repository root);
+#   PYTHON   the interpreter that creates it: a path or a command name (python3.13). A name that
+#            does not run (a pyenv shim of a version that is not selected) is also looked up in
+#            pyenv's versions. An existing VENV of another Python minor version is recreated;
+#   TORCH_INDEX_URL  a wheel index for torch/torchvision (see 2.).
 #
 # What it does:
-#   1. .venv with Python 3.10-3.13 (python3.11 preferred; override with PYTHON=/path/to/python);
+#   1. VENV with Python 3.10-3.13 (python3.11 preferred when PYTHON is not set);
 #   2. torch==2.14.1 + torchvision==0.29.1, pinned exactly because the real-ComfyUI tests run the
 #      ComfyUI 0.3.75 server, which needs torchvision. (Inside ComfyUI you keep ComfyUI's own torch:
 #      the pack lists no torch requirement.) Set TORCH_INDEX_URL to pick a wheel index, e.g.
 #      https://download.pytorch.org/whl/cpu for the CPU-only build;
 #   3. requirements.txt (the pack), requirements-dev.txt (tests), requirements-comfyui.txt (what the
-#      vendored ComfyUI server needs to boot in the tests);
+#      vendored ComfyUI server needs to boot in the tests); on 3.13 everything but mediapipe (the
+#      face models' test reference, no 3.13 wheel; requirements-dev.txt leaves it out there);
 #   4. system tools the tests use: espeak-ng (synthetic speech) and sox; installed with apt-get when
 #      run as root on a Debian/Ubuntu machine, otherwise the missing ones are printed.
 #   5. the browser tests' tools (tests/test_browser_frontend.py): Debian's chromium (apt-get, as
@@ -22,12 +33,14 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
 REPO_DIR="$(pwd)"
-VENV="$REPO_DIR/.venv"
+VENV="${VENV:-.venv}"
+[[ "$VENV" == /* ]] || VENV="$REPO_DIR/$VENV"
+VENV="${VENV%/}"
 FORCE=0
 for arg in "$@"; do
   case "$arg" in
     --force) FORCE=1 ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -45,15 +58,38 @@ py_ok() {  # is "$1" a Python 3.10-3.13 interpreter?
 }
 
 # ---------------------------------------------------------------- 1. virtual environment
+py_minor() { "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null; }
+
+resolve_python() {  # PYTHON as given (path or command), else the pyenv installation it names
+  local want="$1" cand root minor
+  if [[ "$want" == */* ]]; then
+    [[ -x "$want" ]] && py_ok "$want" && { echo "$want"; return 0; }
+    return 1
+  fi
+  cand="$(command -v "$want" 2>/dev/null || true)"
+  [[ -n "$cand" ]] && py_ok "$cand" && { echo "$cand"; return 0; }
+  # pyenv installs every version, but its shim runs only the selected ones.
+  if [[ "$want" =~ ^python(3\.[0-9]+)$ ]]; then
+    minor="${BASH_REMATCH[1]}"
+    root="$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"
+    for cand in $(ls -d "$root/versions/$minor".* 2>/dev/null | sort -V -r); do
+      [[ -x "$cand/bin/python$minor" ]] && py_ok "$cand/bin/python$minor" \
+        && { echo "$cand/bin/python$minor"; return 0; }
+    done
+  fi
+  return 1
+}
+
 step "Python virtual environment ($VENV)"
-if [[ -x "$VENV/bin/python" ]] && py_ok "$VENV/bin/python"; then
+PY=""
+if [[ -n "${PYTHON:-}" ]]; then
+  PY="$(resolve_python "$PYTHON")" || die "PYTHON=$PYTHON is not a Python 3.10-3.13 that runs here"
+fi
+if [[ -x "$VENV/bin/python" ]] && py_ok "$VENV/bin/python" \
+   && { [[ -z "$PY" ]] || [[ "$(py_minor "$VENV/bin/python")" == "$(py_minor "$PY")" ]]; }; then
   echo "reusing $("$VENV/bin/python" --version)"
 else
-  PY=""
-  if [[ -n "${PYTHON:-}" ]]; then
-    py_ok "$PYTHON" || die "PYTHON=$PYTHON is not Python 3.10-3.13"
-    PY="$PYTHON"
-  else
+  if [[ -z "$PY" ]]; then
     for cand in python3.11 python3.12 python3.13 python3.10 python3; do
       if command -v "$cand" >/dev/null 2>&1 && py_ok "$(command -v "$cand")"; then
         PY="$(command -v "$cand")"; break
@@ -62,10 +98,10 @@ else
   fi
   [[ -n "$PY" ]] || die "no Python 3.10-3.13 found (install python3.11, or set PYTHON=...)"
   if [[ -e "$VENV" ]]; then
-    echo "existing .venv is unusable; recreating it"
+    echo "existing $VENV is unusable or another Python version; recreating it"
     rm -rf "$VENV"
   fi
-  echo "creating .venv with $PY ($("$PY" --version))"
+  echo "creating $VENV with $PY ($("$PY" --version))"
   "$PY" -m venv "$VENV" || die "python -m venv failed (on Debian/Ubuntu: apt-get install python3-venv)"
 fi
 VPY="$VENV/bin/python"
@@ -167,4 +203,4 @@ else
   echo "    (cd tests/browser && npm ci)"
 fi
 
-step "done in ${SECONDS}s. Run the tests with: .venv/bin/python -m pytest -q"
+step "done in ${SECONDS}s. Run the tests with: ${VENV#"$REPO_DIR/"}/bin/python -m pytest -q"

@@ -649,8 +649,11 @@ def pack_log_problems(log: str, pack_dir: Path, link_path: Path) -> list[str]:
     entrypoint, any traceback through the pack's files. Core failures (nodes_audio...) are not ours."""
     pack_dir = Path(pack_dir).resolve()
     markers = {str(link_path), str(pack_dir), PACK_LINK_NAME}
-    # A venv inside the repository is not the pack: core tracebacks may run through it.
-    log = log.replace(str(pack_dir / ".venv"), "<venv>")
+    # A venv inside the repository (.venv, or .ci/run's .venv313) is not the pack: core
+    # tracebacks may run through it. Longest first: ".venv" is a prefix of ".venv313".
+    venvs = {str(pack_dir / ".venv")} | {str(p) for p in pack_dir.glob(".venv*") if p.is_dir()}
+    for venv in sorted(venvs, key=len, reverse=True):
+        log = log.replace(venv, "<venv>")
     problems = []
     lines = log.splitlines()
     i = 0

@@ -11,6 +11,11 @@ Fixtures (session-scoped):
 * ``prepared_dataset`` -- the folder of a small real training dataset: talking clips rendered by
                           the built-in chain, prepared by the ``prepare`` CLI (``train_data.py``);
                           its source videos are in ``train_data.source_folder(root)``.
+
+Marker ``mediapipe_reference`` (added here to every test that uses the ``mp_solutions`` fixture):
+the comparisons against mediapipe 0.10.14 itself. mediapipe has no wheel for Python 3.13, so
+``.ci/run``'s 3.13 leg deselects them (``-m "not mediapipe_reference"``, counted in pytest's
+"deselected"); the main leg (Python 3.11, mediapipe installed) runs them.
 """
 from __future__ import annotations
 
@@ -26,6 +31,23 @@ for _p in (str(REPO_DIR), str(TESTS_DIR)):
         sys.path.insert(0, _p)
 
 import comfyui_host  # noqa: E402
+
+
+MEDIAPIPE_REFERENCE = "mediapipe_reference"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", f"{MEDIAPIPE_REFERENCE}: compares against mediapipe 0.10.14 itself (no wheel for "
+                   "Python 3.13: the 3.13 CI leg deselects these)")
+
+
+# tryfirst: the marker must be on the items before pytest's own -m selection looks at them.
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "mp_solutions" in getattr(item, "fixturenames", ()):
+            item.add_marker(MEDIAPIPE_REFERENCE)
 
 
 def _unavailable(reason: str):

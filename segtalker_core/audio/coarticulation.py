@@ -27,19 +27,33 @@ def coarticulate(targets: np.ndarray, dominance: np.ndarray, frame_rate: float, 
         return targets.astype(np.float32)
     w = np.maximum(dominance.astype(np.float64), 1e-6)
     a = np.exp(-1.0 / (frame_rate * tau_s.astype(np.float64)))  # [P]
-    num = _two_sided(w * targets, a)
-    den = _two_sided(w, a)
-    return (num / den).astype(np.float32)
+    # Numerator and denominator in one pass: one Python step per frame for both.
+    p = targets.shape[1]
+    both = _two_sided(np.concatenate([w * targets, w], axis=1), np.concatenate([a, a]))
+    return (both[:, :p] / both[:, p:]).astype(np.float32)
 
 
 def _two_sided(x: np.ndarray, a: np.ndarray) -> np.ndarray:
-    """``sum_s a^|t-s| x_s`` along axis 0 for each column, ``a`` per column."""
-    import scipy.signal
+    """``sum_s a^|t-s| x_s`` along axis 0 for each column, ``a`` per column: ``x`` ``[F, P]``
+    float64, ``a`` ``[P]`` -> ``[F, P]`` float64."""
+    assert x.ndim == 2 and a.shape == (x.shape[1],), (x.shape, a.shape)
+    forward = _decaying_sum(x, a)
+    backward = _decaying_sum(x[::-1], a)[::-1]
+    return forward + backward - x  # both sums hold x_t itself once
 
+
+def _decaying_sum(x: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """``y_t = x_t + a y_{t-1}`` (``y_0 = x_0``) down axis 0, every column at once.
+
+    The first-order recursion ``scipy.signal.lfilter([1], [1, -a], x)`` computes, written out
+    (the same operations in the same order, so the same floats): importing ``scipy.signal``
+    cost a third of a second of every cold start. A Python step per frame is ~1 us per column
+    set, 0.1 s for an hour of audio at 25 fps, against seconds of rendering.
+    """
     out = np.empty_like(x)
-    for j in range(x.shape[1]):
-        b, den = [1.0], [1.0, -a[j]]
-        fwd = scipy.signal.lfilter(b, den, x[:, j])
-        bwd = scipy.signal.lfilter(b, den, x[::-1, j])[::-1]
-        out[:, j] = fwd + bwd - x[:, j]
+    if len(x) == 0:
+        return out
+    out[0] = x[0]
+    for t in range(1, len(x)):
+        out[t] = x[t] + a * out[t - 1]
     return out

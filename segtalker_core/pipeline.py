@@ -515,13 +515,12 @@ def iter_paste_back(
     """Full-resolution frames ``[H, W, 3]`` uint8, one per crop (feeds a video writer without
     holding the video). A frame whose source has no face passes through unchanged. ``motion``
     moves the person of the pasted frame ``t`` (the ``t``-th pair) by its idle head motion."""
-    from .builtin import paste_mask
-    from .face.paste import paste_face
+    from .face.paste import changed_paste_mask, paste_face
 
     for t, (crop, frame) in enumerate(pairs):
         i = frame.source_index
         if faces.found[i]:
-            mask = paste_mask(crop, frame.regions, faces.crops[i], faces.regions[i], feather_px)
+            mask = changed_paste_mask(crop, frame.regions, faces.crops[i], faces.regions[i], feather_px)
             pasted = paste_face(faces.frames[i], crop, faces.transforms[i], mask, blend=blend)
             yield pasted if motion is None else motion.apply(pasted, t)
         else:

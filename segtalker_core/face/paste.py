@@ -9,7 +9,9 @@ Mask (:func:`face_blend_mask`, crop space, float32 0..1):
   this list (hair, ears, neck) must be added through ``regions`` or the swap will not show;
 * optionally cut to the face-oval polygon of the landmarks (parsers sometimes spill "skin" into
   the neck or a hand) and/or to a band of ``band_px`` around the pixels the renderer ``changed``
-  (everything else then stays the original frame bit for bit);
+  (everything else then stays the original frame bit for bit); with ``changed`` every step works
+  on that band's bounding box only (grown by the blur's reach; exactly the whole-crop result,
+  since the mask is 0 outside it), so a mouth-only edit costs a fraction of a whole-crop mask;
 * eroded by ``erode_px`` (default ``feather_px``; negative grows), then blurred with a Gaussian of
   sigma ``feather_px / 2`` so that it has fallen to ~0 at the face-area border;
 * multiplied by a ramp that is exactly 0 in the outer ``border_px`` pixels of the crop and reaches
@@ -53,6 +55,7 @@ FACE_REGIONS: tuple[int, ...] = tuple(
 MASK_EPSILON = 1.0 / 512.0  # below this a mask value cannot change a uint8 pixel
 BLEND_MODES = ("linear", "multiband")  # paste_face(blend=...)
 _CORRECTION_DOWNSCALE = 8
+_WINDOW_ALIGN = 64  # columns of a band window: a multiple of any SIMD block OpenCV uses
 
 
 def face_blend_mask(
@@ -79,41 +82,132 @@ def face_blend_mask(
     if feather_px < 0:
         raise ValueError(f"feather_px must be >= 0, got {feather_px}")
     size = _mask_size(regions12, changed, crop_size)
-    area = None
+    maps = None
     if regions12 is not None:
         maps = np.asarray(regions12)
         maps = maps[None] if maps.ndim == 2 else maps
         if maps.ndim != 3 or maps.shape[1:] != (size, size):
             raise ValueError(f"regions12 must be [S, S] or [K, S, S]; got {maps.shape}")
-        lut = np.zeros(256, dtype=bool)
-        lut[L.parse_region_list(regions) if _are_names(regions) else list(regions)] = True
-        area = lut[maps.astype(np.uint8, copy=False)].any(axis=0)
+    oval = None
     if landmarks is not None and np.isfinite(np.asarray(landmarks)[:, :2]).all():
         oval = _polygon_mask(landmarks, T.FACE_OVAL, size)
-        area = oval if area is None else area & oval
-    if area is None:
+    if maps is None and oval is None:
         raise ValueError(
             "face_blend_mask needs a 12-region map or finite landmarks; got neither "
             "(a frame without a face has nothing to paste)"
         )
+    band_by = band_px if band_px is not None else 3.0 * feather_px
+    erode_by = feather_px if erode_px is None else float(erode_px)
+    mask = np.zeros((size, size), np.float32)
+    # The window every step works in: the whole crop, or with `changed` the band's bounding box
+    # grown by what the later steps reach (a negative erosion grows, the blur spreads).
+    window = (0, 0, size, size)
     if changed is not None:
         changed = np.asarray(changed, dtype=bool)
         if changed.shape != (size, size):
             raise ValueError(f"changed must be [S, S] = {(size, size)}; got {changed.shape}")
-        band = dilate(changed, band_px if band_px is not None else 3.0 * feather_px)
-        area = (area | changed) & band
-    erode_by = feather_px if erode_px is None else float(erode_px)
+        window = _band_window(changed, band_by, max(-erode_by, 0.0), feather_px, size)
+        if window is None:  # nothing changed: nothing to paste
+            return mask
+    y0, x0, y1, x1 = window
+    inner = np.s_[y0:y1, x0:x1]
+    area = None
+    if maps is not None:
+        lut = np.zeros(256, dtype=bool)
+        lut[L.parse_region_list(regions) if _are_names(regions) else list(regions)] = True
+        area = lut[maps[(slice(None),) + inner].astype(np.uint8, copy=False)].any(axis=0)
+    if oval is not None:
+        area = oval[inner] if area is None else area & oval[inner]
+    if changed is not None:
+        near = changed[inner]
+        area = (area | near) & dilate(near, band_by)
+    # Beyond the window's sides inside the crop the mask is 0 (the band does not reach there),
+    # which is what erode's shrink_from_edge assumes past an edge: the erosion is exact in it.
     if erode_by > 0:
         area = erode(area, erode_by, shrink_from_edge=True)  # outside the crop is not face
     elif erode_by < 0:
         area = dilate(area, -erode_by)
-    mask = area.astype(np.float32)
+    soft = area.astype(np.float32)
     if feather_px > 0:
-        mask = cv2.GaussianBlur(mask, (0, 0), sigmaX=feather_px / 2.0,
+        # BORDER_CONSTANT: zeros past the window's sides, as the crop holds there (or its edge).
+        soft = cv2.GaussianBlur(soft, (0, 0), sigmaX=feather_px / 2.0,
                                 borderType=cv2.BORDER_CONSTANT)
-    mask *= _border_ramp(size, int(border_px), max(float(feather_px), 1.0))
-    mask[mask < MASK_EPSILON] = 0.0
+    soft *= _border_ramp(size, int(border_px), max(float(feather_px), 1.0))[inner]
+    soft[soft < MASK_EPSILON] = 0.0
+    mask[inner] = soft
     return mask
+
+
+def _band_window(changed: np.ndarray, band_px: float, grow_px: float, feather_px: float,
+                 size: int) -> tuple[int, int, int, int] | None:
+    """``(y0, x0, y1, x1)`` of the crop a mask limited to ``band_px`` around ``changed`` can
+    touch, after growing by ``grow_px`` and blurring with sigma ``feather_px / 2``; None when
+    nothing changed.
+
+    Columns are widened to multiples of :data:`_WINDOW_ALIGN`: OpenCV's filters run vectorised
+    in blocks along a row and finish a row's remainder in scalar code, whose rounding can differ
+    in the last bit; on aligned columns (and a crop side that is a multiple) every pixel takes
+    the path it takes over the whole crop, so the result is bit for bit the whole-crop one.
+    """
+    cols = np.flatnonzero(changed.any(axis=0))
+    if len(cols) == 0:
+        return None
+    rows = np.flatnonzero(changed.any(axis=1))
+    # +2: the distance-transform threshold is inclusive and the blur kernel's own rounding.
+    reach = int(np.ceil(max(band_px, 0.0) + grow_px)) + _blur_radius(feather_px) + 2
+    y0, y1 = max(int(rows[0]) - reach, 0), min(int(rows[-1]) + 1 + reach, size)
+    x0, x1 = max(int(cols[0]) - reach, 0), min(int(cols[-1]) + 1 + reach, size)
+    if size % _WINDOW_ALIGN == 0:
+        x0 = x0 - x0 % _WINDOW_ALIGN
+        x1 = min(x1 + (-x1) % _WINDOW_ALIGN, size)
+    else:  # an unaligned crop: the whole width keeps every row's split where it was
+        x0, x1 = 0, size
+    return y0, x0, y1, x1
+
+
+def _blur_radius(feather_px: float) -> int:
+    """Half the Gaussian kernel OpenCV builds for sigma ``feather_px / 2`` on float images
+    (``ksize = round(8 * sigma + 1) | 1``)."""
+    if feather_px <= 0:
+        return 0
+    return (int(round(8.0 * feather_px / 2.0 + 1.0)) | 1) // 2
+
+
+def changed_pixels(crop: np.ndarray, source_crop: np.ndarray) -> np.ndarray:
+    """``[S, S]`` bool: where ``crop`` and ``source_crop`` (``[S, S, 3]`` uint8) differ in any
+    channel. (A channel-wise absolute difference OR-ed over the channels: ~10x cheaper than
+    comparing the arrays in numpy and reducing over the last axis.)"""
+    crop, source_crop = _check_image(crop, "crop"), _check_image(source_crop, "source_crop")
+    if crop.shape != source_crop.shape:
+        raise ValueError(f"crop {crop.shape} and source_crop {source_crop.shape} must match")
+    diff = cv2.absdiff(crop, source_crop)
+    return cv2.bitwise_or(cv2.bitwise_or(diff[..., 0], diff[..., 1]), diff[..., 2]) != 0
+
+
+def changed_paste_mask(
+    crop: np.ndarray,  # [S, S, 3] rendered crop
+    regions: np.ndarray,  # [S, S] its 12-region map
+    source_crop: np.ndarray,  # [S, S, 3] the input frame's crop
+    source_regions: np.ndarray,  # [S, S] its 12-region map
+    feather_px: float,
+) -> np.ndarray:
+    """Paste mask ``[S, S]`` float32 of a crop rendered from ``source_crop``: the face regions
+    (plus any region the crop changed) of either map, limited to a band around the pixels that
+    differ from the source crop, so the rest of the frame stays untouched. All zeros when
+    nothing changed. Pure (no state): safe to call from several threads at once."""
+    changed = changed_pixels(crop, source_crop)
+    regions, source_regions = np.asarray(regions), np.asarray(source_regions)
+    if regions.shape != changed.shape or source_regions.shape != changed.shape:
+        raise ValueError(f"regions {regions.shape} and source_regions {source_regions.shape} must "
+                         f"be [S, S] = {changed.shape} like the crops")
+    if not changed.any():
+        return np.zeros(changed.shape, np.float32)
+    touched = np.zeros(256, dtype=bool)
+    touched[regions[changed]] = True
+    touched[source_regions[changed]] = True
+    touched[list(FACE_REGIONS)] = True
+    return face_blend_mask(np.stack([regions, source_regions]), feather_px,
+                           regions=np.flatnonzero(touched).tolist(), changed=changed)
 
 
 def paste_box(

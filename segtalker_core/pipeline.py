@@ -151,8 +151,10 @@ def iter_face_tracks(
             if len(chunk):
                 read += len(chunk)
                 released = aligner.push(chunk)
+                chunk = None  # the aligner holds what it needs of it
                 if released is not None:
                     yield track(released)
+                    released = None  # the track's frames go as soon as the caller drops it
             if max_frames is not None and read >= max_frames:
                 break  # do not decode frames nobody needs
         released = aligner.flush()
@@ -692,6 +694,9 @@ def iter_talk_chunks(
             done += 1
             if progress is not None:
                 progress(done, n_frames)
+        # Let this run's frames, crops and per-frame renderers go before the next chunk is
+        # decoded and parsed (the loop variables would keep them alive until then).
+        faces = stream = frame = None
     if done < n_frames:
         raise ValueError(
             f"input '{input_name}' ended after {done} frames but the audio needs {n_frames} (the "

@@ -178,7 +178,7 @@ def talk_video_file(video_path: PathLike, audio, out_path: PathLike,
     file are named ``"video"`` and ``"audio"`` unless ``inputs`` names them. ``refine_progress``:
     as for :func:`talk_image_file` (a video refines the codes of its one reference frame).
     """
-    from .video_io import VideoReader, check_fps, probe_video
+    from .video_io import VideoReader, check_fps, prefetched, probe_video
     from .video_timing import REORDER_MARGIN, scan_video_packets, warn_if_variable
 
     named = _named_inputs(inputs, {"video": video_path, "audio": _path_or_none(audio)})
@@ -206,11 +206,16 @@ def talk_video_file(video_path: PathLike, audio, out_path: PathLike,
     if streamed:
         def stream() -> Iterator[np.ndarray]:
             # Long enough to cut: read chunk by chunk, so memory does not grow with the length.
+            # The next chunk is decoded on a worker thread while this one is dubbed.
             with VideoReader(video_path, chunk_size=CHUNK_FRAMES, max_frames=n_frames) as reader:
-                yield from pipeline.iter_talk_chunks(
-                    resized_chunks(reader, size), mono, fps, input_name=name, progress=progress,
-                    **_builtin_options(settings, models),
-                )
+                chunks = prefetched(resized_chunks(reader, size))
+                try:
+                    yield from pipeline.iter_talk_chunks(
+                        chunks, mono, fps, input_name=name, progress=progress,
+                        **_builtin_options(settings, models),
+                    )
+                finally:  # the decoder thread is stopped before the reader closes its file
+                    chunks.close()
         frames_out = stream()
     else:
         frames = read_frames(video_path, max_frames=n_frames, size=size)

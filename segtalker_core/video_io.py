@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -737,14 +737,79 @@ class VideoReader:
                 self.info.path, self.decoded, self.info.frame_count, problem, self.decoded)
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        chunk: list[np.ndarray] = []
+        # Each frame is copied once, into a chunk allocated up front (no list of frames and a
+        # stacked copy of it alive together). A chunk is new for every yield, never reused: the
+        # caller may keep its frames (the aligner holds a few back for its smoothing).
+        chunk, count = None, 0
         for frame in self.frames():
-            chunk.append(frame)
-            if len(chunk) == self.chunk_size:
-                yield np.stack(chunk)
-                chunk = []
-        if chunk:
-            yield np.stack(chunk)
+            if chunk is None:
+                chunk = np.empty((self.chunk_size,) + frame.shape, np.uint8)
+            chunk[count] = frame
+            count += 1
+            if count == self.chunk_size:
+                yield chunk
+                chunk, count = None, 0
+        if count:
+            yield chunk[:count]
+
+
+def prefetched(items: Iterable[Any], depth: int = 1, name: str = "video-decoder") -> Iterator[Any]:
+    """``items`` as they are, produced on a worker thread up to ``depth`` ahead of the caller.
+
+    For decoding (FFmpeg releases the GIL while it decodes and converts) overlapping the work on
+    the previous chunk. At most ``depth`` finished items wait (plus the one being made), so memory
+    stays bounded. An error in the worker is raised in the caller where the item would have come;
+    when the caller stops early (or raises), the worker is told to stop and is joined, and
+    ``items`` is closed on the worker's thread.
+    """
+    import queue
+    import threading
+
+    if int(depth) < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    done = object()
+    slots: "queue.Queue[Any]" = queue.Queue(maxsize=int(depth))
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        source = iter(items)
+        try:
+            for item in source:
+                if not put((item, None)):
+                    break
+                del item  # the caller owns it now: do not keep it alive here
+        except BaseException as error:  # raised in the caller
+            put((None, error))
+            return
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+        put((done, None))
+
+    worker = threading.Thread(target=run, name=name, daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = slots.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+            del item  # released before the next one is waited for
+    finally:
+        stop.set()
+        worker.join()
 
 
 def _frame_to_rgb(frame: Any) -> np.ndarray:

@@ -196,3 +196,57 @@ def test_bad_input_errors(tmp_path):
         V.fps_fraction(0)
     with pytest.raises(FileNotFoundError, match="not found"):
         V.probe_video(tmp_path / "missing.mp4")
+
+
+def test_prefetched_gives_the_items_in_order_and_raises_the_workers_error_in_the_caller():
+    from segtalker_core.video_io import prefetched
+
+    assert list(prefetched(iter(range(7)), depth=2)) == list(range(7))
+
+    def failing():
+        yield 1
+        raise RuntimeError("decoder broke")
+
+    got = []
+    with pytest.raises(RuntimeError, match="decoder broke"):
+        for item in prefetched(failing()):
+            got.append(item)
+    assert got == [1]
+
+
+def test_prefetched_stops_its_worker_and_closes_the_source_when_the_caller_stops_early():
+    import threading
+
+    from segtalker_core.video_io import prefetched
+
+    closed = threading.Event()
+
+    def endless():
+        try:
+            n = 0
+            while True:
+                yield n
+                n += 1
+        finally:
+            closed.set()
+
+    items = prefetched(endless())
+    assert [next(items) for _ in range(3)] == [0, 1, 2]
+    items.close()  # joins the worker: the source is closed when close() returns
+    assert closed.is_set()
+    assert not any(t.name == "video-decoder" for t in threading.enumerate())
+
+
+def test_reader_chunks_are_separate_arrays_holding_the_frames_in_order(tmp_path):
+    from video_clips import noise_frames, write_raw_clip
+
+    from segtalker_core.video_io import VideoReader
+
+    path = write_raw_clip(tmp_path / "clip.mp4", noise_frames(7, 32, 48))
+    with VideoReader(path, chunk_size=3) as reader:
+        chunks = list(reader)
+        frames = list(VideoReader(path).frames())
+    assert [len(c) for c in chunks] == [3, 3, 1]
+    # A chunk the caller keeps is never overwritten by the next one.
+    assert not any(np.shares_memory(a, b) for i, a in enumerate(chunks) for b in chunks[i + 1:])
+    np.testing.assert_array_equal(np.concatenate(chunks), np.stack(frames))

@@ -149,6 +149,9 @@ class StreamingAligner:
         self._context_raw = np.concatenate([self._context_raw, self._raw[:count]])[max(0, len(self._context_raw) + count - keep):]
         self._context_found = np.concatenate([self._context_found, self._found[:count]])[max(0, len(self._context_found) + count - keep):]
         del self._frames[:count]
+        # The frames held back are views into the caller's chunk, which they would keep alive
+        # whole until the next release: keep copies of the few, and let the chunk go.
+        self._frames = [f.copy() if f.base is not None else f for f in self._frames]
         self._landmarks, self._found, self._raw = self._landmarks[count:], self._found[count:], self._raw[count:]
         return rgb, out
 

@@ -757,10 +757,11 @@ def prefetched(items: Iterable[Any], depth: int = 1, name: str = "video-decoder"
     """``items`` as they are, produced on a worker thread up to ``depth`` ahead of the caller.
 
     For decoding (FFmpeg releases the GIL while it decodes and converts) overlapping the work on
-    the previous chunk. At most ``depth`` finished items wait (plus the one being made), so memory
-    stays bounded. An error in the worker is raised in the caller where the item would have come;
-    when the caller stops early (or raises), the worker is told to stop and is joined, and
-    ``items`` is closed on the worker's thread.
+    the previous chunk. The worker starts an item only when fewer than ``depth`` are made and not
+    yet taken, so at most ``depth`` items exist beyond the one the caller works on (with depth 1,
+    two chunks in all: memory stays bounded and small). An error in the worker is raised in the
+    caller where the item would have come; when the caller stops early (or raises), the worker
+    is told to stop and is joined, and ``items`` is closed on the worker's thread.
     """
     import queue
     import threading
@@ -768,33 +769,34 @@ def prefetched(items: Iterable[Any], depth: int = 1, name: str = "video-decoder"
     if int(depth) < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
     done = object()
-    slots: "queue.Queue[Any]" = queue.Queue(maxsize=int(depth))
+    slots: "queue.Queue[Any]" = queue.Queue()
+    # One permit per item that may exist ahead of the caller; taking an item gives one back.
+    permits = threading.Semaphore(int(depth))
     stop = threading.Event()
 
-    def put(item: Any) -> bool:
+    def wait_for_permit() -> bool:
         while not stop.is_set():
-            try:
-                slots.put(item, timeout=0.1)
+            if permits.acquire(timeout=0.1):
                 return True
-            except queue.Full:
-                continue
         return False
 
     def run() -> None:
         source = iter(items)
         try:
-            for item in source:
-                if not put((item, None)):
-                    break
+            while wait_for_permit():
+                item = next(source, done)
+                slots.put((item, None))
+                if item is done:
+                    return
                 del item  # the caller owns it now: do not keep it alive here
+            return
         except BaseException as error:  # raised in the caller
-            put((None, error))
+            slots.put((None, error))
             return
         finally:
             close = getattr(source, "close", None)
             if close is not None:
                 close()
-        put((done, None))
 
     worker = threading.Thread(target=run, name=name, daemon=True)
     worker.start()
@@ -805,6 +807,7 @@ def prefetched(items: Iterable[Any], depth: int = 1, name: str = "video-decoder"
                 raise error
             if item is done:
                 return
+            permits.release()  # the worker may start the next item while this one is used
             yield item
             del item  # released before the next one is waited for
     finally:

@@ -250,3 +250,23 @@ def test_reader_chunks_are_separate_arrays_holding_the_frames_in_order(tmp_path)
     # A chunk the caller keeps is never overwritten by the next one.
     assert not any(np.shares_memory(a, b) for i, a in enumerate(chunks) for b in chunks[i + 1:])
     np.testing.assert_array_equal(np.concatenate(chunks), np.stack(frames))
+
+
+def test_prefetched_makes_at_most_depth_items_ahead_of_the_caller():
+    import time
+
+    from segtalker_core.video_io import prefetched
+
+    made = []
+
+    def counted():
+        for n in range(6):
+            made.append(n)
+            yield n
+
+    items = prefetched(counted(), depth=1)
+    for taken in range(4):
+        assert next(items) == taken
+        time.sleep(0.3)  # give the worker every chance to run ahead
+        assert len(made) <= taken + 2, (taken, made)
+    items.close()

@@ -785,13 +785,13 @@ def prefetched(items: Iterable[Any], depth: int = 1, name: str = "video-decoder"
         try:
             while wait_for_permit():
                 item = next(source, done)
-                slots.put((item, None))
+                slots.put((None, item))
                 if item is done:
                     return
                 del item  # the caller owns it now: do not keep it alive here
             return
         except BaseException as error:  # raised in the caller
-            slots.put((None, error))
+            slots.put((error, None))
             return
         finally:
             close = getattr(source, "close", None)
@@ -802,14 +802,17 @@ def prefetched(items: Iterable[Any], depth: int = 1, name: str = "video-decoder"
     worker.start()
     try:
         while True:
-            item, error = slots.get()
+            error, item = slots.get()
             if error is not None:
                 raise error
             if item is done:
                 return
             permits.release()  # the worker may start the next item while this one is used
-            yield item
-            del item  # released before the next one is waited for
+            # Handed over without a reference left in this frame: a suspended generator would
+            # otherwise keep the caller's chunk alive until the next one is asked for.
+            box = [item]
+            del item
+            yield box.pop()
     finally:
         stop.set()
         worker.join()

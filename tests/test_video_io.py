@@ -270,3 +270,21 @@ def test_prefetched_makes_at_most_depth_items_ahead_of_the_caller():
         time.sleep(0.3)  # give the worker every chance to run ahead
         assert len(made) <= taken + 2, (taken, made)
     items.close()
+
+
+def test_prefetched_keeps_no_reference_to_an_item_the_caller_dropped():
+    import gc
+    import weakref
+
+    from segtalker_core.video_io import prefetched
+
+    class Chunk:
+        pass
+
+    items = prefetched(Chunk() for _ in range(3))
+    first = next(items)
+    ref = weakref.ref(first)
+    del first
+    gc.collect()
+    assert ref() is None  # the generator, suspended, does not hold the chunk handed out
+    items.close()

@@ -56,3 +56,26 @@ def test_streamed_crops_equal_the_whole_clip_parse(frames):
 def test_a_stream_shorter_than_the_smoothing_window_is_complete(frames):
     transforms, _ = _streamed_transforms(frames[:5], 2)
     assert len(transforms) == 5
+
+
+def test_dub_frames_equal_the_pre_optimisation_path(frames, monkeypatch):
+    """A streamed dub (chunks decoded ahead on a thread, band-window paste masks) gives the very
+    frames of the old path: chunks read in the caller's thread and the whole-crop paste mask
+    (test_paste_window's reference, the code before the change)."""
+    from test_paste_window import reference_paste_mask
+    from video_clips import SPEECH
+
+    from segtalker_core.audio.io import load_audio, read_audio_file
+    from segtalker_core.video_io import prefetched
+
+    wave, rate = read_audio_file(SPEECH)
+    speech = load_audio(wave[..., int(1.0 * rate) : int(1.8 * rate)], sample_rate=rate, name="audio")
+    chunks = [frames[i : i + CHUNK] for i in range(0, 24, CHUNK)]
+    new = list(pipeline.iter_talk_chunks(prefetched(iter(chunks)), speech, 25.0, crop_size=CROP))
+    monkeypatch.setattr("segtalker_core.face.paste.changed_paste_mask", reference_paste_mask)
+    old = list(pipeline.iter_talk_chunks(iter(chunks), speech, 25.0, crop_size=CROP))
+    assert len(new) == len(old) == 20
+    changed = sum(not np.array_equal(f, frames[i]) for i, f in enumerate(old))
+    assert changed >= 10  # the mouth moved: the masks compared are real ones
+    for i, (a, b) in enumerate(zip(new, old)):
+        np.testing.assert_array_equal(a, b, err_msg=f"frame {i}")

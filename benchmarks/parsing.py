@@ -1,9 +1,13 @@
 """Face parsing benchmark: ms per frame at 512 px on CPU, built-in parser vs BiSeNet.
 
     .venv/bin/python benchmarks/parsing.py [--repeats 20] [--size 512]
+    .venv/bin/python benchmarks/parsing.py --quick    # a few seconds: 2 repeats, small batches
 
-Rows: MediaPipe face-mesh detection (image and video mode) and FFHQ alignment + warp on the
-512 px astronaut portrait; the built-in parser (selfie segmentation + rasterisation) on aligned
+Rows: our PyTorch detector + 478-point mesh on the CPU (one frame, and a batch of 16 in one
+forward each) beside mediapipe 0.10.14's own (timed interleaved with ours, CPU ratio ours /
+mediapipe; "mediapipe not installed" where it is absent: the rows and their timing are shared
+with ``benchmarks/face_models.py``); the pack's detector (``FaceMeshDetector``, image and video
+mode) and FFHQ alignment + warp on the 512 px astronaut portrait; the built-in parser (selfie segmentation + rasterisation) on aligned
 crops; a randomly initialised BiSeNet (same cost as the real checkpoint) at batch 1 and 4, if
 ``segtalker_core.parsing.bisenet`` is present. Times are the median over ``--repeats`` runs after a
 warm-up; the minimum and the process CPU time are shown too, since this machine's cores are
@@ -48,7 +52,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--size", type=int, default=512, help="crop size")
+    ap.add_argument("--batch", type=int, default=16, help="frames in the batched mesh row")
+    ap.add_argument("--quick", action="store_true",
+                    help="a few seconds: 2 repeats, a batch of 4, 256 px crops, no BiSeNet batch 4")
     args = ap.parse_args()
+    if args.quick:
+        args.repeats, args.batch, args.size = 2, 4, 256
 
     import cv2
     import skimage.data
@@ -66,7 +75,18 @@ def main() -> None:
     crops = np.repeat(aligned.crops, 4, axis=0)
     landmarks = np.repeat(aligned.landmarks, 4, axis=0)
 
-    print(f"CPU, crop {args.size} px, ms per frame over {args.repeats} runs: wall-clock median and "
+    import os
+
+    from face_models import interleaved, landmark_rows, print_table
+
+    contenders, missing, closing = landmark_rows(frame, args.batch, tracking=False)
+    print(f"Our detector + mesh vs mediapipe, {args.repeats} interleaved repeats (ours on 1 torch "
+          f"thread), load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+    print_table(contenders, interleaved(contenders, args.repeats), missing)
+    for handle in closing:
+        handle.close()
+
+    print(f"\nCPU, crop {args.size} px, ms per frame over {args.repeats} runs: wall-clock median and "
           f"minimum, and CPU time (all threads) median\n")
     print(f"| {'stage':58s} | {'wall med':>10s} | {'wall min':>11s} | {'CPU med':>11s} |")
     print(f"|{'-' * 60}|{'-' * 12}|{'-' * 13}|{'-' * 13}|")
@@ -103,13 +123,17 @@ def main() -> None:
     except ImportError as error:
         row("BiSeNet", f"missing ({error})")
         return
+    if args.quick:
+        row("BiSeNet", "not timed in --quick (seconds per frame)")
+        return
     torch.manual_seed(0)
     model = BiSeNet()
     threads = torch.get_num_threads()
-    for batch in (1, 4):
+    for batch in (1,) if args.quick else (1, 4):
         parser = BiSeNetParser(model, device="cpu", dtype=torch.float32, batch_size=batch)
         row(f"BiSeNet random init, 512 input, fp32, batch {batch} ({threads} threads)",
-            timed(lambda: parser.parse(crops[:batch]), max(3, args.repeats // 4), batch))
+            timed(lambda: parser.parse(crops[:batch]), max(1 if args.quick else 3, args.repeats // 4),
+                  batch))
 
 
 if __name__ == "__main__":

@@ -306,3 +306,32 @@ def test_the_shipped_weights_are_what_the_converter_writes(mp_solutions, tmp_pat
     for _, name in tool.MODELS:
         shipped = (loading.WEIGHTS_DIR / f"{name}.safetensors").read_bytes()
         assert (tmp_path / f"{name}.safetensors").read_bytes() == shipped, name
+
+
+@pytest.mark.parametrize("file_name, size", [(loading.MESH_FILE, 192),
+                                             (loading.DETECTOR_FILE, 128),
+                                             (loading.SELFIE_FILE, 256)])
+def test_the_frozen_cpu_graph_is_bit_identical_to_the_eager_graph(file_name, size):
+    """CPU inference runs a torch.jit-frozen trace of the graph (speed); it must be the same
+    computation: equal outputs bit for bit, for batch sizes other than the traced one."""
+    network = loading.load_network(file_name)
+    generator = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        for batch in (1, 3):
+            image = torch.rand((batch, 3, size, size), generator=generator) * 2 - 1
+            frozen = network(image)
+            assert network._frozen is not None, "the CPU forward did not use the frozen graph"
+            eager = network._run(image.contiguous(memory_format=torch.channels_last))
+            assert frozen.keys() == eager.keys()
+            for name in frozen:
+                assert frozen[name].shape[0] == batch
+                assert torch.equal(frozen[name], eager[name]), (file_name, batch, name)
+
+
+def test_a_forward_that_needs_gradients_runs_the_eager_graph():
+    network = loading.load_network(loading.DETECTOR_FILE)
+    image = torch.rand((1, 3, 128, 128), requires_grad=True)
+    outputs = network(image)
+    assert network._frozen is None  # nothing traced: the frozen graph holds no autograd
+    sum(value.sum() for value in outputs.values()).backward()
+    assert image.grad is not None and image.grad.abs().sum() > 0

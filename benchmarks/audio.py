@@ -40,7 +40,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--fps", type=float, default=25.0)
+    ap.add_argument("--quick", action="store_true", help="6 s of speech: only shows that it runs")
     args = ap.parse_args()
+    if args.quick:
+        args.minutes = 0.1
 
     from segtalker_core.audio import articulation_from_audio, iter_mel_windows
     from segtalker_core.audio.features import acoustic_features

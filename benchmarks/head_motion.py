@@ -40,7 +40,10 @@ def scenes() -> dict[str, tuple[np.ndarray, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--quick", action="store_true", help="1 repeat: only shows that it runs")
     args = parser.parse_args()
+    if args.quick:
+        args.repeats = 1
     motion = head_motion_schedule(args.repeats + 2, 25.0, seed=0, strength=1.0)
     print(f"CPU cores: {os.cpu_count()}, cv2 threads: {cv2.getNumThreads()}\n")
     print("| frame | moving box | once (ms) | per frame (ms) |")

@@ -73,7 +73,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", action="store_true", help="also print the rows as JSON")
+    parser.add_argument("--quick", action="store_true",
+                        help="8x8, 32 channels, 1 repeat: only shows that it runs")
     args = parser.parse_args()
+    if args.quick:
+        args.size, args.channels, args.repeat = 8, 32, 1
     rows = measure(args.size, args.channels, args.repeat, args.device)
     print(f"one {args.channels} -> {args.channels} 3x3 mask-guided conv at {args.size}x{args.size}, "
           f"batch 1, {args.device}, 1 thread (least CPU ms of {args.repeat})\n")

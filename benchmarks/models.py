@@ -334,9 +334,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="timed forwards per row")
     parser.add_argument("--device", default="cpu", help="torch device for every row")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--quick", action="store_true",
+                        help="two small rows (layer64-plain, tsg128), 1 run, no image comparison: only shows that it runs")
     parser.add_argument("--child-memory", help=argparse.SUPPRESS)
     parser.add_argument("--child-time", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        args.rows, args.repeat = ["layer64-plain", "tsg128"], 1
     import torch
 
     torch.set_num_threads(args.threads)
@@ -354,7 +358,8 @@ def main() -> None:
     results = run_rows(args.rows, args.repeat, args.device, args.threads)
     for line in ratios(results):
         print(line)
-    print(fast_vs_reference_difference(256))
+    if not args.quick:
+        print(fast_vs_reference_difference(256))
 
 
 if __name__ == "__main__":

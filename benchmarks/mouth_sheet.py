@@ -78,10 +78,15 @@ def interior_stats(crop: np.ndarray, landmarks: np.ndarray) -> tuple[float, floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="PNG to write")
+    parser.add_argument("--out", type=Path, help="PNG to write (required unless --quick)")
+    parser.add_argument("--quick", action="store_true", help="128 px, no sheet written: only shows that it runs")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--zoom", type=int, default=2, help="integer upscale of each tile")
     args = parser.parse_args()
+    if args.quick:
+        args.size, args.zoom = 128, 1
+    elif args.out is None:
+        parser.error("--out PNG is required (or --quick)")
 
     faces = {name: SourceFace(*src, RenderOptions(blink=False)) for name, src in sources(args.size).items()}
     ref = faces["closed"]
@@ -103,6 +108,8 @@ def main() -> None:
             tiles.append(cv2.resize(tile, None, fx=args.zoom, fy=args.zoom, interpolation=cv2.INTER_NEAREST))
         rows.append(np.concatenate(tiles, axis=1))
     sheet = np.concatenate(rows, axis=0)
+    if args.out is None:
+        return
     args.out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(args.out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     labels = ", ".join(f"{n} t={t}" for n, t in ROWS)

@@ -73,7 +73,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--encode-frames", type=int, default=30)
+    parser.add_argument("--quick", action="store_true", help="tiny variant: only shows that it runs")
     args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.encode_frames = 1, 2
 
     regions = face_regions(512)
     rows = []

@@ -79,7 +79,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--quick", action="store_true", help="tiny variant: only shows that it runs")
     args = parser.parse_args()
+    if args.quick:
+        args.frames, args.size = 3, 256
 
     crop, landmarks, regions = astronaut_source(args.size)
     params = speech_params(args.frames)

@@ -93,8 +93,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true", help="g64-fast, 1 step: only shows that it runs")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a row in this process (the subprocess)
     args = parser.parse_args()
+    if args.quick:
+        args.rows, args.steps = ["g64-fast"], 1
     if args.one:
         print(json.dumps(run_row(args.one, args.steps, args.threads, args.device)))
         return

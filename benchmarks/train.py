@@ -180,10 +180,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="samples per step (default: the preset's loop.batch_size)")
     p.add_argument("--steps", type=int, default=3, help="timed steps per row (best is shown)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--quick", action="store_true", help="1 step of the tiny preset: only shows that it runs")
     p.add_argument("--flops", action="store_true",
                    help="count FLOPs per step at each preset's batch on the meta device and print "
                         "GPU-hour estimates (no timing)")
     args = p.parse_args(argv)
+    if args.quick:
+        args.steps = 1
     torch.set_num_threads(args.threads)
     if args.flops:
         flops_table(args.stages, args.presets)

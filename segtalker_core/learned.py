@@ -10,6 +10,7 @@ retry, down to 1 (:mod:`.batching`); the halved size holds for the rest of the c
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import cv2
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 
 from . import precision
 from .batching import AdaptiveBatch
-from .containers import FaceTrack, StyleCodes, TalkingSegmentation
+from .containers import FaceTrack, SegmentationFrame, StyleCodes, TalkingSegmentation
 from .model_handle import LoadedModel
 from .progress import Progress
 
@@ -29,9 +30,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("segtalker")
 
 
-# Default batches of the learned runs (frames per forward pass); OOM halves them at run time.
+# Default batches of the learned runs (frames per forward pass) where the device's free memory
+# is unknown (a CPU); OOM halves them at run time.
 TSG_BATCH = 8
 GENERATOR_BATCH = 4
+TSG_CHUNK = 256  # frames of mel windows and maps held at once by the TSG run
 
 
 def _placement(model: LoadedModel) -> tuple[torch.device, torch.dtype]:
@@ -48,42 +51,73 @@ def tsg_segmentation(
     source_index: np.ndarray,  # [T] frame of `faces` behind each output frame
     model: LoadedModel,
     reference_frame: int = 0,
-    batch_size: int = TSG_BATCH,
+    batch_size: int | None = TSG_BATCH,
     progress: Progress = None,
 ) -> np.ndarray:
-    """``[T, S, S]`` uint8 12-region maps predicted by a TSG from the audio's mel windows.
+    """``[T, S, S]`` uint8 12-region maps predicted by a TSG from the audio's mel windows:
+    :func:`iter_tsg_segmentation` collected (same maps)."""
+    s = faces.crop_size
+    out = np.empty((n_frames, s, s), dtype=np.uint8)
+    done = 0
+    for block in iter_tsg_segmentation(faces, mono_audio, fps, n_frames, source_index, model,
+                                       reference_frame, batch_size, progress):
+        out[done : done + len(block)] = block
+        done += len(block)
+    assert done == n_frames, (done, n_frames)
+    return out
 
-    The pose source of output frame t is the parsing of ``faces[source_index[t]]`` (its mouth
-    masked by the model); the identity reference is one fixed frame, so the mouth shape does not
-    drift. Frames without a face keep their source map.
+
+def iter_tsg_segmentation(
+    faces: FaceTrack,
+    mono_audio,  # audio.io.MonoAudio, 16 kHz
+    fps: float,
+    n_frames: int,
+    source_index: np.ndarray,  # [T] frame of `faces` behind each output frame
+    model: LoadedModel,
+    reference_frame: int = 0,
+    batch_size: int | None = TSG_BATCH,
+    progress: Progress = None,
+    chunk: int = TSG_CHUNK,
+) -> Iterator[np.ndarray]:
+    """Blocks ``[n, S, S]`` uint8 of consecutive output frames' 12-region maps (``n`` <= ``chunk``,
+    all blocks together ``n_frames``), predicted by a TSG from the audio's mel windows.
+
+    Streams: mel windows, one-hot maps and the block exist per chunk only, so memory does not
+    grow with the audio. The pose source of output frame t is the parsing of
+    ``faces[source_index[t]]`` (its mouth masked by the model); the identity reference is one
+    fixed frame, so the mouth shape does not drift. Frames without a face keep their source
+    map. ``batch_size``: frames per forward pass (None: picked from the device's free memory,
+    :func:`.working_memory.pick_batch_size`).
     """
     from .audio.mel import mel_windows
     from .models.tsg import predict_talking_segmentation
+    from .working_memory import pick_batch_size
 
     tsg = model.runner
     device, dtype = _placement(model)
+    if batch_size is None:
+        batch_size = pick_batch_size(model, device, dtype, frame_size=faces.crop_size)
     batch = AdaptiveBatch(batch_size, "TSG")  # shared by the chunks: a size that failed stays off
     # The 0.2 s window is centred on the frame; a bundle trained otherwise says so.
     align = ((model.config.extra or {}).get("mel_align") if model.config is not None else None) or "centre"
     regions = faces.regions
     reference = regions[reference_frame] if faces.found[reference_frame] else regions[np.argmax(faces.found)]
-    out = np.empty((n_frames, faces.crop_size, faces.crop_size), dtype=np.uint8)
-    chunk = 256  # bounds memory for long audio: mel and one-hot maps exist per chunk only
     for start in range(0, n_frames, chunk):
         stop = min(start + chunk, n_frames)
         windows = mel_windows(mono_audio, fps, start, stop, n_frames=n_frames, align=align)
-        source = regions[source_index[start:stop]]
+        index = source_index[start:stop]
+        source = regions[index]
 
         def chunk_progress(done: int, _total: int, offset: int = start) -> None:
             if progress is not None:
                 progress(offset + done, n_frames)
 
-        out[start:stop] = predict_talking_segmentation(
+        block = predict_talking_segmentation(
             tsg, source, reference, windows, batch, device, dtype, progress=chunk_progress,
         )
-    missing = ~faces.found[source_index]
-    out[missing] = regions[source_index[missing]]
-    return out
+        missing = ~faces.found[index]
+        block[missing] = source[missing]
+        yield block
 
 
 def encode_style_learned(faces: FaceTrack, model: LoadedModel, frame: int,
@@ -214,15 +248,79 @@ def synthesize_learned(
     model: LoadedModel,
     background: str = "source",
     seed: int = 0,
-    batch_size: int = GENERATOR_BATCH,
+    batch_size: int | None = GENERATOR_BATCH,
     progress: Progress = None,
 ) -> np.ndarray:
-    """``[T, S, S, 3]`` uint8 crops from the mask-guided generator.
+    """``[T, S, S, 3]`` uint8 crops from the mask-guided generator: :func:`iter_synthesize_learned`
+    over the segmentation's frames, collected (same crops)."""
+    s = segmentation.faces.crop_size
+    t_total = len(segmentation)
+    out = np.empty((t_total, s, s, 3), dtype=np.uint8)
+    blocks = iter_synthesize_learned_blocks(
+        _segmentation_blocks(segmentation, _block_frames(batch_size)), segmentation.faces, style,
+        model, background, seed, batch_size, segmentation.meta.get("tsg_resolution"), ahead=0)
+    done = 0
+    for crops, _ in blocks:
+        out[done : done + len(crops)] = crops
+        done += len(crops)
+        if progress is not None:
+            progress(done, t_total)
+    assert done == t_total, (done, t_total)
+    return out
+
+
+def iter_synthesize_learned(
+    frames: Iterable[SegmentationFrame],
+    faces: FaceTrack,
+    style: StyleCodes,
+    model: LoadedModel,
+    background: str = "source",
+    seed: int = 0,
+    batch_size: int | None = GENERATOR_BATCH,
+    tsg_resolution: int | None = None,
+    ahead: int = 1,
+) -> Iterator[tuple[np.ndarray, SegmentationFrame]]:
+    """``(crop [S, S, 3] uint8, frame)`` per segmentation frame, streaming: the learned
+    counterpart of :func:`pipeline.iter_synthesize`, for paste-back and a writer.
+
+    Frames are gathered into batches of ``batch_size`` (None: from the device's free memory);
+    at most ``ahead + 2`` batches exist at once (``ahead`` batches are computed on a worker
+    thread while the consumer pastes the previous ones back, :mod:`.run_ahead`; 0: inline), so
+    memory does not grow with the clip. Crops equal :func:`synthesize_learned`'s.
+    """
+    n = _block_frames(batch_size)
+    blocks = iter_synthesize_learned_blocks(_frame_blocks(frames, n), faces, style, model,
+                                            background, seed, batch_size, tsg_resolution, ahead)
+    for crops, block in blocks:
+        yield from zip(crops, block)
+
+
+def iter_synthesize_learned_blocks(
+    blocks: Iterable[tuple[np.ndarray, np.ndarray, list]],  # (maps [n,S,S] u8, index [n], items)
+    faces: FaceTrack,
+    style: StyleCodes,
+    model: LoadedModel,
+    background: str = "source",
+    seed: int = 0,
+    batch_size: int | None = GENERATOR_BATCH,
+    tsg_resolution: int | None = None,
+    ahead: int = 0,
+) -> Iterator[tuple[np.ndarray, list]]:
+    """``(crops [n, S, S, 3] uint8, items)`` per input block ``(maps, source_index, items)``.
 
     Noise is drawn once from ``seed`` and shared by every frame (no texture flicker). With
-    ``background="source"`` the background region is taken from each frame's source crop.
+    ``background="source"`` the background region is taken from each frame's source crop; a
+    frame without a face keeps its source crop.
+
+    Checked once, on the host: the style codes (finite, matching the generator) and each
+    block's maps (uint8 labels < 12, a numpy test that never waits on the device). The maps go
+    to the device as uint8 (pinned on CUDA) and become one-hot masks there; the only host
+    wait per batch is the copy of its crops back (the NaN/inf check of the output rides on it).
     """
     from .models.bundles import ResizePlan, check_finite, check_style_codes, plan_segmentation_resize
+    from .run_ahead import run_ahead
+    from .transfer import to_device
+    from .working_memory import pick_batch_size
 
     generator = model.runner
     device, dtype = _placement(model)
@@ -235,38 +333,99 @@ def synthesize_learned(
     codes = style.codes
     check_finite(codes, "style codes")
     check_style_codes(codes, style.encoder_id, model.config)
-    s = segmentation.faces.crop_size
-    tsg_resolution = segmentation.meta.get("tsg_resolution")
+    s = faces.crop_size
     if tsg_resolution is not None:
         plan_segmentation_resize(int(tsg_resolution), size)  # warns when TSG and generator differ
+    if batch_size is None:
+        batch_size = pick_batch_size(model, device, dtype, frame_size=s)
+    batch = AdaptiveBatch(batch_size, "generator")  # shared by the blocks
     to_generator = ResizePlan(s, size)  # crop-size maps -> generator size (nearest: labels never blend)
     noise_rng = torch.Generator(device="cpu").manual_seed(int(seed))
     noise = [n.to(device) for n in generator.make_noise(1, noise_rng, device="cpu")]
     codes = codes[:1].to(device=device, dtype=torch.float32)
     valid = torch.from_numpy(style.valid[:1]).to(device)
-    t_total = len(segmentation)
-    out = np.empty((t_total, s, s, 3), dtype=np.uint8)
 
-    def step(start: int, stop: int) -> None:
-        maps = torch.from_numpy(segmentation.regions[start:stop].astype(np.int64)).to(device)
-        maps = to_generator.apply(maps)
-        b = stop - start
-        with precision.compute(device, dtype):
-            image = generator(codes.expand(b, -1, -1, -1), maps, noise=noise, valid=valid.expand(b, -1))
-        precision.check_output(image, "the mask-guided generator", dtype)
-        image = F.interpolate(image.float(), size=(s, s), mode="bilinear", align_corners=False, antialias=size > s)
-        rgb = ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        sources = segmentation.faces.crops[segmentation.source_index[start:stop]]
+    def render(maps_host: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:
+        """Crops of one block into ``out`` [n, S, S, 3] (batched, halved on OOM)."""
+        _check_maps(maps_host)
+
+        def step(start: int, stop: int) -> None:
+            maps = to_generator.apply(to_device(maps_host[start:stop], device))
+            b = stop - start
+            with torch.inference_mode():  # per step: the worker thread has its own mode
+                with precision.compute(device, dtype):
+                    image = generator(codes.expand(b, -1, -1, -1), maps, noise=noise,
+                                      valid=valid.expand(b, -1), labels_checked=True)
+                bad, numel = precision.nonfinite_count(image), image.numel()  # bad: on the device
+                image = F.interpolate(image.float(), size=(s, s), mode="bilinear",
+                                      align_corners=False, antialias=size > s)
+                rgb = ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+                out[start:stop] = rgb.cpu().numpy()
+            # The crops' copy above waited for the device; reading the count costs no wait.
+            precision.raise_nonfinite(int(bad), numel, "the mask-guided generator", dtype)
+
+        batch.run(len(maps_host), step)
+        sources = faces.crops[index]
         if background == "source":
-            keep = segmentation.regions[start:stop] == 0
-            rgb[keep] = sources[keep]
+            keep = maps_host == 0
+            out[keep] = sources[keep]
         # A frame without a face keeps its source crop (paste-back passes it through anyway).
-        no_face = ~segmentation.faces.found[segmentation.source_index[start:stop]]
-        rgb[no_face] = sources[no_face]
-        out[start:stop] = rgb
-        if progress is not None:
-            progress(stop, t_total)
+        no_face = ~faces.found[index]
+        out[no_face] = sources[no_face]
 
-    with torch.inference_mode():
-        AdaptiveBatch(batch_size, "generator").run(t_total, step)
-    return out
+    def rendered() -> Iterator[tuple[np.ndarray, list]]:
+        for maps_host, index, items in blocks:
+            out = np.empty((len(maps_host), s, s, 3), np.uint8)
+            render(maps_host, index, out)
+            yield out, items
+
+    if ahead > 0:
+        yield from run_ahead(rendered(), ahead, name="segtalker-generator")
+    else:
+        yield from rendered()
+
+
+def _block_frames(batch_size: int | None) -> int:
+    """Frames gathered per block: a multiple of the batch (blocks never split a batch that the
+    collected run would have made, so the crops are the same), at least 8 (fewer host round
+    trips for tiny batches)."""
+    b = batch_size or GENERATOR_BATCH
+    return b * max(1, -(-8 // b))
+
+
+def _check_maps(maps: np.ndarray) -> None:
+    """The one validation of a block of label maps, on the host (no device sync)."""
+    from . import labels as L
+
+    if maps.dtype != np.uint8 or maps.ndim != 3:
+        raise ValueError(f"segmentation maps must be uint8 [n, S, S], got {maps.dtype} {maps.shape}")
+    if maps.size and int(maps.max()) >= L.NUM_REGIONS:
+        raise ValueError(f"segmentation has labels up to {int(maps.max())}, but 12-region maps use "
+                         f"0..{L.NUM_REGIONS - 1}; merge 19-class maps with labels.merge_to_regions")
+
+
+def _segmentation_blocks(segmentation: TalkingSegmentation, n: int
+                         ) -> Iterator[tuple[np.ndarray, np.ndarray, list]]:
+    """A collected segmentation as blocks of ``n`` frames (views: nothing copied)."""
+    for start in range(0, len(segmentation), n):
+        stop = min(start + n, len(segmentation))
+        yield (segmentation.regions[start:stop], segmentation.source_index[start:stop],
+               list(range(start, stop)))
+
+
+def _frame_blocks(frames: Iterable[SegmentationFrame], n: int
+                  ) -> Iterator[tuple[np.ndarray, np.ndarray, list]]:
+    """Streamed frames gathered into blocks of up to ``n`` (maps stacked per block only)."""
+    items: list[SegmentationFrame] = []
+
+    def block() -> tuple[np.ndarray, np.ndarray, list]:
+        maps = np.stack([np.asarray(f.regions) for f in items])
+        return maps, np.array([f.source_index for f in items], np.int64), items
+
+    for frame in frames:
+        items.append(frame)
+        if len(items) == n:
+            yield block()
+            items = []
+    if items:
+        yield block()

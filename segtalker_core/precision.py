@@ -127,10 +127,22 @@ def check_output(value: torch.Tensor, what: str, dtype: torch.dtype) -> None:
     """
     if not value.is_floating_point():
         return
-    bad = int((~torch.isfinite(value)).sum())
+    raise_nonfinite(int(nonfinite_count(value)), value.numel(), what, dtype)
+
+
+def nonfinite_count(value: torch.Tensor) -> torch.Tensor:
+    """The number of NaN/inf values of ``value`` as a 0-d tensor on its device: computing it
+    does not make the host wait (reading it does; read it after a copy that waits anyway)."""
+    if not value.is_floating_point():
+        return torch.zeros((), dtype=torch.int64, device=value.device)
+    return (~torch.isfinite(value)).sum()
+
+
+def raise_nonfinite(bad: int, numel: int, what: str, dtype: torch.dtype) -> None:
+    """:func:`check_output`'s error for ``bad`` NaN/inf values of ``numel`` (nothing if 0)."""
     if not bad:
         return
-    where = f"{what} produced {bad} NaN/inf values (of {value.numel()}) computing in {name(dtype)}"
+    where = f"{what} produced {bad} NaN/inf values (of {numel}) computing in {name(dtype)}"
     if dtype == torch.float16:
         advice = ("fp16 overflow is the likely cause: load the model with precision fp32 "
                   "(or bf16 where the GPU supports it)")

@@ -65,3 +65,45 @@ def _activation_elements(model: LoadedModel, frame_size: int) -> tuple[int, int]
         # the 12 region masks at output size, the RGB skip.
         return 5 * peak + (12 + 6) * size * size + 3 * frame_size ** 2, GENERATOR_BATCH
     return 0, 1
+
+
+MAX_AUTO_BATCH = 32  # beyond this a GPU is saturated and a batch only delays the first frames
+FREE_SHARE = 0.7  # of the free memory a run may plan on (the host and other kernels need some)
+
+
+def free_device_memory(device: torch.device | str) -> int | None:
+    """Bytes free on ``device`` now, or None where that is unknown or not the limit (a CPU:
+    host RAM is shared with everything else, and the CPU is compute-bound long before)."""
+    device = torch.device(device)
+    try:
+        if device.type == "cuda":
+            free, _total = torch.cuda.mem_get_info(device)
+            # Blocks torch's caching allocator holds but does not use are free to this run too.
+            cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+            return int(free + cached)
+        if device.type == "mps":
+            limit = torch.mps.recommended_max_memory()
+            return int(limit - torch.mps.driver_allocated_memory())
+    except (RuntimeError, AttributeError):  # no driver, or an older torch without the call
+        return None
+    return None
+
+
+def pick_batch_size(model: LoadedModel, device: torch.device | str, dtype: torch.dtype | None = None,
+                    frame_size: int = 512, free_bytes: int | None = None) -> int:
+    """Frames per forward pass of ``model``'s run: as many as :func:`working_memory_bytes`'
+    estimate fits in :data:`FREE_SHARE` of the device's free memory (``free_bytes``: that
+    number, e.g. from a test; default: :func:`free_device_memory`), 1 to :data:`MAX_AUTO_BATCH`.
+    Where the free memory is unknown (CPU): the run's default batch. An estimate that is still
+    too high for the device is caught by the OOM retry (:mod:`.batching`)."""
+    dtype = dtype or model.compute_dtype
+    _, default = _activation_elements(model, frame_size)
+    free = free_device_memory(device) if free_bytes is None else free_bytes
+    if free is None:
+        return default
+    one = working_memory_bytes(model, dtype, batch=1, frame_size=frame_size)
+    per_frame = working_memory_bytes(model, dtype, batch=2, frame_size=frame_size) - one
+    if per_frame <= 0:
+        return default
+    fixed = one - per_frame  # the half-precision weight copy: once, whatever the batch
+    return int(max(1, min(MAX_AUTO_BATCH, (FREE_SHARE * free - fixed) // per_frame)))

@@ -91,6 +91,7 @@ class RegionMasks:
         num_regions: int,  # R
         hard: bool = True,  # nearest-resize label maps (else area-resize their one-hot)
         legacy_nearest: bool = False,  # E4S: legacy `nearest` for every resize (class docstring)
+        labels_checked: bool = False,  # the caller checked 0 <= label < R (on the host)
     ):
         self.num_regions = num_regions
         self.legacy_nearest = legacy_nearest
@@ -102,7 +103,9 @@ class RegionMasks:
             self.soft = segmentation
         else:
             assert segmentation.ndim == 3, f"label map must be [B, H, W], got {segmentation.shape}"
-            lo, hi = int(segmentation.min()), int(segmentation.max())
+            # Reading min/max makes the host wait for the device; a caller that checked its
+            # maps on the host before the copy skips it.
+            lo, hi = (0, 0) if labels_checked else (int(segmentation.min()), int(segmentation.max()))
             if lo < 0 or hi >= num_regions:
                 raise ValueError(
                     f"segmentation labels must be in 0..{num_regions - 1}, got {lo}..{hi} "

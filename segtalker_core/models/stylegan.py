@@ -383,8 +383,10 @@ class Generator(nn.Module):
         noise: Sequence[torch.Tensor | None] | None = None,  # make_noise() list; None: fresh
         noise_generator: torch.Generator | None = None,  # RNG for noise not given in `noise`
         valid: torch.Tensor | None = None,  # [B, R] bool: which region codes are real
+        labels_checked: bool = False,  # integer maps already checked in 0..R-1 (host side)
     ) -> torch.Tensor:
-        """``[B, 3, size, size]`` image (nominally [-1, 1], unclamped)."""
+        """``[B, 3, size, size]`` image (nominally [-1, 1], unclamped). ``labels_checked``: skip
+        the label range check on the device (it makes the host wait for the device)."""
         c = self.config
         b = codes.shape[0]
         assert codes.shape[1:] == (c.num_regions, c.n_latent, c.w_dim), (
@@ -394,7 +396,8 @@ class Generator(nn.Module):
         masks = None
         if segmentation is not None:
             masks = RegionMasks(segmentation.to(codes.device), c.num_regions, hard=True,
-                                legacy_nearest=c.legacy_nearest_masks)
+                                legacy_nearest=c.legacy_nearest_masks,
+                                labels_checked=labels_checked)
             assert masks.batch_size == b, (masks.batch_size, b)
         elif k > 0:
             raise ValueError("this generator has mask-guided layers: pass a segmentation")

@@ -151,13 +151,15 @@ class TSGConfig:
 # ------------------------------------------------------------------------------------ helpers
 
 def onehot(regions: torch.Tensor, num_classes: int = L.NUM_REGIONS,
-           dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Integer label maps ``[B, H, W]`` -> one-hot ``[B, num_classes, H, W]`` in ``dtype``."""
+           dtype: torch.dtype = torch.float32, checked: bool = False) -> torch.Tensor:
+    """Integer label maps ``[B, H, W]`` -> one-hot ``[B, num_classes, H, W]`` in ``dtype``.
+    ``checked``: the labels were checked on the host already (the range check here reads the
+    device's min/max, which makes the host wait)."""
     if not isinstance(regions, torch.Tensor) or regions.ndim != 3 or regions.is_floating_point():
         what = (f"{tuple(regions.shape)} {regions.dtype}" if isinstance(regions, torch.Tensor)
                 else type(regions).__name__)
         raise ValueError(f"onehot: regions must be an integer tensor [B, H, W], got {what}")
-    if regions.numel() and (int(regions.min()) < 0 or int(regions.max()) >= num_classes):
+    if not checked and regions.numel() and (int(regions.min()) < 0 or int(regions.max()) >= num_classes):
         raise ValueError(
             f"onehot: regions has labels outside 0..{num_classes - 1} (min {int(regions.min())}, "
             f"max {int(regions.max())}); 19-class maps must be merged with "
@@ -398,6 +400,7 @@ def predict_talking_segmentation(
     to float32 before the argmax (half-precision logits tie where float32 ones do not), as
     the BiSeNet parser does.
     """
+    from ..transfer import to_device
     from .bundles import check_finite  # local: bundles imports this module lazily
 
     if not isinstance(model, TSG):
@@ -433,17 +436,18 @@ def predict_talking_segmentation(
         return out
 
     r = model.resolution
-    reference = torch.from_numpy(reference_regions).to(device).long()[None]
-    reference = onehot(_resize_labels(reference, r))
+    # Maps go to the device as uint8 (pinned on CUDA) and become one-hot there; their labels
+    # were checked on the host above (_check_regions), so onehot need not read them back.
+    reference = to_device(reference_regions, device).long()[None]
+    reference = onehot(_resize_labels(reference, r), checked=True)
 
     def step(start: int, stop: int) -> None:
-        src_full = torch.from_numpy(source_regions[start:stop]).to(device).long()
-        src = onehot(_resize_labels(src_full, r))
-        mel = torch.from_numpy(np.ascontiguousarray(mel_windows[start:stop], dtype=np.float32))
-        mel = mel.to(device)[:, None]
+        src_full = to_device(source_regions[start:stop], device).long()
+        src = onehot(_resize_labels(src_full, r), checked=True)
+        mel = to_device(np.asarray(mel_windows[start:stop], dtype=np.float32), device)[:, None]
         with precision.compute(device, dtype):
             logits = model(src, reference.expand(stop - start, -1, -1, -1), mel)
-        precision.check_output(logits, "the TSG", dtype)
+        bad, numel = precision.nonfinite_count(logits), logits.numel()  # bad: on the device
         logits = logits.float()
         if r != s:
             logits = F.interpolate(logits, size=(s, s), mode="bilinear", align_corners=False)
@@ -451,6 +455,8 @@ def predict_talking_segmentation(
         keep = ~mouth_area_mask(src_full, model.config.mouth_mask)
         merged = torch.where(keep, src_full, predicted)
         out[start:stop] = merged.to("cpu", torch.uint8).numpy()
+        # The copy above waited for the device; reading the count now costs no extra wait.
+        precision.raise_nonfinite(int(bad), numel, "the TSG", dtype)
         if progress is not None:
             progress(stop, t)
 

@@ -1,0 +1,143 @@
+"""The learned path streams (#15): batch sizes, streaming vs collected, host-side checks, the
+worker thread, the batch picked from free memory, and the CPU allocator setting."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from segtalker_core import learned, pipeline, precision
+from segtalker_core.run_ahead import run_ahead
+from segtalker_core.working_memory import pick_batch_size
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    from segtalker_core.models.random_bundle import write_random_bundles
+
+    image = cv2.cvtColor(cv2.imread(str(REPO / "examples" / "portrait.png")), cv2.COLOR_BGR2RGB)
+    faces = pipeline.parse_faces(image[None], crop_size=128)
+    paths = write_random_bundles(tmp_path_factory.mktemp("bundles"), resolution=64, seed=0)
+    models = {k: pipeline.load_model(str(v)) for k, v in paths.items()}
+    rate = 16000
+    t = np.arange(int(0.44 * rate)) / rate
+    wave = (0.3 * np.sin(2 * np.pi * 220 * t) * (0.5 - 0.5 * np.cos(2 * np.pi * 3 * t))).astype(np.float32)
+    audio = {"waveform": torch.from_numpy(wave)[None, None], "sample_rate": rate}
+    seg = pipeline.talking_segmentation(faces, audio, 25.0, model=models["tsg"])
+    style = pipeline.encode_style(faces, model=models["encoder"])
+    return faces, models, audio, seg, style
+
+
+def test_tsg_maps_do_not_depend_on_batch_or_chunk(chain):
+    faces, models, audio, seg, _ = chain
+    mono = pipeline.load_mono(audio, "audio")
+    n = len(seg)
+    index = np.zeros(n, np.int64)
+    ref = learned.tsg_segmentation(faces, mono, 25.0, n, index, models["tsg"], batch_size=8)
+    assert ref.shape == (n, 128, 128) and np.array_equal(ref, seg.regions)
+    for b in (1, 3, None):
+        assert np.array_equal(learned.tsg_segmentation(faces, mono, 25.0, n, index, models["tsg"],
+                                                       batch_size=b), ref), b
+    blocks = list(learned.iter_tsg_segmentation(faces, mono, 25.0, n, index, models["tsg"], chunk=4))
+    assert [len(b) for b in blocks] == [4] * (n // 4) + ([n % 4] if n % 4 else [])
+    assert np.array_equal(np.concatenate(blocks), ref)
+
+
+def test_generator_crops_equal_a_direct_forward_pass(chain):
+    """Against the pre-#15 computation done by hand for frame 0: int64 maps on the device, the
+    generator's own label check, one frame a batch (at batch 1 the crops are bit-identical)."""
+    faces, models, _, seg, style = chain
+    g = models["generator"].runner
+    crops = learned.synthesize_learned(seg, style, models["generator"], seed=3, batch_size=1)
+    noise = g.make_noise(1, torch.Generator().manual_seed(3), device="cpu")
+    maps = torch.from_numpy(seg.regions[:1].astype(np.int64))
+    maps = torch.nn.functional.interpolate(maps[:, None].float(), size=(64, 64), mode="nearest-exact")[:, 0].long()
+    with torch.inference_mode():
+        image = g(style.codes[:1].float(), maps, noise=noise, valid=torch.from_numpy(style.valid[:1]))
+    image = torch.nn.functional.interpolate(image.float(), size=(128, 128), mode="bilinear", align_corners=False)
+    rgb = ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()[0]
+    face = seg.regions[0] != 0
+    assert np.array_equal(crops[0][face], rgb[face])
+    assert np.array_equal(crops[0][~face], faces.crops[0][~face])
+
+
+def test_streamed_crops_equal_collected_ones_and_stay_bounded(chain):
+    faces, models, _, seg, style = chain
+    ref = learned.synthesize_learned(seg, style, models["generator"], seed=3, batch_size=2)
+    assert np.array_equal(learned.synthesize_learned(seg, style, models["generator"], seed=3,
+                                                     batch_size=4), ref)
+    pulled = []
+
+    def frames():  # the clip four times over: 44 frames
+        for _ in range(4):
+            for f in seg.frames():
+                pulled.append(f)
+                yield f
+
+    stream = learned.iter_synthesize_learned(frames(), faces, style, models["generator"], seed=3,
+                                             batch_size=2, ahead=1)
+    crop, frame = next(stream)
+    # One block of 8 frames being consumed, at most one computed ahead, one being gathered.
+    assert len(pulled) <= 3 * 8 < 4 * len(seg)
+    rest = [c for c, _ in stream]
+    assert np.array_equal(np.stack([crop] + rest), np.concatenate([ref] * 4))
+    assert frame.source_index == 0
+
+
+def test_nonfinite_generator_output_is_refused_after_the_copy(chain, monkeypatch):
+    faces, models, _, seg, style = chain
+    g = models["generator"].runner
+    forward = type(g).forward
+
+    def broken(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        return out.masked_fill(torch.zeros_like(out, dtype=torch.bool).index_fill_(1, torch.tensor([0]), True), float("nan"))
+
+    monkeypatch.setattr(type(g), "forward", broken)
+    with pytest.raises(precision.NonFiniteOutputError, match="mask-guided generator .* fp32"):
+        learned.synthesize_learned(seg, style, models["generator"], batch_size=2)
+
+
+def test_maps_with_bad_labels_are_refused_on_the_host(chain):
+    faces, models, _, seg, style = chain
+    frame = seg.frame(0)
+    frame.regions = frame.regions.copy()
+    frame.regions[0, 0] = 12
+    with pytest.raises(ValueError, match="labels up to 12"):
+        list(learned.iter_synthesize_learned([frame], faces, style, models["generator"], ahead=0))
+
+
+def test_run_ahead_keeps_order_and_raises_where_the_producer_failed():
+    def items():
+        yield from range(5)
+        raise KeyError("broken at 5")
+
+    got = []
+    with pytest.raises(KeyError, match="broken at 5"):
+        for x in run_ahead(items(), depth=2):
+            got.append(x)
+    assert got == [0, 1, 2, 3, 4]
+
+
+def test_batch_size_follows_free_memory(chain):
+    models = chain[1]
+    g = models["generator"]
+    small = pick_batch_size(g, "cuda", torch.float32, frame_size=512, free_bytes=1 << 24)
+    large = pick_batch_size(g, "cuda", torch.float32, frame_size=512, free_bytes=1 << 34)
+    assert 1 <= small < large <= 32
+    assert pick_batch_size(g, "cpu", torch.float32) == learned.GENERATOR_BATCH  # CPU: unknown
+
+
+def test_allocator_setting_applies_on_glibc():
+    code = "from segtalker_core import allocator; print(allocator.keep_freed_blocks())"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    import platform
+    assert out == str(platform.libc_ver()[0] == "glibc" and sys.platform.startswith("linux"))

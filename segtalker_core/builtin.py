@@ -303,23 +303,3 @@ def encode_style(faces: FaceTrack, frame: int) -> StyleCodes:
     from .procedural.region_style import style_from_faces
 
     return style_from_faces(faces, frame)
-
-
-def paste_mask(
-    crop: np.ndarray,  # [S, S, 3] rendered crop
-    regions: np.ndarray,  # [S, S] its 12-region map
-    source_crop: np.ndarray,  # [S, S, 3] the input frame's crop
-    source_regions: np.ndarray,  # [S, S] its 12-region map
-    feather_px: float,
-) -> np.ndarray:
-    """Paste mask ``[S, S]``: the face regions (plus any region the crop changed), limited to a
-    band around the pixels that differ from the source crop, so the rest of the original frame
-    stays untouched."""
-    from .face.paste import FACE_REGIONS, face_blend_mask
-
-    changed = np.any(crop != source_crop, axis=-1)
-    if not changed.any():
-        return np.zeros(changed.shape, np.float32)
-    touched = set(np.unique(regions[changed]).tolist()) | set(np.unique(source_regions[changed]).tolist())
-    selected = sorted(set(FACE_REGIONS) | touched)
-    return face_blend_mask(np.stack([regions, source_regions]), feather_px, regions=selected, changed=changed)

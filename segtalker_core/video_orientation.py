@@ -85,9 +85,11 @@ def frame_orientation(frame: Any) -> Orientation:
         from av.sidedata.sidedata import Type
     except ImportError:  # a PyAV without frame side data types: frames are used as stored
         return Orientation()
-    for side in frame.side_data:
-        if getattr(side, "type", None) == Type.DISPLAYMATRIX:
-            raw = bytes(side)
-            if len(raw) >= 36:
-                return orientation_from_matrix(struct.unpack("<9i", raw[:36]))
+    # Looked up by type: PyAV 19 made side_data a mapping whose iteration yields the types, not
+    # the entries (PyAV 18 has .get too).
+    side = frame.side_data.get(Type.DISPLAYMATRIX)
+    if side is not None:
+        raw = bytes(side)
+        if len(raw) >= 36:
+            return orientation_from_matrix(struct.unpack("<9i", raw[:36]))
     return Orientation()

@@ -754,68 +754,11 @@ class VideoReader:
 
 
 def prefetched(items: Iterable[Any], depth: int = 1, name: str = "video-decoder") -> Iterator[Any]:
-    """``items`` as they are, produced on a worker thread up to ``depth`` ahead of the caller.
+    """``items`` decoded on a worker thread up to ``depth`` ahead of the caller (FFmpeg releases
+    the GIL while it decodes and converts): :func:`.run_ahead.run_ahead`."""
+    from .run_ahead import run_ahead
 
-    For decoding (FFmpeg releases the GIL while it decodes and converts) overlapping the work on
-    the previous chunk. The worker starts an item only when fewer than ``depth`` are made and not
-    yet taken, so at most ``depth`` items exist beyond the one the caller works on (with depth 1,
-    two chunks in all: memory stays bounded and small). An error in the worker is raised in the
-    caller where the item would have come; when the caller stops early (or raises), the worker
-    is told to stop and is joined, and ``items`` is closed on the worker's thread.
-    """
-    import queue
-    import threading
-
-    if int(depth) < 1:
-        raise ValueError(f"depth must be >= 1, got {depth}")
-    done = object()
-    slots: "queue.Queue[Any]" = queue.Queue()
-    # One permit per item that may exist ahead of the caller; taking an item gives one back.
-    permits = threading.Semaphore(int(depth))
-    stop = threading.Event()
-
-    def wait_for_permit() -> bool:
-        while not stop.is_set():
-            if permits.acquire(timeout=0.1):
-                return True
-        return False
-
-    def run() -> None:
-        source = iter(items)
-        try:
-            while wait_for_permit():
-                item = next(source, done)
-                slots.put((None, item))
-                if item is done:
-                    return
-                del item  # the caller owns it now: do not keep it alive here
-            return
-        except BaseException as error:  # raised in the caller
-            slots.put((error, None))
-            return
-        finally:
-            close = getattr(source, "close", None)
-            if close is not None:
-                close()
-
-    worker = threading.Thread(target=run, name=name, daemon=True)
-    worker.start()
-    try:
-        while True:
-            error, item = slots.get()
-            if error is not None:
-                raise error
-            if item is done:
-                return
-            permits.release()  # the worker may start the next item while this one is used
-            # Handed over without a reference left in this frame: a suspended generator would
-            # otherwise keep the caller's chunk alive until the next one is asked for.
-            box = [item]
-            del item
-            yield box.pop()
-    finally:
-        stop.set()
-        worker.join()
+    return run_ahead(items, depth, name)
 
 
 def _frame_to_rgb(frame: Any) -> np.ndarray:

@@ -4,9 +4,10 @@ Why: glibc serves blocks above its mmap threshold (128 KiB to start, raised adap
 32 MiB as blocks are freed) with a fresh ``mmap`` and returns them with ``munmap``; every batch
 of the generator allocates and frees feature maps of tens of MB, so each forward pass maps,
 page-faults (zero-fills) and unmaps them again. Measured on this project's G256 generator at
-batch 4: 1.2 s/frame by default, 0.59 s/frame with a fixed threshold (benchmarks/learned_stream.py
-measures both). ``mallopt(M_MMAP_THRESHOLD, 32 MiB)`` (glibc's largest allowed value on 64-bit)
-fixes the threshold, which also turns off the adaptive rule, so freed maps up to 32 MiB go back
+batch 4: 1.2 s/frame by default, 0.59 s/frame with a fixed threshold (a profile of the
+generator alone; the end-to-end effect on ``talk`` is not measured yet).
+``mallopt(M_MMAP_THRESHOLD, 32 MiB)`` (the adaptive rule's own ceiling on 64-bit) fixes the
+threshold, which also turns off the adaptive rule, so freed maps up to 32 MiB go back
 to the heap and are reused; ``M_TRIM_THRESHOLD`` keeps the heap's top from being trimmed after
 every batch for the same reason. The price: freed
 memory stays in the process (bounded by one batch's working set, which the run reuses).
@@ -26,7 +27,7 @@ log = logging.getLogger("segtalker")
 # glibc malloc.h parameter numbers (stable ABI since glibc 2.0).
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-THRESHOLD_BYTES = 32 << 20  # glibc refuses more than HEAP_MAX_SIZE / 2 = 32 MiB on 64-bit
+THRESHOLD_BYTES = 32 << 20  # where glibc's adaptive rule stops raising it on 64-bit
 
 _applied = False
 

@@ -142,6 +142,10 @@ def _talk_models(args: argparse.Namespace):
     device = _device(args.device)  # checked even without models: a wrong --device is a mistake
     if not any(paths.values()):
         return TalkModels()  # the built-in backends run on the CPU
+    if device.type == "cpu":
+        from .allocator import keep_freed_blocks
+
+        keep_freed_blocks()  # learned batches on the CPU: no mmap/munmap per feature map
     loaded = {}
     for slot, path in paths.items():
         if path is None:

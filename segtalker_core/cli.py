@@ -137,8 +137,10 @@ def _talk_models(args: argparse.Namespace):
     from .talk_file import TalkModels
 
     paths = {"parser": args.parser, "tsg": args.tsg, "encoder": args.encoder, "generator": args.generator}
-    if args.batch_size is not None and args.batch_size < 1:  # also checked by argparse
-        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.batch_size is not None:  # also checked by argparse
+        from .working_memory import batch_size_choice
+
+        args.batch_size = batch_size_choice(args.batch_size, "--batch-size")
     device = _device(args.device)  # checked even without models: a wrong --device is a mistake
     if not any(paths.values()):
         return TalkModels()  # the built-in backends run on the CPU
@@ -341,8 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, mps or auto")
     models.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                         help="what the learned models compute in (auto: fp32 on a CPU)")
-    models.add_argument("--batch-size", type=batch_size_value, default=None,
-                        help="frames per forward pass of the learned models (default: theirs)")
+    models.add_argument("--batch-size", type=batch_size_value, default=None, metavar="N",
+                        help="frames per forward pass of the learned models (TSG, generator, "
+                             "BiSeNet parser); 0 (default): automatic, as many as fit in the "
+                             "device's free memory (on a CPU: their defaults)")
     models.add_argument("--optimize-steps", type=optimize_steps_value, default=0, metavar="N",
                         help="refine the encoder's style codes against the face for N Adam steps "
                              "before rendering (E4S's optimisation: ~200; slow, use a GPU; a "

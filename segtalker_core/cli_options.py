@@ -78,14 +78,23 @@ def crop_size_value(text: str) -> int:
 
 
 def positive_int_value(text: str) -> int:
-    """A count of 1 or more (``--batch-size``, ``prepare --workers``)."""
+    """A count of 1 or more (``prepare --workers``)."""
     count = parse_number(text, int)
     if count < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {count}")
     return count
 
 
-batch_size_value = positive_int_value
+def batch_size_value(text: str) -> int | None:
+    """``--batch-size``: frames per forward pass of the learned models; 0: automatic (None:
+    from the device's free memory, the models' defaults on a CPU). The library's rule
+    (``working_memory.batch_size_choice``), without importing torch to build the parser."""
+    count = parse_number(text, int)
+    if count < 0:
+        raise argparse.ArgumentTypeError(
+            f"must be 0 (automatic: picked from the device's free memory) or the frames per "
+            f"forward pass (1 or more), got {count}")
+    return count or None
 
 
 def optimize_steps_value(text: str) -> int:

@@ -31,7 +31,8 @@ log = logging.getLogger("segtalker")
 
 
 # Default batches of the learned runs (frames per forward pass) where the device's free memory
-# is unknown (a CPU); OOM halves them at run time.
+# is unknown (a CPU): what ``batch_size=None`` (automatic) resolves to there; OOM halves them
+# at run time.
 TSG_BATCH = 8
 GENERATOR_BATCH = 4
 TSG_CHUNK = 256  # frames of mel windows and maps held at once by the TSG run
@@ -51,7 +52,7 @@ def tsg_segmentation(
     source_index: np.ndarray,  # [T] frame of `faces` behind each output frame
     model: LoadedModel,
     reference_frame: int = 0,
-    batch_size: int | None = TSG_BATCH,
+    batch_size: int | None = None,
     progress: Progress = None,
 ) -> np.ndarray:
     """``[T, S, S]`` uint8 12-region maps predicted by a TSG from the audio's mel windows:
@@ -75,7 +76,7 @@ def iter_tsg_segmentation(
     source_index: np.ndarray,  # [T] frame of `faces` behind each output frame
     model: LoadedModel,
     reference_frame: int = 0,
-    batch_size: int | None = TSG_BATCH,
+    batch_size: int | None = None,
     progress: Progress = None,
     chunk: int = TSG_CHUNK,
 ) -> Iterator[np.ndarray]:
@@ -248,7 +249,7 @@ def synthesize_learned(
     model: LoadedModel,
     background: str = "source",
     seed: int = 0,
-    batch_size: int | None = GENERATOR_BATCH,
+    batch_size: int | None = None,
     progress: Progress = None,
 ) -> np.ndarray:
     """``[T, S, S, 3]`` uint8 crops from the mask-guided generator: :func:`iter_synthesize_learned`
@@ -256,6 +257,7 @@ def synthesize_learned(
     s = segmentation.faces.crop_size
     t_total = len(segmentation)
     out = np.empty((t_total, s, s, 3), dtype=np.uint8)
+    batch_size = _generator_batch(model, batch_size, s)
     blocks = iter_synthesize_learned_blocks(
         _segmentation_blocks(segmentation, _block_frames(batch_size)), segmentation.faces, style,
         model, background, seed, batch_size, segmentation.meta.get("tsg_resolution"), ahead=0)
@@ -276,7 +278,7 @@ def iter_synthesize_learned(
     model: LoadedModel,
     background: str = "source",
     seed: int = 0,
-    batch_size: int | None = GENERATOR_BATCH,
+    batch_size: int | None = None,
     tsg_resolution: int | None = None,
     ahead: int = 1,
 ) -> Iterator[tuple[np.ndarray, SegmentationFrame]]:
@@ -286,8 +288,10 @@ def iter_synthesize_learned(
     Frames are gathered into batches of ``batch_size`` (None: from the device's free memory);
     at most ``ahead + 2`` batches exist at once (``ahead`` batches are computed on a worker
     thread while the consumer pastes the previous ones back, :mod:`.run_ahead`; 0: inline), so
-    memory does not grow with the clip. Crops equal :func:`synthesize_learned`'s.
+    memory does not grow with the clip. Crops equal :func:`synthesize_learned`'s at the same
+    batch size (also automatic: both resolve it the same way).
     """
+    batch_size = _generator_batch(model, batch_size, faces.crop_size)
     n = _block_frames(batch_size)
     blocks = iter_synthesize_learned_blocks(_frame_blocks(frames, n), faces, style, model,
                                             background, seed, batch_size, tsg_resolution, ahead)
@@ -302,7 +306,7 @@ def iter_synthesize_learned_blocks(
     model: LoadedModel,
     background: str = "source",
     seed: int = 0,
-    batch_size: int | None = GENERATOR_BATCH,
+    batch_size: int | None = None,
     tsg_resolution: int | None = None,
     ahead: int = 0,
 ) -> Iterator[tuple[np.ndarray, list]]:
@@ -383,6 +387,17 @@ def iter_synthesize_learned_blocks(
         yield from run_ahead(rendered(), ahead, name="segtalker-generator")
     else:
         yield from rendered()
+
+
+def _generator_batch(model: LoadedModel, batch_size: int | None, frame_size: int) -> int:
+    """The generator's batch (None: picked from the free memory), resolved before the frames
+    are gathered into blocks: a block smaller than the picked batch would cap it."""
+    if batch_size is not None:
+        return batch_size
+    from .working_memory import pick_batch_size
+
+    device, dtype = _placement(model)
+    return pick_batch_size(model, device, dtype, frame_size=frame_size)
 
 
 def _block_frames(batch_size: int | None) -> int:

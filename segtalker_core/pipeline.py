@@ -6,7 +6,10 @@ an optional ``progress(done, total)`` callback, called once per frame.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -101,10 +104,17 @@ def parse_faces(
         if progress is not None:
             progress(done // 2, n)
 
-    aligned = align_faces(
-        rgb, crop_size=crop_size, face_index=face_index, video=video, smoothing=_smoothing(smoothing, video),
-        detector=detector, progress=detection_progress,
-    )
+    device = parser_device(parser)
+    with contextlib.ExitStack() as owned:
+        if detector is None and device is not None:
+            from .face.detect import FaceMeshDetector
+
+            # The face mesh runs where the parser runs (align_faces' own detector is the CPU's).
+            detector = owned.enter_context(FaceMeshDetector(video=video, device=device))
+        aligned = align_faces(
+            rgb, crop_size=crop_size, face_index=face_index, video=video, smoothing=_smoothing(smoothing, video),
+            detector=detector, progress=detection_progress,
+        )
     if require_face and not aligned.found.any():
         raise NoFaceError(
             f"no face was found in any of the {n} frame(s) of input '{input_name}'; use a "
@@ -143,7 +153,7 @@ def iter_face_tracks(
         any_face |= bool(aligned.found.any())
         return _parse_aligned(rgb, aligned, parser, input_name)
 
-    with FaceMeshDetector(video=True) as detector:
+    with FaceMeshDetector(video=True, device=parser_device(parser)) as detector:
         aligner = StreamingAligner(detector, crop_size, face_index, _smoothing(smoothing, True))
         for chunk in frame_chunks:
             if max_frames is not None:
@@ -162,6 +172,21 @@ def iter_face_tracks(
             yield track(released)
     if not any_face:
         raise NoFaceError(f"no face was found in any frame of input '{input_name}'")
+
+
+def parser_device(parser: LoadedModel | None):
+    """Where ``parser`` runs (its placed device, else its runner's), the device the face mesh
+    that finds its crops should run on too; None: not said (the CPU, the detector's default)."""
+    if parser is None:
+        return None
+    device = parser.device if parser.device is not None else getattr(parser.runner, "device", None)
+    return None if device is None else _torch_device(device)
+
+
+def _torch_device(device):
+    import torch
+
+    return torch.device(device)
 
 
 def _smoothing(strength: float, video: bool):
@@ -304,6 +329,23 @@ def audio_input_error(error: Exception, input_name: str) -> ValueError:
 # Talking segmentation
 
 
+@dataclass
+class SegmentationStream:
+    """A talking segmentation as it is made (:func:`stream_talking_segmentation`): ``frames``
+    yields one :class:`SegmentationFrame` per output frame, once, while only what is small is
+    known up front: the frame count, the articulation ``mouth_params`` ``[T, 5]`` float32 (what
+    a collected segmentation's are), the rate and the provenance ``meta``."""
+
+    frames: Iterator[SegmentationFrame]
+    faces: FaceTrack
+    fps: float
+    mouth_params: np.ndarray
+    meta: dict
+
+    def __len__(self) -> int:
+        return len(self.mouth_params)
+
+
 def iter_talking_segmentation(
     faces: FaceTrack,
     audio,
@@ -315,17 +357,40 @@ def iter_talking_segmentation(
     blink: bool = True,
     seed: int = 0,
     progress: Progress = None,
+    batch_size: int | None = None,
 ):
     """FACES + speech -> one :class:`SegmentationFrame` per video frame (``ceil(duration * fps)``).
 
     The face track is repeated (portrait), looped/ping-ponged (video shorter than the audio) or cut
     (longer). Built-in: the viseme rig drives the face's landmarks and re-rasterises the mouth
-    regions. Learned (``model`` is a TSG): the network predicts the mouth area from mel windows.
-    Either way each frame carries the built-in articulation as a hint for the built-in renderer.
-    The inputs are checked at the call; the frames come as the iterator is read.
+    regions. Learned (``model`` is a TSG): the network predicts the mouth area from mel windows,
+    a chunk of frames at a time (:data:`.learned.TSG_CHUNK`), so the maps held do not grow with
+    the audio. Either way each frame carries the built-in articulation as a hint for the built-in
+    renderer. The inputs are checked at the call; the frames come as the iterator is read.
+    ``batch_size``: as for :func:`talking_segmentation`.
     """
-    frames, _ = _talking_segmentation(faces, audio, fps, model, strength, method, video_mode, blink, seed, progress)
-    return frames
+    return stream_talking_segmentation(faces, audio, fps, model, strength, method, video_mode, blink,
+                                       seed, progress, batch_size).frames
+
+
+def stream_talking_segmentation(
+    faces: FaceTrack,
+    audio,
+    fps: float,
+    model: LoadedModel | None = None,
+    strength: float = 1.0,
+    method: str = "auto",
+    video_mode: str = "pingpong",
+    blink: bool = True,
+    seed: int = 0,
+    progress: Progress = None,
+    batch_size: int | None = None,
+) -> SegmentationStream:
+    """:func:`iter_talking_segmentation` with what a consumer needs before the frames come (the
+    count, the articulation, the meta a collected segmentation would carry)."""
+    frames, meta, params = _talking_segmentation(faces, audio, fps, model, strength, method, video_mode,
+                                                 blink, seed, progress, batch_size)
+    return SegmentationStream(frames, faces, float(fps), params, meta)
 
 
 def talking_segmentation(
@@ -342,20 +407,24 @@ def talking_segmentation(
     batch_size: int | None = None,
 ) -> TalkingSegmentation:
     """:func:`iter_talking_segmentation` collected into the ``SEGTALKER_SEGMENTATION`` socket.
-    ``batch_size``: frames per TSG forward pass (default: the learned backend's)."""
-    frames, meta = _talking_segmentation(faces, audio, fps, model, strength, method, video_mode, blink, seed, progress,
-                                         batch_size)
+    ``batch_size``: frames per TSG forward pass; 0 or None: automatic (from the device's free
+    memory, the TSG's default on a CPU: :func:`.working_memory.pick_batch_size`)."""
+    frames, meta, _ = _talking_segmentation(faces, audio, fps, model, strength, method, video_mode, blink, seed,
+                                            progress, batch_size)
     return TalkingSegmentation.collect(frames, faces, fps, meta)
 
 
 def _talking_segmentation(faces, audio, fps, model, strength, method, video_mode, blink, seed, progress,
                           batch_size=None):
-    """(iterator of frames, provenance meta) of a talking segmentation; inputs checked now."""
+    """(iterator of frames, provenance meta, articulation [T, 5] float32) of a talking
+    segmentation; inputs checked now."""
     from . import builtin
     from .frame_schedule import source_indices
+    from .working_memory import batch_size_choice
 
     if not isinstance(faces, FaceTrack):
         raise TypeError(f"input 'faces' must be SEGTALKER_FACES from SegTalker Face Parse, got {type(faces).__name__}")
+    batch_size = batch_size_choice(batch_size, "batch_size")
     mono = load_mono(audio, "audio")
     if model is not None and not model.is_builtin:
         require_component(model, (TSG,), slot="tsg")
@@ -363,21 +432,27 @@ def _talking_segmentation(faces, audio, fps, model, strength, method, video_mode
     n_frames = len(articulation)
     index = source_indices(len(faces), n_frames, video_mode)
     meta = {"articulation": articulation.method, "seed": int(seed)}
+    params = np.asarray(articulation.params, np.float32)
     if model is None or model.is_builtin:
         meta.update(backend="builtin", blink=bool(blink))
         frames = builtin.iter_talking_segmentation(faces, articulation.params, fps, index, blink=blink, seed=seed)
-        return _reporting(frames, n_frames, progress), meta
+        return _reporting(frames, n_frames, progress), meta, params
     meta.update(backend="tsg", model=model.source, tsg_resolution=int(model.runner.resolution), blink=False)
 
     def tsg_frames():
-        from .learned import TSG_BATCH, tsg_segmentation
+        from .learned import iter_tsg_segmentation
 
-        regions = tsg_segmentation(faces, mono, fps, n_frames, index, model, batch_size=batch_size or TSG_BATCH,
-                                   progress=progress)
-        for t in range(n_frames):
-            yield SegmentationFrame(regions[t], int(index[t]), articulation.params[t])
+        t = 0
+        blocks = iter_tsg_segmentation(faces, mono, fps, n_frames, index, model, batch_size=batch_size,
+                                       progress=progress)
+        for block in blocks:
+            for regions in block:
+                yield SegmentationFrame(regions, int(index[t]), articulation.params[t])
+                t += 1
+            block = regions = None  # the chunk goes once its last frame is dropped downstream
+        assert t == n_frames, (t, n_frames)
 
-    return tsg_frames(), meta
+    return tsg_frames(), meta, params
 
 
 def _reporting(items, total: int, progress: Progress):
@@ -483,7 +558,10 @@ def synthesize(
     batch_size: int | None = None,
 ) -> np.ndarray:
     """``[T, S, S, 3]`` uint8 face crops, one per segmentation frame. ``batch_size``: frames per
-    generator forward pass (default: the learned backend's)."""
+    generator forward pass; 0 or None: automatic (:func:`.working_memory.pick_batch_size`)."""
+    from .working_memory import batch_size_choice
+
+    batch_size = batch_size_choice(batch_size, "batch_size")
     if not isinstance(segmentation, TalkingSegmentation):
         raise TypeError(f"input 'segmentation' must be SEGTALKER_SEGMENTATION, got {type(segmentation).__name__}")
     if background not in ("source", "generated"):
@@ -498,13 +576,45 @@ def synthesize(
         for t, (crop, _) in enumerate(_reporting(pairs, len(segmentation), progress)):
             out[t] = crop
         return out
-    from .learned import GENERATOR_BATCH, synthesize_learned
+    from .learned import synthesize_learned
 
+    _check_generator_inputs(model, style)
+    return synthesize_learned(segmentation, style, model, background=background, seed=seed,
+                              batch_size=batch_size, progress=progress)
+
+
+def iter_synthesize_with_model(
+    frames,  # iterable of SegmentationFrame
+    faces: FaceTrack,
+    style: StyleCodes,
+    model: LoadedModel,
+    background: str = "source",
+    seed: int = 0,
+    batch_size: int | None = None,
+    tsg_resolution: int | None = None,
+):
+    """``(crop [S, S, 3] uint8, frame)`` per segmentation frame from the learned generator,
+    streaming (the learned twin of :func:`iter_synthesize`): frames are gathered into batches,
+    the next batch computed on a worker thread while the caller pastes this one back
+    (:func:`.learned.iter_synthesize_learned`), so the crops held do not grow with the clip.
+    The crops are :func:`synthesize`'s at the same ``batch_size`` (0 or None: automatic).
+    ``tsg_resolution``: the TSG's, when the maps came from one (a warning when it differs from
+    the generator's)."""
+    from .learned import iter_synthesize_learned
+    from .working_memory import batch_size_choice
+
+    batch_size = batch_size_choice(batch_size, "batch_size")
+    if background not in ("source", "generated"):
+        raise ValueError(f"background must be 'source' or 'generated', got {background!r}")
+    _check_generator_inputs(model, style)
+    return iter_synthesize_learned(frames, faces, style, model, background=background, seed=seed,
+                                   batch_size=batch_size, tsg_resolution=tsg_resolution)
+
+
+def _check_generator_inputs(model: LoadedModel, style: StyleCodes | None) -> None:
     require_component(model, (GENERATOR,), slot="generator")
     if style is None:
         raise ValueError("a learned generator needs style codes: connect SegTalker Encode Style (with the encoder bundle)")
-    return synthesize_learned(segmentation, style, model, background=background, seed=seed,
-                              batch_size=batch_size or GENERATOR_BATCH, progress=progress)
 
 
 def iter_paste_back(

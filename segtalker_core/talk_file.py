@@ -7,8 +7,11 @@ Memory stays flat with the length where the stages allow it:
 * **Built-in chain, portrait or shorter video**: the input frames are held (a loop or ping-pong
   needs them), the output is streamed (:func:`pipeline.iter_talk`).
 * **Learned models** (a TSG, encoder or generator): the input frames are held (the TSG and the
-  style read the whole track) and the talking segmentation is collected (small maps); the output
-  frames are streamed through paste-back into the writer, never held.
+  style read the whole track); the rest streams, so for a portrait memory does not grow with the
+  audio: the TSG makes its maps a chunk of frames at a time (:data:`.learned.TSG_CHUNK`), the
+  generator draws them in batches of ``TalkModels.batch_size`` gathered as the maps come (the
+  next batch on a worker thread while this one is pasted back), and each output frame goes
+  through paste-back into the writer, never held.
 
 Frames are encoded on a worker thread (:class:`video_io.BackgroundWriter`) as they come, into a
 temporary file renamed onto the output when complete: a run that fails or is cancelled leaves no
@@ -55,13 +58,21 @@ PathLike = str | os.PathLike
 @dataclass(frozen=True)
 class TalkModels:
     """The models of a run; None (or a built-in model) is the built-in backend of that stage.
-    ``batch_size``: frames per forward pass of the learned TSG / generator (None: their default)."""
+    ``batch_size``: frames per forward pass of the learned TSG / generator; None or 0:
+    automatic (from the device's free memory, their default on a CPU:
+    :func:`.working_memory.pick_batch_size`); a negative one is refused, naming it."""
 
     parser: LoadedModel | None = None
     tsg: LoadedModel | None = None
     encoder: LoadedModel | None = None
     generator: LoadedModel | None = None
     batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size is not None:  # None needs no check (and no torch import: cold start)
+            from .working_memory import batch_size_choice
+
+            object.__setattr__(self, "batch_size", batch_size_choice(self.batch_size, "batch_size"))
 
     @property
     def learned(self) -> bool:
@@ -239,34 +250,56 @@ def iter_talk_with_models(frames: np.ndarray, audio, fps: float, settings: TalkS
     (generator or the built-in renderer, which follows the TSG's maps) -> paste-back, yielding
     full-resolution frames one at a time.
 
-    ``progress`` counts the frames pasted back (the stages before it run first, collected);
-    ``refine_progress`` the style refinement's steps.
+    Streams: the talking segmentation and the generator's crops are made as the frames are
+    asked for (see the module docstring), so only the input track and a few chunks or batches
+    are held; the frame count is the audio's (``ceil(duration * fps)``), checked at the end.
+    ``progress`` counts the frames pasted back; ``refine_progress`` the style refinement's steps.
     """
     mono = pipeline.load_mono(audio, "audio")
     blink = settings.blink if blink is None else blink
     refine = _refinement(settings, models, refine_progress)  # loss files read before any work
     faces = pipeline.parse_faces(frames, models.parser, crop_size=settings.crop_size,
                                  face_index=settings.face_index, input_name=input_name)
-    segmentation = pipeline.talking_segmentation(
+    # The style first: it reads one frame, and a refinement runs before any frame is drawn.
+    style = _style(faces, settings, models, refine)
+    segmentation = pipeline.stream_talking_segmentation(
         faces, mono, fps, model=models.tsg, strength=settings.strength, method=settings.method,
         video_mode=settings.video_mode, blink=blink, seed=settings.seed, batch_size=models.batch_size,
     )
-    style = _style(faces, settings, models, refine)
+    total = len(segmentation)
+    # Each frame's map goes on as it is made (a TSG: a chunk at a time), never the whole clip's.
+    maps = (dataclasses.replace(f, pose=None) if f.pose is not None else f
+            for f in segmentation.frames)
     if _learned(models.generator):
-        crops = pipeline.synthesize(segmentation, style, model=models.generator, seed=settings.seed,
-                                    batch_size=models.batch_size)
-        pairs = zip(crops, segmentation.frames())
+        pairs = pipeline.iter_synthesize_with_model(
+            maps, faces, style, models.generator, seed=settings.seed, batch_size=models.batch_size,
+            tsg_resolution=segmentation.meta.get("tsg_resolution"))
     else:
-        pairs = pipeline.iter_synthesize(segmentation.frames(), faces, style,
-                                         activity=pipeline.segmentation_activity(segmentation))
+        activity = _builtin_activity(segmentation.mouth_params, segmentation.fps)
+        pairs = pipeline.iter_synthesize(maps, faces, style, activity=activity)
     # A portrait moves its head (portrait_motion: None for a video, which has its own motion).
-    speech = None if segmentation.mouth_params is None else segmentation.mouth_params[:, 0]
-    motion = pipeline.portrait_motion(faces, len(segmentation), fps, settings.seed, settings.head_motion, speech)
+    speech = segmentation.mouth_params[:, 0]
+    motion = pipeline.portrait_motion(faces, total, fps, settings.seed, settings.head_motion, speech)
     pasted = pipeline.iter_paste_back(pairs, faces, blend=settings.blend, motion=motion)
-    for done, frame in enumerate(pasted, 1):
-        yield frame
-        if progress is not None:
-            progress(done, len(segmentation))
+    done = 0
+    try:
+        for frame in pasted:
+            done += 1
+            yield frame
+            if progress is not None:
+                progress(done, total)
+    finally:
+        pasted.close()  # stops the generator's worker thread when the writer stops early
+    if done != total:
+        raise RuntimeError(f"the learned chain made {done} frames, but the audio needs {total}")
+
+
+def _builtin_activity(mouth_params: np.ndarray, fps: float) -> np.ndarray | None:
+    """Speech activity of an articulation track for the built-in renderer (what
+    :func:`pipeline.segmentation_activity` reads off a collected segmentation)."""
+    from . import builtin
+
+    return builtin.articulation_activity(mouth_params, fps)
 
 
 def read_frames(video_path: PathLike, max_frames: int | None = None,

@@ -11,6 +11,7 @@ plus one half-precision copy of the weights that autocast makes during a half ru
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .components import ENCODER, GENERATOR, PARSER, TSG
@@ -107,3 +108,24 @@ def pick_batch_size(model: LoadedModel, device: torch.device | str, dtype: torch
         return default
     fixed = one - per_frame  # the half-precision weight copy: once, whatever the batch
     return int(max(1, min(MAX_AUTO_BATCH, (FREE_SHARE * free - fixed) // per_frame)))
+
+
+def batch_size_choice(value, name: str = "batch_size") -> int | None:
+    """The one meaning of a batch size input (the nodes' ``batch_size`` widget, the CLI's
+    ``--batch-size``, the library's ``batch_size=``): 0 or None: automatic (None; the run picks
+    it with :func:`pick_batch_size`: from the device's free memory on a GPU, the model's default
+    on a CPU); a positive whole number: that many frames per forward pass. Anything else is a
+    ValueError naming ``name``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise ValueError(f"input '{name}' must be a whole number of frames per forward pass "
+                             f"(0: automatic), got {value!r}")
+    value = int(value)
+    if value < 0:
+        raise ValueError(f"input '{name}' is {value}: give the frames per forward pass (1 or "
+                         f"more), or 0 to pick it automatically from the device's free memory")
+    return value or None

@@ -77,7 +77,7 @@ def test_face_index(tmp_path, speech, capsys):
 
 
 def test_batch_size(tmp_path, speech, bundles, monkeypatch):
-    from segtalker_core import learned
+    from segtalker_core import learned, working_memory
 
     sizes = []
     real = learned.AdaptiveBatch
@@ -90,6 +90,21 @@ def test_batch_size(tmp_path, speech, bundles, monkeypatch):
     code, _ = talk(tmp_path, speech, "--tsg", bundles["tsg"], "--encoder", bundles["encoder"],
                    "--generator", bundles["generator"], "--batch-size", "3")
     assert code == 0 and ("TSG", 3) in sizes and ("generator", 3) in sizes
+    # 0: automatic, the batch picked from the free memory (on a CPU: the models' defaults).
+    sizes.clear()
+    picked = []
+    real_pick = working_memory.pick_batch_size
+
+    def pick(model, *args, **kwargs):
+        picked.append(model.component)
+        return real_pick(model, *args, **kwargs)
+
+    monkeypatch.setattr(working_memory, "pick_batch_size", pick)
+    (tmp_path / "auto").mkdir()
+    code, _ = talk(tmp_path / "auto", speech, "--tsg", bundles["tsg"], "--encoder", bundles["encoder"],
+                   "--generator", bundles["generator"], "--batch-size", "0")
+    assert code == 0 and sorted(picked) == ["generator", "tsg"]
+    assert sorted(sizes) == [("TSG", learned.TSG_BATCH), ("generator", learned.GENERATOR_BATCH)]
 
 
 def test_bundle_of_the_wrong_slot_is_refused(tmp_path, speech, bundles, capsys):
@@ -117,9 +132,10 @@ def test_unknown_device_and_bad_batch_size(tmp_path, speech, bundles, capsys):
     assert talk(tmp_path, speech, "--tsg", bundles["tsg"], "--device", "tpu9")[0] == 2
     assert "is not a device" in capsys.readouterr().err
     with pytest.raises(SystemExit) as usage_error:  # argparse refuses it before anything runs
-        talk(tmp_path, speech, "--batch-size", "0")
+        talk(tmp_path, speech, "--batch-size", "-2")
     assert usage_error.value.code == 2
-    assert "argument --batch-size: must be at least 1" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "argument --batch-size: must be 0 (automatic" in err and "got -2" in err
 
 
 def test_fp16_on_cpu_works_and_is_logged(tmp_path, speech, bundles, caplog):

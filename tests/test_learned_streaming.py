@@ -141,3 +141,164 @@ def test_allocator_setting_applies_on_glibc():
                          check=True).stdout.strip()
     import platform
     assert out == str(platform.libc_ver()[0] == "glibc" and sys.platform.startswith("linux"))
+
+
+# --- the learned chain of talk_file streams (#15 item 2) ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def talk_chain(tmp_path_factory):
+    """A 64 px portrait, random 64 px bundles, and 2.1 s of speech: 53 frames at 25 fps (not a
+    multiple of any batch or chunk below, so the last block of each is a remainder)."""
+    from segtalker_core.models.random_bundle import write_random_bundles
+    from segtalker_core.talk_file import TalkModels
+
+    image = cv2.cvtColor(cv2.imread(str(REPO / "examples" / "portrait.png")), cv2.COLOR_BGR2RGB)
+    paths = write_random_bundles(tmp_path_factory.mktemp("talk_bundles"), resolution=64, seed=1)
+    loaded = {k: pipeline.load_model(str(v)) for k, v in paths.items()}
+    models = TalkModels(tsg=loaded["tsg"], encoder=loaded["encoder"], generator=loaded["generator"],
+                        batch_size=3)
+    speech = pipeline.load_mono(str(REPO / "examples" / "speech.wav"))
+    wave = speech.samples[: int(2.1 * speech.sample_rate)].copy()
+    mono = pipeline.load_mono({"waveform": torch.from_numpy(wave)[None, None],
+                               "sample_rate": speech.sample_rate})
+    return image, models, mono
+
+
+def _settings(**kw):
+    from segtalker_core.talk_file import TalkSettings
+
+    return TalkSettings(crop_size=64, head_motion=0.0, **kw)
+
+
+def _collected_talk(image, mono, settings, models):
+    """The learned chain as it ran before it streamed: every stage collected in turn."""
+    faces = pipeline.parse_faces(image[None], models.parser, crop_size=settings.crop_size)
+    seg = pipeline.talking_segmentation(faces, mono, 25.0, model=models.tsg, strength=settings.strength,
+                                        method=settings.method, blink=settings.blink, seed=settings.seed,
+                                        batch_size=models.batch_size)
+    if models.generator is not None:
+        style = pipeline.encode_style(faces, models.encoder)
+        crops = pipeline.synthesize(seg, style, model=models.generator, seed=settings.seed,
+                                    batch_size=models.batch_size)
+        pairs = zip(crops, seg.frames())
+    else:
+        pairs = pipeline.iter_synthesize(seg.frames(), faces, None,
+                                         activity=pipeline.segmentation_activity(seg))
+    return np.stack(list(pipeline.iter_paste_back(pairs, faces)))
+
+
+@pytest.mark.parametrize("stages", ["tsg+generator", "tsg only", "generator only"])
+def test_streamed_talk_equals_the_collected_chain(talk_chain, stages):
+    """Bit-identical frames, and exactly the audio's count (53), whichever stages are learned."""
+    import dataclasses
+
+    from segtalker_core import talk_file
+
+    image, models, mono = talk_chain
+    if stages == "tsg only":
+        models = dataclasses.replace(models, encoder=None, generator=None)
+    elif stages == "generator only":
+        models = dataclasses.replace(models, tsg=None)
+    settings = _settings()
+    seen = []
+    streamed = np.stack(list(talk_file.iter_talk_with_models(
+        image[None], mono, 25.0, settings, models, progress=lambda d, t: seen.append((d, t)))))
+    assert len(streamed) == pipeline.audio_frame_count(mono, 25.0) == 53
+    assert seen[-1] == (53, 53)
+    assert np.array_equal(streamed, _collected_talk(image, mono, settings, models))
+
+
+def test_streamed_talk_holds_a_bounded_number_of_frames(talk_chain, monkeypatch):
+    """Instrumented: the TSG's maps made minus the frames written, at every frame, stays below
+    one TSG chunk plus the generator's blocks in flight (consumed, one ahead, one gathering) --
+    a few dozen frames, however long the audio; the collected chain held all 53 at the first."""
+    from segtalker_core import talk_file
+
+    image, models, mono = talk_chain
+    chunk = 8
+    made = [0]
+    real = learned.iter_tsg_segmentation
+
+    def counted(*args, **kwargs):
+        kwargs["chunk"] = chunk
+        for block in real(*args, **kwargs):
+            made[0] += len(block)
+            yield block
+
+    monkeypatch.setattr(learned, "iter_tsg_segmentation", counted)
+    held = []
+    for written, _ in enumerate(talk_file.iter_talk_with_models(image[None], mono, 25.0, _settings(),
+                                                                models), 1):
+        held.append(made[0] - written)
+    blocks_in_flight = 3 * learned._block_frames(models.batch_size)  # 3 * 9 frames at batch 3
+    assert len(held) == made[0] == 53
+    assert max(held) <= chunk + blocks_in_flight < 53, max(held)
+    assert held[0] < 53 - 1  # the first frame came before the TSG had made them all
+
+
+def test_stopping_early_stops_the_generator_thread(talk_chain):
+    import threading
+
+    from segtalker_core import talk_file
+
+    image, models, mono = talk_chain
+    frames = talk_file.iter_talk_with_models(image[None], mono, 25.0, _settings(), models)
+    next(frames)
+    assert any(t.name == "segtalker-generator" for t in threading.enumerate())
+    frames.close()
+    assert not any(t.name == "segtalker-generator" for t in threading.enumerate())
+
+
+def test_batch_size_zero_is_automatic_and_negative_is_refused(talk_chain):
+    from segtalker_core.talk_file import TalkModels
+    from segtalker_core.working_memory import batch_size_choice
+
+    assert batch_size_choice(0) is None and batch_size_choice(None) is None
+    assert batch_size_choice(5) == 5
+    assert TalkModels(batch_size=0).batch_size is None
+    for bad in (-1, 2.5, "4"):
+        with pytest.raises(ValueError, match="input 'batch_size'"):
+            batch_size_choice(bad)
+    with pytest.raises(ValueError, match="input 'batch_size' is -2: .*0 to pick it automatically"):
+        TalkModels(batch_size=-2)
+    image, models, mono = talk_chain
+    faces = pipeline.parse_faces(image[None], crop_size=64)
+    with pytest.raises(ValueError, match="input 'batch_size' is -1"):
+        pipeline.talking_segmentation(faces, mono, 25.0, model=models.tsg, batch_size=-1)
+    # Automatic on a CPU resolves to the defaults, so it is the fixed batch's result exactly.
+    auto = pipeline.talking_segmentation(faces, mono, 25.0, model=models.tsg, batch_size=0)
+    fixed = pipeline.talking_segmentation(faces, mono, 25.0, model=models.tsg, batch_size=learned.TSG_BATCH)
+    assert np.array_equal(auto.regions, fixed.regions)
+    style = pipeline.encode_style(faces, models.encoder)
+    crops = pipeline.synthesize(auto, style, model=models.generator, batch_size=0)
+    assert np.array_equal(crops, pipeline.synthesize(auto, style, model=models.generator,
+                                                     batch_size=learned.GENERATOR_BATCH))
+
+
+def test_picked_generator_batch_is_not_capped_by_the_block(chain, monkeypatch):
+    """Automatic: the batch is picked before frames are gathered, so a block holds whole batches
+    of the picked size (a block sized for the default batch would cap a GPU's 32)."""
+    faces, models, _, seg, style = chain
+    sizes = []
+    real = learned.AdaptiveBatch
+
+    def spy(size, what):
+        sizes.append(size)
+        return real(size, what)
+
+    monkeypatch.setattr(learned, "AdaptiveBatch", spy)
+    from segtalker_core import working_memory
+    monkeypatch.setattr(working_memory, "pick_batch_size", lambda *a, **k: 16)
+    blocks = []
+    real_blocks = learned._frame_blocks
+
+    def frame_blocks(frames, n):
+        for b in real_blocks(frames, n):
+            blocks.append(len(b[0]))
+            yield b
+
+    monkeypatch.setattr(learned, "_frame_blocks", frame_blocks)
+    frames = [f for _ in range(3) for f in seg.frames()]  # 33 frames
+    out = list(learned.iter_synthesize_learned(frames, faces, style, models["generator"], ahead=0))
+    assert len(out) == 33 and sizes == [16] and blocks == [16, 16, 1]

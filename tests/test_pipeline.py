@@ -386,3 +386,28 @@ def test_edit_segmentation_shape_from_another_face(segmentation):
     edited = pipeline.edit_segmentation(segmentation, "hair", shape_from=reference)
     hair = L.region_index("hair")
     np.testing.assert_array_equal(edited.regions[0] == hair, reference.regions[0] == hair)
+
+
+def test_face_mesh_runs_where_the_parser_runs(monkeypatch):
+    """The detector of a parse (whole batch or chunked video) is made on the parser's device;
+    a parser that says none leaves the detector's CPU default."""
+    from segtalker_core.face import detect
+
+    seen = []
+
+    class Spy(detect.FaceMeshDetector):
+        def __init__(self, *args, **kwargs):
+            seen.append(kwargs.get("device"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(detect, "FaceMeshDetector", Spy)
+    frames = _read_rgb("portrait.png")[None].repeat(2, axis=0)
+    placed = pipeline.builtin_parser_model()
+    placed.device = torch.device("cpu")  # what LoadedModel.place records
+    list(pipeline.iter_face_tracks([frames], placed, crop_size=64))
+    pipeline.parse_faces(frames, placed, crop_size=64)
+    assert seen == [torch.device("cpu")] * 2
+    seen.clear()
+    list(pipeline.iter_face_tracks([frames], crop_size=64))
+    assert seen == [None]
+    assert pipeline.parser_device(None) is None

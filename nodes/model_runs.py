@@ -12,8 +12,24 @@ from typing import Iterator
 
 from ..segtalker_core import precision
 from ..segtalker_core.model_handle import LoadedModel
+from comfy_api.latest import io
+
 from ..segtalker_core.working_memory import working_memory_bytes
 from .comfy_glue import recommended_dtype
+
+MAX_BATCH = 256  # frames per forward pass; more only delays the first frames
+
+
+def batch_size_input() -> io.Int.Input:
+    """Frames per forward pass of a learned TSG / generator. Optional and the node's last
+    widget: UI workflows saved before it load with their widgets in place (it takes 0), and
+    API prompts without it still validate."""
+    return io.Int.Input(
+        "batch_size", default=0, min=0, max=MAX_BATCH, optional=True,
+        tooltip="frames per forward pass of the learned model; 0 = automatic (as many as fit in "
+                "the device's free memory; the model's default on a CPU). Lower it if the GPU "
+                "runs out of memory; the built-in backend ignores it",
+    )
 
 
 @contextlib.contextmanager

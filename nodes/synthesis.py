@@ -6,8 +6,9 @@ from comfy_api.latest import io
 from ..segtalker_core import pipeline
 from ..segtalker_core.face.paste import BLEND_MODES
 from ..segtalker_core.procedural.head_motion import DEFAULT_STRENGTH as DEFAULT_HEAD_MOTION
+from ..segtalker_core.working_memory import batch_size_choice
 from .comfy_glue import image_to_uint8, progress_for, uint8_to_image
-from .model_runs import model_on_device
+from .model_runs import batch_size_input, model_on_device
 from .sockets import CATEGORY, GeneratorModel, Segmentation, Style
 
 
@@ -49,13 +50,16 @@ class SegTalkerSynthesize(io.ComfyNode):
                 io.Combo.Input("background", options=["source", "generated"], default="source",
                                tooltip="keep the source frame's background, or render it from its own code"),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="noise, fixed for the whole video"),
+                batch_size_input(),
             ],
             outputs=[io.Image.Output(display_name="crops")],
         )
 
     @classmethod
-    def execute(cls, segmentation, style, background: str, seed: int, generator=None) -> io.NodeOutput:
-        with model_on_device(generator, frame_size=segmentation.faces.crop_size):
+    def execute(cls, segmentation, style, background: str, seed: int, generator=None,
+                batch_size: int = 0) -> io.NodeOutput:
+        batch_size = batch_size_choice(batch_size, "batch_size")  # 0: None, automatic
+        with model_on_device(generator, batch=batch_size, frame_size=segmentation.faces.crop_size):
             crops = pipeline.synthesize(
                 segmentation,
                 style,
@@ -63,6 +67,7 @@ class SegTalkerSynthesize(io.ComfyNode):
                 background=background,
                 seed=seed,
                 progress=progress_for(len(segmentation)),
+                batch_size=batch_size,
             )
         return io.NodeOutput(uint8_to_image(crops))
 

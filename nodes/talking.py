@@ -5,8 +5,9 @@ from comfy_api.latest import io
 
 from ..segtalker_core import pipeline
 from ..segtalker_core.labels import REGIONS_12, SHAPE_EDIT_FILLS
+from ..segtalker_core.working_memory import batch_size_choice
 from .comfy_glue import progress_for, uint8_to_image
-from .model_runs import model_on_device
+from .model_runs import batch_size_input, model_on_device
 from .sockets import CATEGORY, Faces, Segmentation, TSGModel
 
 
@@ -37,6 +38,7 @@ class SegTalkerAudioToSegmentation(io.ComfyNode):
                 ),
                 io.Boolean.Input("blink", default=True, tooltip="add natural blinks (built-in backend)"),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="blink timing"),
+                batch_size_input(),
             ],
             outputs=[
                 Segmentation.Output(display_name="segmentation"),
@@ -46,10 +48,11 @@ class SegTalkerAudioToSegmentation(io.ComfyNode):
 
     @classmethod
     def execute(cls, faces, audio, fps: float, strength: float, phonemes: str, video_mode: str,
-                blink: bool, seed: int, tsg=None) -> io.NodeOutput:
+                blink: bool, seed: int, tsg=None, batch_size: int = 0) -> io.NodeOutput:
         mono = pipeline.load_mono(audio, "audio")
         n_frames = pipeline.audio_frame_count(mono, fps)
-        with model_on_device(tsg, frame_size=faces.crop_size):
+        batch_size = batch_size_choice(batch_size, "batch_size")  # 0: None, automatic
+        with model_on_device(tsg, batch=batch_size, frame_size=faces.crop_size):
             segmentation = pipeline.talking_segmentation(
                 faces,
                 mono,
@@ -61,6 +64,7 @@ class SegTalkerAudioToSegmentation(io.ComfyNode):
                 blink=blink,
                 seed=seed,
                 progress=progress_for(n_frames),
+                batch_size=batch_size,
             )
         return io.NodeOutput(segmentation, uint8_to_image(pipeline.segmentation_preview(segmentation)))
 

@@ -408,3 +408,89 @@ def test_head_motion_is_an_optional_last_widget_of_the_portrait_nodes(comfy_tabl
         assert names[-1] == "head_motion", f"{node_id}: inputs {names}; head_motion must come last"
     talk_video = info["SegTalkerTalkVideo"]["input"]
     assert "head_motion" not in {**talk_video.get("required", {}), **(talk_video.get("optional") or {})}
+
+
+LEARNED_RUN_NODES = ("SegTalkerAudioToSegmentation", "SegTalkerSynthesize")
+
+
+def test_batch_size_is_an_optional_last_widget_of_the_learned_nodes(comfy_table):
+    """The nodes that run a learned TSG / generator take ``batch_size`` (INT, default 0 =
+    automatic, never negative), optional and last: UI workflows saved before it load with
+    their widgets in place, API prompts without it validate."""
+    info = comfy_table["object_info"]
+    for node_id in LEARNED_RUN_NODES:
+        optional = info[node_id]["input"].get("optional") or {}
+        assert "batch_size" in optional, f"{node_id}: no optional batch_size input"
+        kind, options = optional["batch_size"]
+        assert kind == "INT" and (options["default"], options["min"]) == (0, 0), options
+        assert "0 = automatic" in options["tooltip"]
+        order = info[node_id].get("input_order") or {}
+        names = list(order.get("required", [])) + list(order.get("optional", []))
+        assert names[-1] == "batch_size", f"{node_id}: inputs {names}; batch_size must come last"
+
+
+_RUN_LEARNED_NODES = r'''
+import sys
+out_path, base_dir = sys.argv[1], sys.argv[2]
+sys.argv = ["main.py", "--cpu", "--base-directory", base_dir, "--disable-api-nodes",
+            "--database-url", "sqlite:///:memory:"]
+import comfy.options
+comfy.options.enable_args_parsing()
+import asyncio, json, types
+import numpy as np
+import torch
+import nodes
+
+asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
+(pipeline,) = [m for name, m in sys.modules.items() if name.endswith(".segtalker_core.pipeline")
+               and name != "segtalker_core.pipeline"]
+seen = []
+
+def talking_segmentation(*args, batch_size=None, **kwargs):
+    seen.append(["talking_segmentation", batch_size])
+    return "segmentation"
+
+def synthesize(*args, batch_size=None, **kwargs):
+    seen.append(["synthesize", batch_size])
+    return np.zeros((1, 8, 8, 3), np.uint8)
+
+pipeline.talking_segmentation = talking_segmentation
+pipeline.synthesize = synthesize
+pipeline.segmentation_preview = lambda segmentation: np.zeros((1, 8, 8, 3), np.uint8)
+
+class Segmentation:
+    faces = types.SimpleNamespace(crop_size=64)
+    def __len__(self):
+        return 1
+
+audio = {"waveform": torch.zeros(1, 1, 8000), "sample_rate": 16000}
+talk = nodes.NODE_CLASS_MAPPINGS["SegTalkerAudioToSegmentation"]
+synth = nodes.NODE_CLASS_MAPPINGS["SegTalkerSynthesize"]
+errors = []
+for batch in (3, 0, -1):
+    for run in (lambda: talk.execute(types.SimpleNamespace(crop_size=64), audio, 25.0, 1.0, "acoustic",
+                                     "pingpong", True, 0, batch_size=batch),
+                lambda: synth.execute(Segmentation(), None, "source", 0, batch_size=batch)):
+        try:
+            run()
+        except ValueError as error:
+            errors.append(str(error))
+talk.execute(types.SimpleNamespace(crop_size=64), audio, 25.0, 1.0, "acoustic", "pingpong", True, 0)
+synth.execute(Segmentation(), None, "source", 0)  # a prompt saved before the input: automatic
+with open(out_path, "w") as fh:
+    json.dump({"seen": seen, "errors": errors}, fh)
+'''
+
+
+def test_batch_size_input_reaches_the_core(comfyui_dir):
+    """Executed in ComfyUI (stage functions replaced by recorders): the widget's value is what
+    the core gets, 0 and a missing input are None (automatic), a negative one is an error
+    naming the input before anything runs."""
+    with comfyui_host._linked_custom_nodes(REPO_DIR) as (base, _link):
+        result = comfyui_host._run_comfy_script(comfyui_dir, _RUN_LEARNED_NODES, [str(base)],
+                                                "running the learned nodes")
+    assert result["seen"] == [["talking_segmentation", 3], ["synthesize", 3],
+                              ["talking_segmentation", None], ["synthesize", None],
+                              ["talking_segmentation", None], ["synthesize", None]]
+    assert len(result["errors"]) == 2
+    assert all("input 'batch_size' is -1" in e for e in result["errors"]), result["errors"]

@@ -79,9 +79,12 @@ def iter_tsg_segmentation(
     batch_size: int | None = None,
     progress: Progress = None,
     chunk: int = TSG_CHUNK,
+    first: int = 0,
+    reference: np.ndarray | None = None,
+    batch: AdaptiveBatch | None = None,
 ) -> Iterator[np.ndarray]:
     """Blocks ``[n, S, S]`` uint8 of consecutive output frames' 12-region maps (``n`` <= ``chunk``,
-    all blocks together ``n_frames``), predicted by a TSG from the audio's mel windows.
+    all blocks together ``len(source_index)``), predicted by a TSG from the audio's mel windows.
 
     Streams: mel windows, one-hot maps and the block exist per chunk only, so memory does not
     grow with the audio. The pose source of output frame t is the parsing of
@@ -89,6 +92,12 @@ def iter_tsg_segmentation(
     fixed frame, so the mouth shape does not drift. Frames without a face keep their source
     map. ``batch_size``: frames per forward pass (None: picked from the device's free memory,
     :func:`.working_memory.pick_batch_size`).
+
+    A video read in chunks runs this once per face track: ``first`` is the clip frame of
+    ``source_index[0]``'s output (``n_frames`` stays the clip's, which the last mel windows are
+    padded to), ``reference`` the ``[S, S]`` identity map of the whole clip (default: the
+    ``reference_frame`` of ``faces``, else its first with a face) and ``batch`` the run's
+    :class:`AdaptiveBatch` (a size that failed stays off in the next track).
     """
     from .audio.mel import mel_windows
     from .models.tsg import predict_talking_segmentation
@@ -96,20 +105,23 @@ def iter_tsg_segmentation(
 
     tsg = model.runner
     device, dtype = _placement(model)
-    if batch_size is None:
-        batch_size = pick_batch_size(model, device, dtype, frame_size=faces.crop_size)
-    batch = AdaptiveBatch(batch_size, "TSG")  # shared by the chunks: a size that failed stays off
+    if batch is None:
+        if batch_size is None:
+            batch_size = pick_batch_size(model, device, dtype, frame_size=faces.crop_size)
+        batch = AdaptiveBatch(batch_size, "TSG")  # shared by the chunks: a size that failed stays off
     # The 0.2 s window is centred on the frame; a bundle trained otherwise says so.
     align = ((model.config.extra or {}).get("mel_align") if model.config is not None else None) or "centre"
     regions = faces.regions
-    reference = regions[reference_frame] if faces.found[reference_frame] else regions[np.argmax(faces.found)]
-    for start in range(0, n_frames, chunk):
-        stop = min(start + chunk, n_frames)
-        windows = mel_windows(mono_audio, fps, start, stop, n_frames=n_frames, align=align)
+    if reference is None:
+        reference = regions[reference_frame] if faces.found[reference_frame] else regions[np.argmax(faces.found)]
+    count = len(source_index)
+    for start in range(0, count, chunk):
+        stop = min(start + chunk, count)
+        windows = mel_windows(mono_audio, fps, first + start, first + stop, n_frames=n_frames, align=align)
         index = source_index[start:stop]
         source = regions[index]
 
-        def chunk_progress(done: int, _total: int, offset: int = start) -> None:
+        def chunk_progress(done: int, _total: int, offset: int = first + start) -> None:
             if progress is not None:
                 progress(offset + done, n_frames)
 
@@ -119,6 +131,17 @@ def iter_tsg_segmentation(
         missing = ~faces.found[index]
         block[missing] = source[missing]
         yield block
+
+
+def tsg_batch(model: LoadedModel, batch_size: int | None, frame_size: int) -> AdaptiveBatch:
+    """The TSG's batch for a run that calls :func:`iter_tsg_segmentation` once per face track
+    (None: picked from the device's free memory), shared so an out-of-memory halving holds."""
+    if batch_size is None:
+        from .working_memory import pick_batch_size
+
+        device, dtype = _placement(model)
+        batch_size = pick_batch_size(model, device, dtype, frame_size=frame_size)
+    return AdaptiveBatch(batch_size, "TSG")
 
 
 def encode_style_learned(faces: FaceTrack, model: LoadedModel, frame: int,

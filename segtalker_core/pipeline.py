@@ -816,6 +816,12 @@ def iter_talk_chunks(
         )
 
 
+def speech_articulation(audio, fps: float, method: str = "auto", strength: float = 1.0):
+    """The articulation track (``.params`` ``[T, 5]``, ``T = ceil(duration * fps)``) of the
+    speech that the talking segmentation follows, computed once for a whole run."""
+    return _articulation(audio, fps, method, strength)
+
+
 def _articulation(audio, fps: float, method: str, strength: float):
     from .audio.articulation import articulation_from_audio
     from .audio.timing import frame_count

@@ -6,12 +6,13 @@ Memory stays flat with the length where the stages allow it:
   (:func:`pipeline.iter_talk_chunks`); frames past the audio are not decoded.
 * **Built-in chain, portrait or shorter video**: the input frames are held (a loop or ping-pong
   needs them), the output is streamed (:func:`pipeline.iter_talk`).
-* **Learned models** (a TSG, encoder or generator): the input frames are held (the TSG and the
-  style read the whole track); the rest streams, so for a portrait memory does not grow with the
-  audio: the TSG makes its maps a chunk of frames at a time (:data:`.learned.TSG_CHUNK`), the
-  generator draws them in batches of ``TalkModels.batch_size`` gathered as the maps come (the
-  next batch on a worker thread while this one is pasted back), and each output frame goes
-  through paste-back into the writer, never held.
+* **Learned models** (a TSG, encoder or generator): the chain streams, so memory does not grow
+  with the audio: the TSG makes its maps a chunk of frames at a time (:data:`.learned.TSG_CHUNK`),
+  the generator draws them in batches of ``TalkModels.batch_size`` gathered as the maps come
+  (the next batch on a worker thread while this one is pasted back), and each output frame goes
+  through paste-back into the writer, never held. A video at least as long as the audio is read
+  chunk by chunk as for the built-in chain (:func:`iter_talk_chunks_with_models`; the style and
+  the TSG's identity map come from the first face); a portrait or a shorter video is held.
 
 Frames are encoded on a worker thread (:class:`video_io.BackgroundWriter`) as they come, into a
 temporary file renamed onto the output when complete: a run that fails or is cancelled leaves no
@@ -213,7 +214,7 @@ def talk_video_file(video_path: PathLike, audio, out_path: PathLike,
     # A file cut short before the frames needed is held (as a short video is) and looped.
     promised = info.frame_count - (0 if info.frame_count_exact else 1)
     complete = scan.packets >= min(n_frames + REORDER_MARGIN, promised)
-    streamed = info.frame_count >= n_frames and complete and not models.learned
+    streamed = info.frame_count >= n_frames and complete
     if streamed:
         def stream() -> Iterator[np.ndarray]:
             # Long enough to cut: read chunk by chunk, so memory does not grow with the length.
@@ -221,10 +222,15 @@ def talk_video_file(video_path: PathLike, audio, out_path: PathLike,
             with VideoReader(video_path, chunk_size=CHUNK_FRAMES, max_frames=n_frames) as reader:
                 chunks = prefetched(resized_chunks(reader, size))
                 try:
-                    yield from pipeline.iter_talk_chunks(
-                        chunks, mono, fps, input_name=name, progress=progress,
-                        **_builtin_options(settings, models),
-                    )
+                    if models.learned:
+                        yield from iter_talk_chunks_with_models(
+                            chunks, mono, fps, settings, models, name, progress,
+                            refine_progress=refine_progress)
+                    else:
+                        yield from pipeline.iter_talk_chunks(
+                            chunks, mono, fps, input_name=name, progress=progress,
+                            **_builtin_options(settings, models),
+                        )
                 finally:  # the decoder thread is stopped before the reader closes its file
                     chunks.close()
         frames_out = stream()
@@ -292,6 +298,93 @@ def iter_talk_with_models(frames: np.ndarray, audio, fps: float, settings: TalkS
         pasted.close()  # stops the generator's worker thread when the writer stops early
     if done != total:
         raise RuntimeError(f"the learned chain made {done} frames, but the audio needs {total}")
+
+
+def iter_talk_chunks_with_models(frame_chunks: Iterable[np.ndarray], audio, fps: float,
+                                 settings: TalkSettings, models: TalkModels,
+                                 input_name: str = "video", progress: Progress = None,
+                                 refine_progress: Progress = None) -> Iterator[np.ndarray]:
+    """:func:`iter_talk_with_models` for a video at least as long as the audio, read in chunks
+    (``[n, H, W, 3]`` uint8 consecutive frames): memory does not grow with the length.
+
+    The video is parsed as it arrives (:func:`pipeline.iter_face_tracks`: the tracker and the
+    crop smoothing carry over between chunks) and each run of parsed frames goes through the
+    talking segmentation, the synthesis and paste-back before the next is decoded. What the held
+    chain takes from the whole track comes from the first frame with a face, as there: the
+    style codes (refined, when asked, on that frame) and the TSG's identity reference map.
+    Frames before the first face pass through unchanged. The video keeps its own blinks.
+    """
+    from . import builtin
+    from .containers import SegmentationFrame
+    from .learned import iter_tsg_segmentation, tsg_batch
+
+    mono = pipeline.load_mono(audio, "audio")
+    refine = _refinement(settings, models, refine_progress)  # loss files read before any work
+    tsg = models.tsg if _learned(models.tsg) else None
+    if tsg is not None:
+        pipeline.require_component(tsg, (pipeline.TSG,), slot="tsg")
+    generator = models.generator if _learned(models.generator) else None
+    articulation = pipeline.speech_articulation(mono, fps, settings.method, settings.strength)
+    params = np.asarray(articulation.params, np.float32)
+    n_frames = len(params)
+    activity = _builtin_activity(params, fps)
+    tsg_resolution = None if tsg is None else int(tsg.runner.resolution)
+    batch = None if tsg is None else tsg_batch(tsg, models.batch_size, settings.crop_size)
+    style = reference = None
+    started = False
+    done = 0
+
+    def report() -> None:
+        if progress is not None:
+            progress(done, n_frames)
+
+    tracks = pipeline.iter_face_tracks(frame_chunks, models.parser, crop_size=settings.crop_size,
+                                       face_index=settings.face_index, input_name=input_name,
+                                       max_frames=n_frames)
+    for faces in tracks:
+        n = len(faces)
+        if not started and faces.found.any():
+            style = _style(faces, settings, models, refine)
+            reference = faces.regions[int(np.argmax(faces.found))]
+            started = True
+        if not started:  # no face yet: nothing to drive the mouth of
+            for i in range(n):
+                yield faces.frames[i].copy()
+                done += 1
+                report()
+            continue
+        index = np.arange(n)
+        track_params = params[done : done + n]  # sliced now: ``done`` moves as frames are written
+        if tsg is not None:
+            blocks = iter_tsg_segmentation(faces, mono, fps, n_frames, index, tsg, first=done,
+                                           reference=reference, batch=batch)
+            maps = (SegmentationFrame(regions, t, track_params[t])
+                    for t, regions in enumerate(r for block in blocks for r in block))
+        else:
+            rig = builtin.iter_talking_segmentation(faces, track_params, fps, index,
+                                                    blink=False, seed=settings.seed, portrait=False)
+            maps = (dataclasses.replace(f, pose=None) for f in rig)  # as the held chain's
+        if generator is not None:
+            pairs = pipeline.iter_synthesize_with_model(
+                maps, faces, style, generator, seed=settings.seed, batch_size=models.batch_size,
+                tsg_resolution=tsg_resolution)
+        else:
+            pairs = pipeline.iter_synthesize(maps, faces, style, portrait=False,
+                                             activity=None if activity is None else activity[done : done + n])
+        pasted = pipeline.iter_paste_back(pairs, faces, blend=settings.blend)
+        try:
+            for frame in pasted:
+                yield frame
+                done += 1
+                report()
+        finally:
+            pasted.close()  # stops this track's generator thread when the writer stops early
+        # Let this track's frames, crops and maps go before the next chunk is parsed.
+        faces = maps = pairs = pasted = frame = None
+    if done < n_frames:
+        raise ValueError(
+            f"input '{input_name}' ended after {done} frames but the audio needs {n_frames} (the "
+            f"file promised more: is it cut short?); give at most {done / fps:.2f} s of audio")
 
 
 def _builtin_activity(mouth_params: np.ndarray, fps: float) -> np.ndarray | None:

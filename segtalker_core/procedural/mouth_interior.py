@@ -312,19 +312,39 @@ class MouthInterior:
         )
 
     def _seal_line(self, image: np.ndarray, driven: np.ndarray, strength: float) -> None:
-        """Darken a soft line along the middle of the inner lip contours."""
-        mid = 0.5 * (
-            np.asarray(driven)[list(T.LIPS_INNER_UPPER), :2]
-            + np.asarray(driven)[list(T.LIPS_INNER_LOWER), :2]
-        )
-        sigma = max(0.7, 0.007 * self.frame.iod)
+        """Darken a soft, even shadow along where the lips meet (the midline of the inner lip
+        contours), only where they do meet: it fades out as the gap opens past ~1.5 px, so it
+        never runs through an opening, and it thins to nothing at the inner corners.
+
+        The shadow is a Gaussian of each pixel's exact distance to the midline polyline: a 1-px
+        anti-aliased line blurred by under a pixel (as drawn before) comes out brighter and darker
+        wherever it crosses pixel centres unevenly, which reads as a dotted line."""
+        upper = np.asarray(driven, np.float64)[list(T.LIPS_INNER_UPPER), :2]
+        lower = np.asarray(driven, np.float64)[list(T.LIPS_INNER_LOWER), :2]
+        mid = 0.5 * (upper + lower)
+        iod = self.frame.iod
+        gap = np.linalg.norm(lower - upper, axis=1)
+        touching = np.clip(1.5 - gap / max(1.0, 0.012 * iod), 0.0, 1.0)
+        along = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(mid, axis=0), axis=1))])
+        ends = np.minimum(along, along[-1] - along) / max(along[-1], 1e-6)
+        weight = touching * _smoothstep(ends / 0.1)
+        if weight.max() <= 0.0:
+            return
+        sigma = max(0.7, 0.007 * iod)
         box = Box.around(mid, 3.0 * sigma + 2.0, image.shape[0])
-        line = np.zeros(box.shape, np.float32)
-        pts = np.round((mid - (box.x0, box.y0)) * 16).astype(np.int32)
-        cv2.polylines(line, [pts], False, 1.0, 1, cv2.LINE_AA, 4)
-        line = np.clip(cv2.GaussianBlur(line, (0, 0), sigma) * 2.0, 0.0, 1.0)
+        ys, xs = np.mgrid[box.y0:box.y1, box.x0:box.x1].astype(np.float64)
+        best = np.full(box.shape, np.inf)
+        level = np.zeros(box.shape)
+        for k in range(len(mid) - 1):
+            a, d = mid[k], mid[k + 1] - mid[k]
+            t = np.clip(((xs - a[0]) * d[0] + (ys - a[1]) * d[1]) / max(float(d @ d), 1e-9), 0.0, 1.0)
+            dist2 = (xs - a[0] - t * d[0]) ** 2 + (ys - a[1] - t * d[1]) ** 2
+            closer = dist2 < best
+            best = np.where(closer, dist2, best)
+            level = np.where(closer, weight[k] + t * (weight[k + 1] - weight[k]), level)
+        line = (level * np.exp(-0.5 * best / sigma**2)).astype(np.float32)
         window = image[box.slices].astype(np.float32)
-        window *= (1.0 - 0.2 * strength * line)[..., None]
+        window *= (1.0 - 0.22 * strength * line)[..., None]
         image[box.slices] = np.clip(window + 0.5, 0, 255).astype(np.uint8)
 
     def _synthesise(

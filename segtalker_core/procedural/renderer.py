@@ -17,7 +17,7 @@ At the source's own pose (``rig.reference_params``, no blink) the frame *is* the
 gives the reference landmarks back, the warp is the identity, no interior is painted and the map
 is the source's. Near it the painted interior fades in with the rig's
 :meth:`~.rig.MouthRig.reference_weight` (so a smile's own teeth stay until the mouth opens
-further), as does the lip-edge inset of an open source (:func:`_lip_texture_points`).
+further), as does the lip-edge texture of an open source (:func:`_lip_texture_points`).
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from .blink import (
 from .mouth_interior import (
     MouthInterior, MouthPalette, TeethGeometry, analyse_mouth, extract_source_teeth,
 )
+from .lip_texture import lip_edge_points
 from .mouth_fit import MouthReader
 from .mouth_segmentation import drive_regions
 from .rig import (
@@ -132,10 +133,11 @@ class SourceFace:
         self.iod = FaceFrame.from_landmarks(reference).iod
         mouth = analyse_mouth(self.crop, reference, self.iod)
         self.rig = MouthRig.fit(reference, options.rig, source_teeth=mouth.score)
-        self.mesh = _build_mesh(self.rig, size)
-        # Where the warp samples each landmark, relative to the reference [478, 3] (the lip-edge
-        # inset): undone at the source's own pose, so that pose is the identity warp.
-        self.texture_offset = _lip_texture_points(self.rig) - self.rig.reference
+        texture = _lip_texture_points(self.rig, self.crop)
+        self.mesh = _build_mesh(self.rig, size, texture)
+        # Where the warp samples each landmark, relative to the reference [478, 3] (the lips'
+        # own edge): undone at the source's own pose, so that pose is the identity warp.
+        self.texture_offset = texture - self.rig.reference
         self.smooth = _SMOOTH * self.iod
         self.keep = KeepMask.build(np.isin(self.regions, _KEEP_FRONT), None, _KEEP_FEATHER * self.iod,
                                    self.mesh.box)
@@ -225,8 +227,9 @@ def eye_closure_schedule(options: RenderOptions, num_frames: int, fps: float) ->
     return blink_schedule(num_frames, fps, options.blink_seed, options.blink_config)
 
 
-def _build_mesh(rig: MouthRig, size: int) -> MeshWarp:
-    """Triangulation of the region any parameter values can move, plus a margin."""
+def _build_mesh(rig: MouthRig, size: int, texture: np.ndarray) -> MeshWarp:
+    """Triangulation of the region any parameter values can move, plus a margin; ``texture``
+    [478, 3]: where each landmark samples the source (:func:`_lip_texture_points`)."""
     corners = np.array(np.meshgrid([0, 1], [-1, 1], [0, 1], [0], [0, 1], indexing="ij")).reshape(5, -1).T
     poses = rig.drive(corners)
     moving = rig.moving
@@ -237,29 +240,34 @@ def _build_mesh(rig: MouthRig, size: int) -> MeshWarp:
     open_pose = np.zeros(NUM_PARAMS)
     open_pose[JAW], open_pose[TEETH] = 0.7, 1.0
     topology = rig.drive(open_pose)
-    texture = _lip_texture_points(rig)
     return MeshWarp.build(texture, topology, box, 0.2 * rig.frame.iod)
 
 
-def _lip_texture_points(rig: MouthRig) -> np.ndarray:
+def _lip_texture_points(rig: MouthRig, crop: np.ndarray) -> np.ndarray:
     """Source positions the warp samples: the reference, with the inner lip contour of an *open*
-    mouth pulled into the lips.
+    mouth moved to where the lips' own colour ends (:func:`.lip_texture.lip_edge_points`).
 
-    Face-mesh inner contours of an open mouth often sit a pixel or two over the teeth; a closing
-    mouth stretches that edge across the lips as white streaks. Sampling from half way to the next
-    ring of lip points avoids it. A closed reference is left exact (rest renders equal the source).
+    Face-mesh inner contours of an open mouth often sit over the teeth or the cavity; a closing
+    mouth stretches that band across the lips as white or dark streaks, and the lips read as
+    thin. At least the fixed inset of old is kept (half way to the next ring of lip points, at
+    most :data:`_INSET_MAX` IOD): where the colours do not tell an edge, the mesh's contour is
+    still a pixel or two off. A closed reference is left exact (rest renders equal the source).
     """
     texture = rig.reference.copy()
-    share = _INSET * _openness(rig)
-    if share == 0.0:
+    openness = _openness(rig)
+    if openness == 0.0:
         return texture
     inner = np.array(T.LIPS_INNER_UPPER + T.LIPS_INNER_LOWER)
     ring = np.array(LIPS_UPPER_SEMI_INNER + LIPS_LOWER_SEMI_INNER)
-    step = share * (rig.reference[ring, :2] - rig.reference[inner, :2])
+    step = _INSET * openness * (rig.reference[ring, :2] - rig.reference[inner, :2])
     length = np.linalg.norm(step, axis=1, keepdims=True)
     limit = _INSET_MAX * rig.frame.iod
     step *= np.minimum(1.0, limit / np.maximum(length, 1e-9))
-    texture[inner, :2] += step
+    edge = lip_edge_points(crop, rig.reference, openness)
+    texture[:, :2] = edge[:, :2]
+    moved = np.linalg.norm(edge[inner, :2] - rig.reference[inner, :2], axis=1)
+    inset = moved < length[:, 0]
+    texture[inner[inset], :2] = rig.reference[inner[inset], :2] + step[inset]
     return texture
 
 

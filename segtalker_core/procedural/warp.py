@@ -359,7 +359,8 @@ class MeshWarp:
         box = self.box
         h, w = box.shape
         half = (np.array([box.x0, box.y0]) + 0.5, 2.0)  # half-res pixel i sits at full x0 + 2i + 0.5
-        ids = _rasterise(corners, order, half, ((h + 1) // 2, (w + 1) // 2))
+        slivers = self._collapsed_openings(vertices, seams)
+        ids = _nearest_kept(_rasterise(corners, order, half, ((h + 1) // 2, (w + 1) // 2)), slivers)
         xs = box.x0 + 0.5 + 2.0 * np.arange((w + 1) // 2, dtype=np.float32)
         ys = box.y0 + 0.5 + 2.0 * np.arange((h + 1) // 2, dtype=np.float32)
         dx, dy = _evaluate(coef, ids, xs, ys)
@@ -370,7 +371,7 @@ class MeshWarp:
         dy = cv2.resize(dy, (2 * dy.shape[1], 2 * dy.shape[0]), interpolation=cv2.INTER_LINEAR)[:h, :w]
 
         if seams:
-            self._exact_near_seams(dx, dy, coef, corners, order, landmarks, seams, max(smooth, 1.0))
+            self._exact_near_seams(dx, dy, coef, corners, order, landmarks, seams, max(smooth, 1.0), slivers)
         xs = np.arange(box.x0, box.x1, dtype=np.float32)[None]
         ys = np.arange(box.y0, box.y1, dtype=np.float32)[:, None]
         if keep is not None:
@@ -380,10 +381,50 @@ class MeshWarp:
         moved = (np.abs(dx) + np.abs(dy)) > 1e-3
         return WarpField(box, xs + dx, ys + dy, moved)
 
+    def _collapsed_openings(
+        self, vertices: np.ndarray, seams: tuple[tuple[int, ...], ...]
+    ) -> np.ndarray | None:
+        """Per triangle id (the identity id last, never one): True for a triangle that samples
+        the source's mouth opening (its centroid lies between the two seam paths, in the source)
+        and that the pose squeezes to a sliver.
+
+        Such a triangle maps a hairline of output onto the source's whole opening: where the
+        lips meet, its pixels (and the rasteriser's stair-steps along it) would sample the
+        source's cavity and teeth -- a dark dotted line, dark wedges in the corners. Those pixels
+        take the map of the lip beside them instead; an opening that is open keeps its triangles
+        (the interior is painted there)."""
+        opening = self._opening_triangles(seams)
+        if opening is None or not opening.any():
+            return None
+        area = _areas(vertices, self.triangles)
+        sliver = opening & (area < _COLLAPSED * self._source_areas)
+        return np.concatenate([sliver, [False]])
+
+    def _opening_triangles(self, seams: tuple[tuple[int, ...], ...]) -> np.ndarray | None:
+        """[K] bool: triangles whose source centroid lies inside the polygon the two seam paths
+        enclose in the source (cached per seams)."""
+        if len(seams) != 2:
+            return None
+        cache = self.__dict__.setdefault("_opening_cache", {})
+        key = tuple(tuple(int(i) for i in path) for path in seams)
+        if key not in cache:
+            where = {int(k): j for j, k in enumerate(self.landmark_index)}
+            path = list(seams[0]) + list(reversed(seams[1]))
+            if not all(int(k) in where for k in path):
+                cache[key] = None
+            else:
+                polygon = self.source_vertices[[where[int(k)] for k in path]].astype(np.float32)
+                centroids = self.source_vertices[self.triangles].mean(axis=1)
+                cache[key] = np.array([
+                    cv2.pointPolygonTest(polygon, (float(x), float(y)), False) > 0 for x, y in centroids
+                ], bool)
+            self.__dict__["_source_areas"] = _areas(self.source_vertices, self.triangles)
+        return cache[key]
+
     def _exact_near_seams(
         self, dx: np.ndarray, dy: np.ndarray, coef: np.ndarray, corners: np.ndarray,
         order: np.ndarray, landmarks: np.ndarray, seams: tuple[tuple[int, ...], ...],
-        sigma: float,
+        sigma: float, slivers: np.ndarray | None = None,
     ) -> None:
         """Overwrite ``dx``/``dy`` (box-sized, in place) with the exact full-resolution map
         within ~2 sigma of the seams, blending softly into the smooth map."""
@@ -401,7 +442,7 @@ class MeshWarp:
             & (high[:, 1] >= window.y0 - 1) & (low[:, 1] <= window.y1)
         )
         origin = np.array([window.x0, window.y0], float)
-        ids = _rasterise(corners, order[near], (origin, 1.0), window.shape)
+        ids = _nearest_kept(_rasterise(corners, order[near], (origin, 1.0), window.shape), slivers)
         xs = np.arange(window.x0, window.x1, dtype=np.float32)
         ys = np.arange(window.y0, window.y1, dtype=np.float32)
         exact_x, exact_y = _evaluate(coef, ids, xs, ys)
@@ -416,6 +457,25 @@ class MeshWarp:
         cols = slice(window.x0 - self.box.x0, window.x1 - self.box.x0)
         dx[rows, cols] += weight * (exact_x - dx[rows, cols])
         dy[rows, cols] += weight * (exact_y - dy[rows, cols])
+
+
+_COLLAPSED = 0.4  # an opening triangle drawn at under this share of its source area is a sliver
+
+
+def _nearest_kept(ids: np.ndarray, slivers: np.ndarray | None) -> np.ndarray:
+    """``ids`` [h, w] with every pixel of a triangle in ``slivers`` (bool per triangle id, the
+    identity id included) given the id of the nearest pixel of any other triangle."""
+    if slivers is None or not slivers.any():
+        return ids
+    bad = slivers[ids]
+    if not bad.any() or bad.all():
+        return ids
+    _, label = cv2.distanceTransformWithLabels(bad.astype(np.uint8), cv2.DIST_L2, 3,
+                                               labelType=cv2.DIST_LABEL_PIXEL)
+    good = ids.reshape(-1)[np.flatnonzero(~bad.reshape(-1))]
+    out = ids.copy()
+    out[bad] = good[label[bad] - 1]
+    return out
 
 
 def _rasterise(
@@ -444,6 +504,13 @@ def _evaluate(
     dx = (c[..., 0] - 1) * x + c[..., 1] * y + c[..., 4]
     dy = c[..., 2] * x + (c[..., 3] - 1) * y + c[..., 5]
     return dx, dy
+
+
+def _areas(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Unsigned area [K] of each triangle of ``points`` [N, 2]."""
+    p = points[triangles]
+    e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    return 0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
 
 
 def _affines(

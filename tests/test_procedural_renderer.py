@@ -28,11 +28,13 @@ def test_rest_renders_the_source_exactly(closed):
 
 
 def test_rest_with_tracked_landmarks_is_the_source():
-    """Landmarks from the tracker leave a sub-pixel gap between closed lips; rest seals it,
-    which must not visibly change the face."""
+    """Landmarks from the tracker leave closed lips a sub-pixel gap (or overlap) apart; rest
+    seals them, which must not visibly change the face."""
     crop, _, regions = closed_astronaut()
     tracked = detect(crop)
-    assert 0 < lip_gap(tracked) < 0.02
+    # Closed as the tracker sees it (whether the few-hundredths-of-a-pixel gap comes out above
+    # or below zero depends on how soft the rendered seam is).
+    assert abs(lip_gap(tracked)) < 0.02
     out = SourceFace(crop, tracked, regions, NO_BLINK).frame(params()).crop
     assert psnr(out, crop) >= 40.0
 

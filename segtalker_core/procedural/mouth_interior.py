@@ -344,6 +344,10 @@ class MouthInterior:
             level = np.where(closer, weight[k] + t * (weight[k + 1] - weight[k]), level)
         line = (level * np.exp(-0.5 * best / sigma**2)).astype(np.float32)
         window = image[box.slices].astype(np.float32)
+        # The warp's map jumps from the upper to the lower lip along a pixel staircase; a
+        # slightly wider band is softened first, so the meeting line is smooth, not stepped.
+        band = (level * np.exp(-0.5 * best / (2.0 * sigma) ** 2)).astype(np.float32)[..., None]
+        window += strength * band * (cv2.GaussianBlur(window, (0, 0), 0.8) - window)
         window *= (1.0 - 0.22 * strength * line)[..., None]
         image[box.slices] = np.clip(window + 0.5, 0, 255).astype(np.uint8)
 

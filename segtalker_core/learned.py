@@ -35,7 +35,10 @@ log = logging.getLogger("segtalker")
 # at run time.
 TSG_BATCH = 8
 GENERATOR_BATCH = 4
-TSG_CHUNK = 256  # frames of mel windows and maps held at once by the TSG run
+# Frames of mel windows and maps the TSG run makes at a time (at least one batch). While the
+# frames of one chunk are drawn the next is made, so two exist: at a 512 crop, 2 x 64 maps and
+# their sources are 50 MB (256 made a 60 s talk peak 0.17 GB above a 10 s one, which had one).
+TSG_CHUNK = 64
 
 
 def _placement(model: LoadedModel) -> tuple[torch.device, torch.dtype]:
@@ -115,6 +118,7 @@ def iter_tsg_segmentation(
     if reference is None:
         reference = regions[reference_frame] if faces.found[reference_frame] else regions[np.argmax(faces.found)]
     count = len(source_index)
+    chunk = max(int(chunk), batch.size)  # a chunk smaller than the batch would cap it
     for start in range(0, count, chunk):
         stop = min(start + chunk, count)
         windows = mel_windows(mono_audio, fps, first + start, first + stop, n_frames=n_frames, align=align)

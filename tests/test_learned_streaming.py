@@ -45,9 +45,14 @@ def test_tsg_maps_do_not_depend_on_batch_or_chunk(chain):
     for b in (1, 3, None):
         assert np.array_equal(learned.tsg_segmentation(faces, mono, 25.0, n, index, models["tsg"],
                                                        batch_size=b), ref), b
-    blocks = list(learned.iter_tsg_segmentation(faces, mono, 25.0, n, index, models["tsg"], chunk=4))
+    blocks = list(learned.iter_tsg_segmentation(faces, mono, 25.0, n, index, models["tsg"],
+                                                batch_size=2, chunk=4))
     assert [len(b) for b in blocks] == [4] * (n // 4) + ([n % 4] if n % 4 else [])
     assert np.array_equal(np.concatenate(blocks), ref)
+    # A chunk is at least one batch (a smaller one would cap the batch).
+    blocks = list(learned.iter_tsg_segmentation(faces, mono, 25.0, n, index, models["tsg"],
+                                                batch_size=8, chunk=4))
+    assert [len(b) for b in blocks] == [8] * (n // 8) + ([n % 8] if n % 8 else [])
 
 
 def test_generator_crops_equal_a_direct_forward_pass(chain):

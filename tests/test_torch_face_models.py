@@ -29,6 +29,7 @@ import torch
 
 from segtalker_core.face.torch_models import loading
 from segtalker_core.face.torch_models.landmarker import TorchFaceLandmarker
+from segtalker_core.face.torch_models import tflite_graph
 from segtalker_core.face.torch_models.tflite_graph import MissingWeightsError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -313,14 +314,16 @@ def test_the_shipped_weights_are_what_the_converter_writes(mp_solutions, tmp_pat
                                              (loading.SELFIE_FILE, 256)])
 def test_the_frozen_cpu_graph_is_bit_identical_to_the_eager_graph(file_name, size):
     """CPU inference runs a torch.jit-frozen trace of the graph (speed); it must be the same
-    computation: equal outputs bit for bit, for batch sizes other than the traced one."""
+    computation: equal outputs bit for bit, for a single image (its own trace) and for batch
+    sizes other than the traced one."""
     network = loading.load_network(file_name)
     generator = torch.Generator().manual_seed(0)
     with torch.inference_mode():
-        for batch in (1, 3):
+        for batch in (1, 3, 5):
             image = torch.rand((batch, 3, size, size), generator=generator) * 2 - 1
             frozen = network(image)
-            assert network._frozen is not None, "the CPU forward did not use the frozen graph"
+            assert len(network._frozen) == (1 if batch == 1 else 2), (
+                "the CPU forward did not use the frozen graph of its kind")
             eager = network._run(image.contiguous(memory_format=torch.channels_last))
             assert frozen.keys() == eager.keys()
             for name in frozen:
@@ -328,10 +331,26 @@ def test_the_frozen_cpu_graph_is_bit_identical_to_the_eager_graph(file_name, siz
                 assert torch.equal(frozen[name], eager[name]), (file_name, batch, name)
 
 
+def test_a_single_image_is_the_same_through_its_dense_depthwise_layers():
+    """A single image on the CPU runs the depthwise layers on tiny maps as dense sums (speed,
+    ``tflite_graph._use_dense_depthwise``); a batch runs them as convolutions. The same image
+    alone and inside a batch gives the same outputs up to float rounding."""
+    network = loading.load_network(loading.MESH_FILE)
+    assert any(tflite_graph._use_dense_depthwise(
+        tflite_graph._Run(network, True), op, torch.zeros(1, 128, 4, 4),
+        torch.zeros(128, 1, 3, 3)) for op in network.ops if op["op"] == "DEPTHWISE_CONV_2D")
+    image = torch.rand((2, 3, 192, 192), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        alone, batch = network(image[:1]), network(image)
+    for name in alone:
+        scale = float(batch[name][:1].abs().max()) or 1.0
+        assert float((alone[name] - batch[name][:1]).abs().max()) <= 1e-5 * scale, name
+
+
 def test_a_forward_that_needs_gradients_runs_the_eager_graph():
     network = loading.load_network(loading.DETECTOR_FILE)
     image = torch.rand((1, 3, 128, 128), requires_grad=True)
     outputs = network(image)
-    assert network._frozen is None  # nothing traced: the frozen graph holds no autograd
+    assert not network._frozen  # nothing traced: the frozen graph holds no autograd
     sum(value.sum() for value in outputs.values()).backward()
     assert image.grad is not None and image.grad.abs().sum() > 0

@@ -23,38 +23,33 @@ import torch.nn.functional as F
 
 def landmarks_to_transform_matrix(graph, op: dict, inputs: list) -> torch.Tensor:
     """``[N, L, 3]`` landmarks -> ``[N, 4, 4]``: output-crop pixel -> feature-map position."""
-    landmarks = inputs[0].float()
+    # Written with (x, y) pairs as one axis: ~25 tensor operations instead of ~50 with x and y
+    # apart, which at batch 1 is most of the time spent here (the tensors are tiny).
+    xy = inputs[0].float()[..., :2]
     opt = op["opt"]
-    left = landmarks[:, opt["left_rotation_idx"], :2]
-    right = landmarks[:, opt["right_rotation_idx"], :2]
-    delta = right - left
+    count = xy.shape[0]
+    delta = xy[:, opt["right_rotation_idx"]] - xy[:, opt["left_rotation_idx"]]
     rotation = opt["target_rotation_radians"] - torch.atan2(delta[:, 1], delta[:, 0])  # [N]
     cos, sin = torch.cos(rotation), torch.sin(rotation)
-    subset = landmarks[:, list(opt["subset_idxs"]), :2]  # [N, K, 2]
+    # Rows of the rotation by +rotation: x' = cos x - sin y, y' = sin x + cos y.
+    rotate = torch.stack((cos, -sin, sin, cos), dim=1).view(count, 1, 2, 2)
+    subset = xy[:, list(opt["subset_idxs"])]  # [N, K, 2]
     # Rotate by +rotation, take the axis-aligned box there, rotate its centre back.
-    x = cos[:, None] * subset[..., 0] - sin[:, None] * subset[..., 1]
-    y = sin[:, None] * subset[..., 0] + cos[:, None] * subset[..., 1]
-    x_min, x_max = x.min(dim=1).values, x.max(dim=1).values
-    y_min, y_max = y.min(dim=1).values, y.max(dim=1).values
-    width, height = x_max - x_min, y_max - y_min
-    mid_x, mid_y = 0.5 * (x_min + x_max), 0.5 * (y_min + y_max)
-    centre_x = cos * mid_x + sin * mid_y
-    centre_y = -sin * mid_x + cos * mid_y
-    out_w, out_h = float(opt["output_width"]), float(opt["output_height"])
-    scale_x = opt["scale_x"] * width / out_w
-    scale_y = opt["scale_y"] * height / out_h
-    # shift(centre) @ rotate(-rotation) @ scale @ shift(-out / 2), written out.
-    a, b = cos * scale_x, sin * scale_y
-    c, d = -sin * scale_x, cos * scale_y
-    matrix = torch.zeros(landmarks.shape[0], 4, 4, dtype=landmarks.dtype,
-                         device=landmarks.device)
-    matrix[:, 0, 0], matrix[:, 0, 1] = a, b
-    matrix[:, 1, 0], matrix[:, 1, 1] = c, d
-    matrix[:, 0, 3] = centre_x - a * out_w / 2 - b * out_h / 2
-    matrix[:, 1, 3] = centre_y - c * out_w / 2 - d * out_h / 2
-    matrix[:, 2, 2] = 1.0
-    matrix[:, 3, 3] = 1.0
-    return matrix
+    rotated = (rotate * subset[:, :, None, :]).sum(dim=-1)  # [N, K, 2]
+    low, high = torch.aminmax(rotated, dim=1)
+    size, middle = high - low, 0.5 * (low + high)  # [N, 2]
+    unrotate = rotate[:, 0].transpose(1, 2)  # [N, 2, 2]: the rotation by -rotation
+    centre = (unrotate * middle[:, None, :]).sum(dim=-1)  # [N, 2]
+    out = torch.tensor([float(opt["output_width"]), float(opt["output_height"])],
+                       device=xy.device)
+    scale = size * (torch.tensor([opt["scale_x"], opt["scale_y"]], device=xy.device) / out)
+    # shift(centre) @ rotate(-rotation) @ scale @ shift(-out / 2): the 2 x 2 part is the
+    # rotation by -rotation with its columns scaled, the shift what maps the crop centre.
+    linear = unrotate * scale[:, None, :]  # [N, 2, 2]
+    shift = centre - (linear * (0.5 * out)).sum(dim=-1)  # [N, 2]
+    top = torch.cat((linear, torch.zeros_like(shift)[..., None], shift[..., None]), dim=2)
+    bottom = torch.tensor([[0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]], device=xy.device)
+    return torch.cat((top, bottom.expand(count, 2, 4)), dim=1)
 
 
 def transform_tensor_bilinear(graph, op: dict, inputs: list) -> torch.Tensor:
@@ -62,27 +57,30 @@ def transform_tensor_bilinear(graph, op: dict, inputs: list) -> torch.Tensor:
     features, matrix = inputs
     matrix = matrix.float()
     out_h, out_w = int(op["opt"]["output_height"]), int(op["opt"]["output_width"])
-    height, width = features.shape[2], features.shape[3]
-    m = matrix[:, :2, :]  # [N, 2, 4]
+    height, width = int(features.shape[2]), int(features.shape[3])  # constants of a trace
+    m = matrix[:, None, None, :2, :]  # [N, 1, 1, 2, 4]: broadcast over the output pixels
     # MediaPipe's align-corners correction: sample at pixel centres (x + 0.5), minus 0.5.
-    offset = m[:, :, 3] + 0.5 * m[:, :, 0] + 0.5 * m[:, :, 1] - 0.5  # [N, 2]
+    offset = m[..., 3] + 0.5 * m[..., 0] + 0.5 * m[..., 1] - 0.5  # [N, 1, 1, 2]
     ys, xs = torch.meshgrid(
         torch.arange(out_h, dtype=torch.float32, device=features.device),
         torch.arange(out_w, dtype=torch.float32, device=features.device), indexing="ij")
-    sample_x = m[:, 0, 0, None, None] * xs + m[:, 0, 1, None, None] * ys + offset[:, 0, None, None]
-    sample_y = m[:, 1, 0, None, None] * xs + m[:, 1, 1, None, None] * ys + offset[:, 1, None, None]
-    inside = (sample_x >= 0) & (sample_x <= width - 1) & (sample_y >= 0) & (sample_y <= height - 1)
-    grid = torch.stack((2.0 * sample_x / (width - 1) - 1.0,
-                        2.0 * sample_y / (height - 1) - 1.0), dim=-1)
+    sample = m[..., 0] * xs[..., None] + m[..., 1] * ys[..., None] + offset  # [N, h, w, 2]
+    limit = torch.tensor([width - 1.0, height - 1.0], device=features.device)
+    inside = ((sample >= 0) & (sample <= limit)).all(dim=-1)  # [N, h, w]
+    # grid_sample, align_corners=True: position p of a size-s axis is 2 p / (s - 1) - 1.
+    grid = sample * (2.0 / limit) - 1.0
     sampled = F.grid_sample(features.float(), grid, mode="bilinear", padding_mode="zeros",
                             align_corners=True)
-    return (sampled * inside[:, None].to(sampled.dtype)).to(features.dtype)
+    # Channels-last like every activation of the graph: the region sub-networks' layers run
+    # on it (NCHW took conv2d's slower paths there, and a kernel choice that a frozen graph's
+    # constants do not reproduce bit for bit).
+    out = (sampled * inside[:, None].to(sampled.dtype)).to(features.dtype)
+    return out.contiguous(memory_format=torch.channels_last)
 
 
 def transform_landmarks(graph, op: dict, inputs: list) -> torch.Tensor:
     """``landmarks [N, L, 2 or 3]`` through ``matrix [N, 4, 4]`` (x, y only; z is kept)."""
     landmarks, matrix = inputs[0].float(), inputs[1].float()
-    x, y = landmarks[..., 0], landmarks[..., 1]
-    new_x = matrix[:, 0, 0, None] * x + matrix[:, 0, 1, None] * y + matrix[:, 0, 3, None]
-    new_y = matrix[:, 1, 0, None] * x + matrix[:, 1, 1, None] * y + matrix[:, 1, 3, None]
-    return torch.cat((new_x[..., None], new_y[..., None], landmarks[..., 2:]), dim=-1)
+    m = matrix[:, None, :2, :]  # [N, 1, 2, 4]
+    xy = landmarks[..., 0:1] * m[..., 0] + landmarks[..., 1:2] * m[..., 1] + m[..., 3]
+    return torch.cat((xy, landmarks[..., 2:]), dim=-1)

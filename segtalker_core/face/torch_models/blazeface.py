@@ -60,7 +60,10 @@ def ssd_anchors(size: int = INPUT_SIZE) -> torch.Tensor:
 
 class ShortRangeFaceDetector(nn.Module):
     """``forward(images [B, 3, H, W] float 0..255, min_score) -> list of B``
-    :class:`FaceDetections` (``min_score``: MediaPipe's ``min_detection_confidence``)."""
+    :class:`FaceDetections` (``min_score``: MediaPipe's ``min_detection_confidence``).
+
+    :meth:`letterbox_rects` + :meth:`detect_input` are the two halves, for a caller that makes
+    the network input itself (``roi_crop.crop_frames`` of uint8 frames on the CPU)."""
 
     def __init__(self, network: TFLiteGraph) -> None:
         super().__init__()
@@ -69,26 +72,43 @@ class ShortRangeFaceDetector(nn.Module):
 
     def forward(self, images: torch.Tensor, min_score: float = 0.5) -> list[FaceDetections]:
         assert images.dim() == 4 and images.shape[1] == 3, images.shape
-        with cpu_threads(images.device):
-            return self._detect(images, min_score)
-
-    def _detect(self, images: torch.Tensor, min_score: float) -> list[FaceDetections]:
         count, height, width = images.shape[0], images.shape[2], images.shape[3]
-        # Letterbox: a square region around the whole image (keep_aspect_ratio, zero border).
+        with cpu_threads(images.device):
+            tensor = crop_rects(images, torch.arange(count, device=images.device),
+                                self.letterbox_rects(count, (width, height), images.device),
+                                (INPUT_SIZE, INPUT_SIZE), (-1.0, 1.0), "zeros")
+            return self.detect_input(tensor, (width, height), min_score)
+
+    @staticmethod
+    def letterbox_rects(count: int, image_size: tuple[int, int],
+                        device: torch.device | str = "cpu") -> torch.Tensor:
+        """``[count, 5]``: the square around the whole image that the network sees
+        (keep_aspect_ratio, zero border); ``image_size`` is (width, height) in px."""
+        width, height = image_size
         side = max(width, height)
-        rect = torch.tensor([0.5, 0.5, side / width, side / height, 0.0], device=images.device)
-        tensor = crop_rects(images, torch.arange(count, device=images.device),
-                            rect.expand(count, 5), (INPUT_SIZE, INPUT_SIZE), (-1.0, 1.0),
-                            "zeros")
+        rect = torch.tensor([0.5, 0.5, side / width, side / height, 0.0], device=device)
+        return rect.expand(count, 5)
+
+    def detect_input(self, tensor: torch.Tensor, image_size: tuple[int, int],
+                     min_score: float = 0.5) -> list[FaceDetections]:
+        """Faces from the letterboxed network input ``[B, 3, 128, 128]`` (values -1..1) of
+        images of ``image_size`` (width, height) px, in those images' coordinates."""
+        with cpu_threads(tensor.device):
+            return self._detect(tensor, image_size, min_score)
+
+    def _detect(self, tensor: torch.Tensor, image_size: tuple[int, int],
+                min_score: float) -> list[FaceDetections]:
+        width, height = image_size
+        side = max(width, height)
         outputs = self.network(tensor)
         regressors = outputs["regressors"].float()  # [B, 896, 16]
         scores = torch.sigmoid(outputs["classificators"].float()[..., 0].clamp(-SCORE_CLIP,
                                                                                   SCORE_CLIP))
         boxes, keypoints = self._decode(regressors)
         # From the letterboxed square back to the image: x_img = 0.5 + (x - 0.5) * side / W.
-        scale = torch.tensor([side / width, side / height], device=images.device)
+        scale = torch.tensor([side / width, side / height], device=tensor.device)
         results = []
-        for b in range(count):
+        for b in range(tensor.shape[0]):
             keep = scores[b] >= min_score
             merged = weighted_nms(boxes[b][keep], keypoints[b][keep], scores[b][keep])
             results.append(FaceDetections(

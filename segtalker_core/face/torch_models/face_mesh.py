@@ -39,7 +39,9 @@ class MeshResult:
 
 class AttentionFaceMesh(nn.Module):
     """``forward(images [B, 3, H, W] 0..255, image_index [R], rects [R, 5]) ->``
-    :class:`MeshResult`: all rectangles of all images in one network forward."""
+    :class:`MeshResult`: all rectangles of all images in one network forward.
+    :meth:`from_crops` is the second half, for a caller that cropped the rectangles itself
+    (``roi_crop.crop_frames`` of uint8 frames on the CPU)."""
 
     def __init__(self, network: TFLiteGraph) -> None:
         super().__init__()
@@ -60,6 +62,14 @@ class AttentionFaceMesh(nn.Module):
                               images.new_zeros((0,), dtype=torch.float32))
         crops = crop_rects(images, image_index, rects, (INPUT_SIZE, INPUT_SIZE), (0.0, 1.0),
                            "border")
+        return self.from_crops(crops, rects)
+
+    def from_crops(self, crops: torch.Tensor, rects: torch.Tensor) -> MeshResult:
+        """The mesh of the network inputs ``crops [R, 3, 192, 192]`` (values 0..1) of
+        ``rects [R, 5]``."""
+        if len(rects) == 0:
+            return MeshResult(crops.new_zeros((0, NUM_POINTS, 3), dtype=torch.float32),
+                              crops.new_zeros((0,), dtype=torch.float32))
         out = {name: value.float() for name, value in self.network(crops).items()}
         count = len(rects)
         mesh = out["output_mesh_identity"].reshape(count, NUM_MESH, 3)

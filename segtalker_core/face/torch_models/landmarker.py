@@ -13,6 +13,10 @@ Static mode (``video=False``) takes a batch of frames through detection in one f
 their ROIs through the mesh in one forward (:meth:`TorchFaceLandmarker.process_batch`). Video
 mode is sequential by nature (a frame's ROI comes from the previous frame).
 
+On the CPU the frames stay uint8 arrays: OpenCV warps each network input out of them, as
+MediaPipe does (:func:`.roi_crop.crop_frames`); elsewhere they go to the device once and are
+sampled there.
+
 Results are normalised like MediaPipe's (x by the width, y by the height, z by the width), one
 ``[478, 3]`` float32 array per face in ROI order.
 """
@@ -22,7 +26,10 @@ import numpy as np
 import torch
 
 from . import loading
+from .blazeface import INPUT_SIZE as DETECTOR_SIZE
+from .face_mesh import INPUT_SIZE as MESH_SIZE
 from .rects import associate, rects_from_detections, rects_from_landmarks
+from .roi_crop import crop_frames
 from .tflite_graph import cpu_threads
 
 
@@ -54,15 +61,38 @@ class TorchFaceLandmarker:
         """Forget the previous frame (video mode)."""
         self._tracked = torch.zeros((0, 5), device=self.device)
 
-    def _images(self, frames: np.ndarray) -> torch.Tensor:
-        """``[B, H, W, 3]`` uint8 -> ``[B, 3, H, W]`` in the compute dtype, values 0..255."""
+    def _frames(self, frames: np.ndarray):
+        """The frames as the crops want them: on the CPU the uint8 array itself (OpenCV warps
+        it, as MediaPipe does); elsewhere ``[B, 3, H, W]`` on the device in the compute dtype,
+        values 0..255 (the crops are sampled there)."""
         frames = np.asarray(frames)
         assert frames.ndim == 4 and frames.shape[-1] == 3 and frames.dtype == np.uint8, (
             frames.shape, frames.dtype)
+        if self.device.type == "cpu":
+            return np.ascontiguousarray(frames)
         # torch.from_numpy wants a writable array; a read-only one (a decoded image, an IMAGE
         # batch view) is copied once here rather than warned about.
         images = torch.from_numpy(np.require(frames, requirements=["C", "W"])).to(self.device)
         return images.permute(0, 3, 1, 2).to(self.dtype)
+
+    def _detect(self, frames, size: tuple[int, int]):
+        """Detections per frame (``frames`` as :meth:`_frames` gives them)."""
+        if isinstance(frames, torch.Tensor):
+            return self.detector(frames, self.min_detection_confidence)
+        count = len(frames)
+        tensor = crop_frames(frames, range(count),
+                             self.detector.letterbox_rects(count, size),
+                             (DETECTOR_SIZE, DETECTOR_SIZE), (-1.0, 1.0), "zeros", self.dtype)
+        return self.detector.detect_input(tensor, size, self.min_detection_confidence)
+
+    def _mesh(self, frames, owner: list[int], rects: torch.Tensor):
+        """The mesh of ``rects`` in the frames ``owner`` gives."""
+        if isinstance(frames, torch.Tensor):
+            return self.mesh(frames, torch.tensor(owner, dtype=torch.long, device=self.device),
+                             rects)
+        crops = crop_frames(frames, owner, rects, (MESH_SIZE, MESH_SIZE), (0.0, 1.0), "border",
+                            self.dtype)
+        return self.mesh.from_crops(crops, rects)
 
     def process(self, rgb: np.ndarray) -> list[np.ndarray]:
         """Faces of one RGB uint8 frame ``[H, W, 3]`` (video mode: frames in order)."""
@@ -70,18 +100,17 @@ class TorchFaceLandmarker:
             return self._process(rgb)
 
     def _process(self, rgb: np.ndarray) -> list[np.ndarray]:
-        images = self._images(rgb[None])
-        size = (images.shape[3], images.shape[2])
+        frames = self._frames(rgb[None])
+        size = (rgb.shape[1], rgb.shape[0])
         tracked = self._tracked if self.video else self._tracked[:0]
         if len(tracked) >= self.max_faces:
             detected = tracked[:0]
         else:
-            found = self.detector(images, self.min_detection_confidence)[0]
+            found = self._detect(frames, size)[0]
             keep = slice(0, self.max_faces)
             detected = rects_from_detections(found.boxes[keep], found.keypoints[keep], size)
         rects = associate(detected, tracked)
-        result = self.mesh(images, torch.zeros(len(rects), dtype=torch.long,
-                                               device=self.device), rects)
+        result = self._mesh(frames, [0] * len(rects), rects)
         kept = result.landmarks[result.presence > self.min_tracking_confidence]
         if self.video:
             self._tracked = rects_from_landmarks(kept, size)
@@ -97,9 +126,10 @@ class TorchFaceLandmarker:
             return self._process_batch(frames)
 
     def _process_batch(self, frames: np.ndarray) -> list[list[np.ndarray]]:
-        images = self._images(frames)
-        size = (images.shape[3], images.shape[2])
-        found = self.detector(images, self.min_detection_confidence)
+        frames = np.asarray(frames)
+        size = (frames.shape[2], frames.shape[1])
+        frames = self._frames(frames)
+        found = self._detect(frames, size)
         rects, owner = [], []
         for index, detections in enumerate(found):
             keep = slice(0, self.max_faces)
@@ -109,8 +139,7 @@ class TorchFaceLandmarker:
             rects.append(rect)
             owner += [index] * len(rect)
         all_rects = torch.cat(rects) if rects else torch.zeros((0, 5), device=self.device)
-        result = self.mesh(images, torch.tensor(owner, dtype=torch.long, device=self.device),
-                           all_rects)
+        result = self._mesh(frames, owner, all_rects)
         faces: list[list[np.ndarray]] = [[] for _ in range(len(found))]
         keep = (result.presence > self.min_tracking_confidence).cpu().tolist()
         for face, index, accepted in zip(result.landmarks.cpu().numpy(), owner, keep):

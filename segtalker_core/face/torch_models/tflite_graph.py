@@ -20,7 +20,10 @@ machine extra threads only wait for each other (measured: 10x slower with 2 thre
 cores). CPU inference runs the graph traced once and frozen by ``torch.jit`` (see
 :meth:`TFLiteGraph._frozen_for`): the ~400 operators of the mesh then cost no Python
 interpretation each, and the outputs are bit-identical to the eager graph's. The eager graph
-serves GPUs (there a batch is bound by the kernels) and anything that needs gradients.
+serves GPUs (there a batch is bound by the kernels) and anything that needs gradients. A single
+image (video tracking, one photo) is bound by per-call costs, not arithmetic: its trace runs
+the depthwise layers of tiny maps as dense sums (:func:`_use_dense_depthwise`), and no trace
+recomputes layer sizes (:func:`_size`).
 
 Weights: float16 constants (the models store float16 and dequantize on load) are upcast exactly
 to the module's dtype by ``.to()``; nothing stored is rounded.
@@ -41,6 +44,7 @@ from . import attention_ops
 
 GRAPH_FORMAT = "segtalker-tflite-graph-1"
 CPU_THREADS = 1
+DENSE_DEPTHWISE_LIMIT = 40_000  # products per image; see _use_dense_depthwise
 _NHWC_TO_NCHW_AXIS = (0, 2, 3, 1)  # NHWC axis -> NCHW axis
 
 
@@ -86,7 +90,8 @@ class TFLiteGraph(nn.Module):
         self.outputs = {name: int(index) for name, index in graph["outputs"].items()}
         self.shapes = {int(k): list(v) for k, v in graph["shapes"].items()}
         self.freeze_on_cpu = freeze_on_cpu
-        self._frozen: tuple | None = None  # (input key, frozen TorchScript module)
+        self._frozen: dict[tuple, torch.jit.ScriptModule] = {}  # input kind -> frozen graph
+        self._dense_kernels: dict[tuple, torch.Tensor] = {}  # see dense_kernel
         self.weights = nn.ParameterDict()  # float constants, in the layout their operator wants
         self.integers: dict[int, list[int]] = {}  # shape / padding / slice constants
         layouts: dict[int, tuple[str, int]] = {}  # constant -> (operator, input) of its layout
@@ -118,7 +123,8 @@ class TFLiteGraph(nn.Module):
 
     def _apply(self, fn, *args, **kwargs):
         self._constants = None  # .to() / .half(): the weights are new tensors
-        self._frozen = None
+        self._frozen = {}
+        self._dense_kernels = {}
         return super()._apply(fn, *args, **kwargs)
 
     def _use_frozen(self, image: torch.Tensor) -> bool:
@@ -132,58 +138,94 @@ class TFLiteGraph(nn.Module):
         with the constants inlined, no Python per operator -- 2.5x less CPU time per mesh
         forward, the same operators on the same values (bit-identical outputs, tested). The
         trace records the batch axis symbolically (every shape that depends on it is read from
-        the tensor), so one trace serves any batch size; a new image size or dtype re-traces."""
-        key = (tuple(image.shape[1:]), image.dtype)
-        frozen = getattr(self, "_frozen", None)
-        if frozen is not None and frozen[0] == key:
-            return frozen[1]
+        the tensor), so one trace serves any batch size of its kind -- a single image or a
+        batch (:func:`_use_dense_depthwise` differs between them); a new image size or dtype
+        traces again, and every trace is kept."""
+        single = image.shape[0] == 1
+        key = (tuple(image.shape[1:]), image.dtype, single)
+        module = self._frozen.get(key)
+        if module is not None:
+            return module
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             # Tracer warnings: Python ints read off shapes (kernel padding of a fixed-size
             # layer) become constants of the trace, which is what a fixed model wants. The
             # FutureWarning is torch.jit's deprecation notice, no concern of the user's.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.simplefilter("ignore", FutureWarning)
-            example = torch.zeros((2,) + key[0], dtype=image.dtype).contiguous(
+            example = torch.zeros((1 if single else 2,) + key[0], dtype=image.dtype).contiguous(
                 memory_format=torch.channels_last)
             try:
-                traced = torch.jit.trace(_Outputs(self), example, check_trace=False)
+                traced = torch.jit.trace(_Outputs(self, single), example, check_trace=False)
                 module = torch.jit.freeze(traced.eval())
             except Exception as error:  # a torch without a working TorchScript
                 warnings.warn(f"face model: torch.jit trace/freeze failed ({error}); running "
                               f"the slower eager graph on the CPU", RuntimeWarning)
                 self.freeze_on_cpu = False
-                return _Outputs(self)
-        self._frozen = (key, module)
+                return _Outputs(self, single)
+        self._frozen[key] = module
         return module
 
-    def _run(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _run(self, image: torch.Tensor, single: bool | None = None) -> dict[str, torch.Tensor]:
+        """The eager graph; ``single``: the input is one image (default: read off ``image``;
+        a trace passes it, the batch size being symbolic there)."""
         if getattr(self, "_constants", None) is None:
             self._constants = {int(k): v for k, v in self.weights.items()}
             self._constants.update(self.integers)
+        run = _Run(self, image.shape[0] == 1 if single is None else single)
         values: dict[int, torch.Tensor] = dict(self._constants)
         values[self.input_id] = image
         for op in self.ops:
             inputs = [values[index] if index >= 0 else None for index in op["in"]]
             kind = op["op"]
-            run = _OPS.get(kind)
-            if run is None:
+            function = _OPS.get(kind)
+            if function is None:
                 raise NotImplementedError(f"TFLite operator {kind} is not implemented")
-            result = run(self, op, inputs)
+            result = function(run, op, inputs)
             outputs = result if isinstance(result, tuple) else (result,)
             for index, value in zip(op["out"], outputs):
                 values[index] = value
         return {name: values[index] for name, index in self.outputs.items()}
 
+    def dense_kernel(self, op: dict, weight: torch.Tensor, height: int,
+                     width: int) -> torch.Tensor:
+        """:func:`_dense_depthwise`'s ``[P, Q, C]`` matrix of a depthwise layer on
+        ``height x width`` inputs, made once: the layer's response to each unit impulse (exact:
+        one weight times 1 plus zeros)."""
+        key = (op["in"][1], height, width, tuple(op["opt"]["stride"]), op["opt"]["padding"])
+        kernel = self._dense_kernels.get(key)
+        if kernel is None:
+            with torch.inference_mode(False), torch.no_grad():
+                positions, channels = height * width, weight.shape[0]
+                impulses = torch.eye(positions, dtype=weight.dtype, device=weight.device)
+                impulses = impulses.reshape(positions, 1, height, width).expand(
+                    positions, channels, height, width)
+                response = _depthwise(impulses, weight, None, op["opt"])  # [Q, C, Ho, Wo]
+                kernel = response.permute(2, 3, 0, 1).reshape(-1, positions, channels)
+                self._dense_kernels[key] = kernel.contiguous()
+        return kernel
+
+
+class _Run:
+    """What the operators of one forward see as ``graph``: the graph's shapes and whether the
+    input is a single image (per forward, not on the shared module: the cached networks may
+    serve two threads)."""
+
+    def __init__(self, graph: TFLiteGraph, single: bool) -> None:
+        self.graph = graph
+        self.shapes = graph.shapes
+        self.single = single
+
 
 class _Outputs(nn.Module):
     """The eager graph with a tuple of outputs (in ``graph.outputs`` order), for tracing."""
 
-    def __init__(self, graph: TFLiteGraph) -> None:
+    def __init__(self, graph: TFLiteGraph, single: bool) -> None:
         super().__init__()
         self.graph = graph
+        self.single = single
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(self.graph._run(image).values())
+        return tuple(self.graph._run(image, self.single).values())
 
 
 @contextlib.contextmanager
@@ -211,7 +253,9 @@ def _layout_kind(kind: str, position: int) -> str:
 def _prepare_constant(kind: str, position: int, value: torch.Tensor) -> torch.Tensor:
     """A float constant in the layout its operator uses at run time."""
     if kind == "CONV_2D" and position == 1:
-        return value.permute(0, 3, 1, 2).contiguous()  # OHWI -> OIHW
+        # OHWI -> OIHW in channels-last memory (OHWI's own): what convolutions of
+        # channels-last activations use, else conv2d copies the weight at every call.
+        return value.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
     if kind == "DEPTHWISE_CONV_2D" and position == 1:
         return value.permute(3, 0, 1, 2).contiguous()  # 1HWC -> C1HW
     if kind == "CUSTOM:Convolution2DTransposeBias" and position == 1:
@@ -247,51 +291,110 @@ def _same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tup
     return total // 2, total - total // 2
 
 
+def _size(x: torch.Tensor, axis: int) -> int:
+    """An activation's size other than the batch's (or a weight's), as a Python int: in a
+    trace it is a constant (a trace serves one input size), not ~4 traced scalar operations
+    per layer run at every forward. The batch size stays symbolic (read from the tensor where
+    an operator needs it)."""
+    assert axis != 0, "the batch size must stay symbolic"
+    return int(x.shape[axis])
+
+
 def _pad_same(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
               dilation: tuple[int, int] = (1, 1), value: float = 0.0) -> torch.Tensor:
-    top, bottom = _same_padding(x.shape[2], kernel[0], stride[0], dilation[0])
-    left, right = _same_padding(x.shape[3], kernel[1], stride[1], dilation[1])
+    top, bottom = _same_padding(_size(x, 2), kernel[0], stride[0], dilation[0])
+    left, right = _same_padding(_size(x, 3), kernel[1], stride[1], dilation[1])
     if top or bottom or left or right:
         x = F.pad(x, (left, right, top, bottom), value=value)
     return x
 
 
-def _conv(graph: TFLiteGraph, op: dict, inputs: list) -> torch.Tensor:
+def _conv(graph: _Run, op: dict, inputs: list) -> torch.Tensor:
     x, weight, bias = inputs[0], inputs[1], inputs[2] if len(inputs) > 2 else None
-    opt = op["opt"]
-    stride, dilation = tuple(opt["stride"]), tuple(opt["dilation"])
-    groups = 1
     if op["op"] == "DEPTHWISE_CONV_2D":
-        groups = x.shape[1]
-    kernel = tuple(weight.shape[2:])
-    padding = (0, 0)
-    if opt["padding"] == "SAME":
-        top, bottom = _same_padding(x.shape[2], kernel[0], stride[0], dilation[0])
-        left, right = _same_padding(x.shape[3], kernel[1], stride[1], dilation[1])
-        if top == bottom and left == right:
-            padding = (top, left)  # symmetric: the convolution pads without a copy
+        height, width = _size(x, 2), _size(x, 3)
+        if _use_dense_depthwise(graph, op, x, weight):
+            kernel = graph.graph.dense_kernel(op, weight, height, width)
+            y = _dense_depthwise(x, kernel, bias, _out_size(op["opt"], height, width, weight))
         else:
-            x = F.pad(x, (left, right, top, bottom))
-    y = F.conv2d(x, weight, bias, stride=stride, dilation=dilation, groups=groups,
-                 padding=padding)
-    return _activation(y, opt["activation"])
+            y = _depthwise(x, weight, bias, op["opt"])
+    else:
+        x, padding = _padded(x, weight, op["opt"])
+        y = F.conv2d(x, weight, bias, stride=tuple(op["opt"]["stride"]),
+                     dilation=tuple(op["opt"]["dilation"]), padding=padding)
+    return _activation(y, op["opt"]["activation"])
 
 
-def _transpose_conv_bias(graph: TFLiteGraph, op: dict, inputs: list) -> torch.Tensor:
+def _padded(x: torch.Tensor, weight: torch.Tensor, opt: dict) -> tuple[torch.Tensor, tuple]:
+    """(input, conv2d padding) for TFLite's ``padding``: symmetric padding is the
+    convolution's own (no copy), an odd total pads the input."""
+    if opt["padding"] != "SAME":
+        return x, (0, 0)
+    stride, dilation = opt["stride"], opt["dilation"]
+    top, bottom = _same_padding(_size(x, 2), _size(weight, 2), stride[0], dilation[0])
+    left, right = _same_padding(_size(x, 3), _size(weight, 3), stride[1], dilation[1])
+    if top == bottom and left == right:
+        return x, (top, left)
+    return F.pad(x, (left, right, top, bottom)), (0, 0)
+
+
+def _out_size(opt: dict, height: int, width: int, weight: torch.Tensor) -> tuple[int, int]:
+    stride, dilation = opt["stride"], opt["dilation"]
+    if opt["padding"] == "SAME":
+        return -(-height // stride[0]), -(-width // stride[1])
+    spans = [(_size(weight, axis) - 1) * dilation[axis - 2] + 1 for axis in (2, 3)]
+    return (height - spans[0]) // stride[0] + 1, (width - spans[1]) // stride[1] + 1
+
+
+def _depthwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+               opt: dict) -> torch.Tensor:
+    x, padding = _padded(x, weight, opt)
+    return F.conv2d(x, weight, bias, stride=tuple(opt["stride"]),
+                    dilation=tuple(opt["dilation"]), padding=padding, groups=_size(x, 1))
+
+
+def _use_dense_depthwise(graph: _Run, op: dict, x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """A single image's depthwise layer on a tiny map (the mesh's last stages are 2 x 2 to
+    4 x 4 px) runs as :func:`_dense_depthwise` on the CPU: oneDNN's depthwise convolution
+    costs ~40 us per call there whatever the size, of which ~3 us compute; the dense form,
+    ``positions_out x positions_in x channels`` products, is ~10 us up to ~40 k of them.
+    Batches keep the convolution (the dense work grows with the batch, its overhead not)."""
+    if not graph.single or x.device.type != "cpu":
+        return False
+    height, width = _size(x, 2), _size(x, 3)
+    out_h, out_w = _out_size(op["opt"], height, width, weight)
+    return out_h * out_w * height * width * _size(x, 1) <= DENSE_DEPTHWISE_LIMIT
+
+
+def _dense_depthwise(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None,
+                     out_size: tuple[int, int]) -> torch.Tensor:
+    """A depthwise convolution as each output position's weighted sum over all input
+    positions (``kernel [P, Q, C]``, zero where the filter does not reach), on the
+    channels-last activations' own memory."""
+    positions, channels = kernel.shape[1], kernel.shape[2]
+    rows = x.permute(0, 2, 3, 1).reshape(-1, 1, positions, channels)
+    y = (rows * kernel).sum(dim=2)  # [N, P, C]
+    if bias is not None:
+        y = y + bias
+    return y.view(-1, out_size[0], out_size[1], channels).permute(0, 3, 1, 2)
+
+
+def _transpose_conv_bias(graph: _Run, op: dict, inputs: list) -> torch.Tensor:
     """MediaPipe's ``Convolution2DTransposeBias``: a transposed convolution plus bias."""
     x, weight, bias = inputs
     stride = tuple(op["opt"]["stride"])
-    kernel = tuple(weight.shape[2:])
+    kernel = (_size(weight, 2), _size(weight, 3))
     y = F.conv_transpose2d(x, weight, bias, stride=stride)
     if op["opt"]["padding"] == "SAME":
-        out_h, out_w = x.shape[2] * stride[0], x.shape[3] * stride[1]
-        top = max((x.shape[2] - 1) * stride[0] + kernel[0] - out_h, 0) // 2
-        left = max((x.shape[3] - 1) * stride[1] + kernel[1] - out_w, 0) // 2
+        height, width = _size(x, 2), _size(x, 3)
+        out_h, out_w = height * stride[0], width * stride[1]
+        top = max((height - 1) * stride[0] + kernel[0] - out_h, 0) // 2
+        left = max((width - 1) * stride[1] + kernel[1] - out_w, 0) // 2
         y = y[:, :, top:top + out_h, left:left + out_w]
     return y
 
 
-def _pool(graph: TFLiteGraph, op: dict, inputs: list) -> torch.Tensor:
+def _pool(graph: _Run, op: dict, inputs: list) -> torch.Tensor:
     x = inputs[0]
     opt = op["opt"]
     kernel, stride = tuple(opt["filter"]), tuple(opt["stride"])
@@ -311,20 +414,20 @@ def _pool(graph: TFLiteGraph, op: dict, inputs: list) -> torch.Tensor:
     return _activation(y, opt["activation"])
 
 
-def _binary(graph: TFLiteGraph, op: dict, inputs: list) -> torch.Tensor:
+def _binary(graph: _Run, op: dict, inputs: list) -> torch.Tensor:
     a, b = inputs
     y = a + b if op["op"] == "ADD" else a * b
     return _activation(y, op["opt"].get("activation", "NONE"))
 
 
-def _prelu(graph: TFLiteGraph, op: dict, inputs: list) -> torch.Tensor:
+def _prelu(graph: _Run, op: dict, inputs: list) -> torch.Tensor:
     x, alpha = inputs
-    if x.dim() == 4 and alpha.numel() == x.shape[1]:
+    if x.dim() == 4 and alpha.numel() == _size(x, 1):
         return F.prelu(x, alpha.reshape(-1))
     return torch.where(x >= 0, x, x * alpha)
 
 
-def _pad(graph: TFLiteGraph, op: dict, inputs: list) -> torch.Tensor:
+def _pad(graph: _Run, op: dict, inputs: list) -> torch.Tensor:
     x, paddings = inputs
     pairs = [paddings[2 * i:2 * i + 2] for i in range(len(paddings) // 2)]
     if x.dim() == 4:
@@ -345,20 +448,20 @@ def _to_internal(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 1, 2) if x.dim() == 4 else x
 
 
-def _reshape(graph: TFLiteGraph, op: dict, inputs: list) -> torch.Tensor:
+def _reshape(graph: _Run, op: dict, inputs: list) -> torch.Tensor:
     shape = list(graph.shapes[op["out"][0]])
     x = _to_nhwc(inputs[0])
     return _to_internal(x.reshape([x.shape[0]] + shape[1:]))
 
 
-def _concatenation(graph: TFLiteGraph, op: dict, inputs: list) -> torch.Tensor:
+def _concatenation(graph: _Run, op: dict, inputs: list) -> torch.Tensor:
     axis = op["opt"]["axis"]
     if inputs[0].dim() == 4:
         axis = _NHWC_TO_NCHW_AXIS[axis % 4]
     return _activation(torch.cat(inputs, dim=axis), op["opt"]["activation"])
 
 
-def _strided_slice(graph: TFLiteGraph, op: dict, inputs: list) -> torch.Tensor:
+def _strided_slice(graph: _Run, op: dict, inputs: list) -> torch.Tensor:
     x, begin, end, strides = inputs
     opt = op["opt"]
     if opt["shrink_axis_mask"] or opt["ellipsis_mask"] or opt["new_axis_mask"]:
@@ -372,7 +475,7 @@ def _strided_slice(graph: TFLiteGraph, op: dict, inputs: list) -> torch.Tensor:
     return _to_internal(x[tuple(index)])
 
 
-def _resize_bilinear(graph: TFLiteGraph, op: dict, inputs: list) -> torch.Tensor:
+def _resize_bilinear(graph: _Run, op: dict, inputs: list) -> torch.Tensor:
     x, size = inputs
     opt = op["opt"]
     if opt["align_corners"]:

@@ -175,3 +175,30 @@ def test_video_crops_follow_a_moving_face_and_stay_steady(astronaut):
 def test_bad_crop_size_is_refused(astronaut):
     with pytest.raises(ValueError, match="crop_size"):
         align_faces(astronaut[None], crop_size=8)
+
+
+def test_device_and_dtype_reach_the_detector_made_here(astronaut, aligned, monkeypatch):
+    import torch
+
+    from segtalker_core.face import aligned as aligned_module
+
+    made = []
+    original = aligned_module.FaceMeshDetector
+
+    def recording(*args, **kwargs):
+        made.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(aligned_module, "FaceMeshDetector", recording)
+    out = align_faces(astronaut[None], crop_size=S, device="cpu", dtype=torch.float32)
+    assert made == [{"video": False, "device": "cpu", "dtype": torch.float32}]
+    np.testing.assert_array_equal(out.crops, aligned.crops)  # the default is the CPU in fp32
+    align_faces(astronaut[None], crop_size=S)
+    assert made[-1] == {"video": False, "device": None, "dtype": None}
+
+
+def test_device_beside_a_given_detector_is_refused(astronaut):
+    from segtalker_core.face.detect import FaceMeshDetector
+
+    with FaceMeshDetector() as detector, pytest.raises(ValueError, match="device/dtype"):
+        align_faces(astronaut[None], crop_size=S, detector=detector, device="cpu")

@@ -61,6 +61,9 @@ def align_faces(
     smoothing: Smoothing | str | None = None,
     detector: FaceMeshDetector | None = None,
     progress: Progress = None,
+    *,
+    device=None,
+    dtype=None,
 ) -> AlignedFaces:
     """Detect, choose, align and crop one face per frame.
 
@@ -70,14 +73,19 @@ def align_faces(
     ``smoothing``: a :class:`.smoothing.Smoothing`, a method name, or ``None`` for the default
     (``"gaussian"`` for video, ``"none"`` otherwise). ``detector``: reuse a detector across calls
     (its own video/image mode is used; the caller closes it). ``progress(done, total)`` is called
-    after each frame.
+    after each frame. ``device`` / ``dtype``: where and in which precision the face networks of
+    the detector made here run (default: the CPU in float32); a given ``detector`` keeps its
+    own, and naming them beside it is an error.
     """
     if crop_size < 16:
         raise ValueError(f"crop_size must be at least 16 px, got {crop_size}")
     rgb = to_rgb_uint8_batch(frames, "frames")
     settings = Smoothing.coerce(smoothing, video)
     owned = detector is None
-    detector = detector or FaceMeshDetector(video=video)
+    if not owned and (device is not None or dtype is not None):
+        raise ValueError("align_faces: device/dtype choose where the detector made here runs; "
+                         "a given detector runs where it was made (pass one or the other)")
+    detector = detector or FaceMeshDetector(video=video, device=device, dtype=dtype)
     try:
         frame_landmarks, found = _detect(rgb, detector, face_index, progress)
     finally:

@@ -174,6 +174,23 @@ def test_a_batch_gives_the_same_faces_as_frame_by_frame(still_images):
         np.testing.assert_allclose(faces[0], single[0], atol=1e-4)
 
 
+def test_the_device_crop_path_agrees_with_the_cpu_crop_path(still_images, video_frames):
+    """On the CPU the network inputs are OpenCV warps of the uint8 frames; on a GPU they are
+    sampled from the frames on the device (``crop_rects``). Run here on the CPU, that path
+    gives the same faces within the tolerance: still images, and the video tracked."""
+    for video, images in ((False, list(still_images.values())), (True, video_frames)):
+        host = TorchFaceLandmarker(video=video, max_faces=2)
+        device = TorchFaceLandmarker(video=video, max_faces=2)
+        device.crop_on_host = False
+        for index, image in enumerate(images):
+            ours, theirs = device.process(image), host.process(image)
+            assert len(ours) == len(theirs), (video, index)
+            for face_device, face_host in zip(ours, theirs):
+                errors = _crop_errors(face_device, face_host, (image.shape[1], image.shape[0]))
+                assert errors.mean() <= MEAN_PX and errors.max() <= MAX_PX, (
+                    video, index, errors.mean(), errors.max())
+
+
 def test_no_face_gives_no_landmarks_in_both(mp_solutions):
     blank = np.full((240, 320, 3), 90, np.uint8)
     noise = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)

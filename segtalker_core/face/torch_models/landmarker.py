@@ -56,6 +56,9 @@ class TorchFaceLandmarker:
         self.detector = loading.face_detector(self.device, dtype)
         self.mesh = loading.face_mesh(self.device, dtype)
         self._tracked = torch.zeros((0, 5), device=self.device)  # video: ROIs for the next frame
+        # Models on the CPU take their inputs warped out of the uint8 frames by OpenCV; elsewhere
+        # the frames go to the device and are sampled there (False on the CPU runs that path).
+        self.crop_on_host = self.device.type == "cpu"
 
     def reset(self) -> None:
         """Forget the previous frame (video mode)."""
@@ -68,7 +71,7 @@ class TorchFaceLandmarker:
         frames = np.asarray(frames)
         assert frames.ndim == 4 and frames.shape[-1] == 3 and frames.dtype == np.uint8, (
             frames.shape, frames.dtype)
-        if self.device.type == "cpu":
+        if self.crop_on_host:
             return np.ascontiguousarray(frames)
         # torch.from_numpy wants a writable array; a read-only one (a decoded image, an IMAGE
         # batch view) is copied once here rather than warned about.

@@ -123,6 +123,14 @@ def landmark_rows(image: np.ndarray, batch: int, device: str = "cpu", dtype=None
     if tracking:
         contenders.append(Contender("ours: tracking (video mode), 1 frame",
                                     lambda: video.process(image), 1, mp_track))
+        # The pipeline's FaceMeshDetector looks for up to 4 faces: with one in the picture the
+        # detector would run on every frame; it runs on every 5th (redetect_every).
+        for every in (1, 5):
+            several = TorchFaceLandmarker(video=True, max_faces=4, redetect_every=every,
+                                          device=device, dtype=dtype)
+            contenders.append(Contender(
+                f"ours: tracking, 4 faces max, detect every {'frame' if every == 1 else f'{every}th frame'}",
+                lambda several=several: several.process(image), 1, mp_track))
     if eager:
         networks = (still.detector.network, still.mesh.network)
 

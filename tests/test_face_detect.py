@@ -158,9 +158,56 @@ def test_video_detector_tracks_a_small_face_across_frames(astronaut, reference):
         assert _mean_error(faces[0].landmarks - np.float32([600 + dx, 104, 0]), reference) < 2.0
 
 
+def _count_detector_calls(det: FaceMeshDetector) -> list[int]:
+    """Counts the face detector's forwards of ``det``'s whole-frame (tracking) landmarker."""
+    landmarker = det._model(window=False)
+    calls, detect = [0], landmarker._detect
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return detect(*args, **kwargs)
+
+    landmarker._detect = counted
+    return calls
+
+
+def test_video_tracking_runs_the_detector_every_nth_frame_with_the_same_landmarks(face_crop):
+    """While a face is tracked, the detector looks for more faces every ``redetect_every``-th
+    frame only; the tracked face's landmarks do not depend on it (they come from its own
+    previous landmarks), and a second face that walks in is found within that many frames."""
+    small = cv2.resize(face_crop, (160, 160), interpolation=cv2.INTER_AREA)
+    frames = []
+    for i in range(12):
+        frame = np.full((256, 160 + 40 + 256, 3), 120, np.uint8)
+        frame[:, 200 + i % 3:456 + i % 3] = face_crop[:, : 256 - i % 3] if i % 3 else face_crop
+        if i >= 6:  # from frame 6 on, a second (smaller) face on the left
+            frame[48:208, :160] = small
+        frames.append(frame)
+    results, calls = {}, {}
+    for every in (1, 5):
+        with FaceMeshDetector(video=True, redetect_every=every) as det:
+            counter = _count_detector_calls(det)
+            results[every] = [det.detect(f) for f in frames]
+            calls[every] = counter[0]
+    assert calls[1] == 12 and calls[5] == 3, calls  # frames 0, 5, 10
+    for i in range(12):
+        assert len(results[1][i]) == (2 if i >= 6 else 1), (i, len(results[1][i]))
+        right_1 = [f for f in results[1][i] if f.center_x > 200][0].landmarks
+        right_5 = [f for f in results[5][i] if f.center_x > 200][0].landmarks
+        # The tracked face: the same up to rounding (one face or two in the mesh's forward,
+        # then carried on through the next ROIs: 0 up to frame 5, then growing to 0.04 px by
+        # frame 11): within 0.1 px.
+        np.testing.assert_allclose(right_1, right_5, rtol=0, atol=0.1)
+    # The newcomer (frame 6) is found by the next detection, at frame 10 (at most
+    # redetect_every - 1 frames late), and tracked from there.
+    assert [len(faces) for faces in results[5]] == [1] * 10 + [2] * 2
+
+
 def test_bad_detector_settings_are_refused():
     with pytest.raises(ValueError, match="max_faces"):
         FaceMeshDetector(max_faces=0)
+    with pytest.raises(ValueError, match="redetect_every"):
+        FaceMeshDetector(video=True, redetect_every=0)
     with pytest.raises(ValueError, match="min_confidence"):
         FaceMeshDetector(min_confidence=2.0)
 

@@ -3,7 +3,9 @@
 Per frame (``FaceLandmarkFrontCpu``):
 
 1. detection runs unless the previous frame's landmarks already gave ``max_faces`` tracking
-   ROIs (video mode only): BlazeFace boxes, the best ``max_faces``, each made a ROI;
+   ROIs (video mode only): BlazeFace boxes, the best ``max_faces``, each made a ROI. With
+   ``redetect_every`` > 1 (not MediaPipe's), a frame that tracks some face skips detection
+   unless that many frames went by since the detector last ran;
 2. ROIs from the previous frame's landmarks (video mode) replace detected ROIs they overlap;
 3. the mesh runs on every ROI (all in one forward); a face is kept when its presence
    probability is above ``min_tracking_confidence``;
@@ -44,10 +46,19 @@ class TorchFaceLandmarker:
         min_tracking_confidence: float = 0.5,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        redetect_every: int = 1,
     ) -> None:
         if max_faces < 1:
             raise ValueError(f"max_faces must be >= 1, got {max_faces}")
+        if redetect_every < 1:
+            raise ValueError(f"redetect_every must be >= 1, got {redetect_every}")
         self.video = video
+        # Video mode, while some but fewer than max_faces faces are tracked: the detector looks
+        # for more faces on every redetect_every-th frame only (1: every frame, MediaPipe's rule).
+        # Tracked faces come from their own landmarks either way, so only how soon a face that
+        # enters the picture is found depends on it.
+        self.redetect_every = redetect_every
+        self._frames_since_detection = 0
         self.max_faces = max_faces
         self.min_detection_confidence = min_detection_confidence
         self.min_tracking_confidence = min_tracking_confidence
@@ -63,6 +74,7 @@ class TorchFaceLandmarker:
     def reset(self) -> None:
         """Forget the previous frame (video mode)."""
         self._tracked = torch.zeros((0, 5), device=self.device)
+        self._frames_since_detection = 0
 
     def _frames(self, frames: np.ndarray):
         """The frames as the crops want them: on the CPU the uint8 array itself (OpenCV warps
@@ -106,9 +118,12 @@ class TorchFaceLandmarker:
         frames = self._frames(rgb[None])
         size = (rgb.shape[1], rgb.shape[0])
         tracked = self._tracked if self.video else self._tracked[:0]
-        if len(tracked) >= self.max_faces:
+        self._frames_since_detection += 1
+        if len(tracked) >= self.max_faces or (
+                len(tracked) and self._frames_since_detection < self.redetect_every):
             detected = tracked[:0]
         else:
+            self._frames_since_detection = 0
             found = self._detect(frames, size)[0]
             keep = slice(0, self.max_faces)
             detected = rects_from_detections(found.boxes[keep], found.keypoints[keep], size)

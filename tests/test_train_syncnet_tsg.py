@@ -25,7 +25,9 @@ from segtalker_core import cli
 from segtalker_core import labels as L
 from segtalker_core.models.bundles import load_component
 from segtalker_core.models.tsg import mouth_area_mask, onehot
-from segtalker_core.train.datasets import SyncWindowDataset, TalkingSegDataset, dataset_hash
+from segtalker_core.train.datasets import (
+    SyncAugment, SyncWindowDataset, TalkingSegDataset, dataset_hash,
+)
 from segtalker_core.train.syncnet_stage import window_onehot
 
 REPO_DIR = Path(__file__).resolve().parents[1]
@@ -90,13 +92,17 @@ def test_syncnet_separates_in_sync_from_shifted_windows_on_held_out_clips(
     negatives training drew): ~140 positives and ~8 k negatives, not one coin per window.
 
     * Ranking (what offset search relies on): a window's audio scores its own lower faces above
-      the shifted windows' in >= 80 % of the cases (measured 0.86-0.92 over 5 runs).
+      the shifted windows' in >= 80 % of the cases (measured 0.86-0.91 over 8 training seeds).
     * Plain accuracy, Wav2Lip's way (in sync when p > 0.5), class-balanced (the accuracy on a
       50/50 set): >= 0.7 only. The issue asks 0.8, which this tiny preset does not reach
-      reliably: 0.76-0.86 over 5 runs (4 training seeds on one built dataset, one fresh build;
-      the build is not bit-reproducible), and resolution 48, lr 4e-3 or weight decay did not
-      raise it. A threshold fitted on the training windows did worse (0.67-0.77): the in-sync
-      scores sit higher on the sentences it trained on.
+      reliably: 0.77-0.86 (mean 0.81) over 8 training seeds (loop.seed = data.seed = 0..7; the
+      preset's seed 0 gives 0.855), and resolution 48, lr 4e-3, weight decay, 600 steps or a
+      threshold fitted on the training windows did not fix it. Most errors are shifted windows
+      scored above 0.5. Over the same seeds, mel augmentation (``augment.mel_gain=0.4``,
+      ``freq_mask=8``, ``time_mask=2``) gave 0.79-0.85 (mean 0.825, ranking 0.85-0.92);
+      a left-right flip of the maps, translating them by 3 % of the side, dropout 0.2 on both
+      embeddings, or half the negatives drawn from the nearest shifts (5-9 frames) did not do
+      better (means 0.81, 0.75, 0.80, 0.80; 2-10 seeds each).
     """
     model, config = load_component(syncnet_bundle, "syncnet")
     training = config.extra["training"]
@@ -119,6 +125,45 @@ def test_syncnet_separates_in_sync_from_shifted_windows_on_held_out_clips(
     assert ranking >= 0.8, ranking
     accuracy = 0.5 * float((positives > 0.5).float().mean() + (negatives <= 0.5).float().mean())
     assert accuracy >= 0.7, accuracy
+
+
+def test_sync_augment_changes_the_mel_by_a_gain_and_silenced_runs_only(prepared_dataset):
+    """Augmented items keep the maps and the in-sync / shifted draw of the plain ones and are a
+    pure function of (seed, epoch, index); the mel changes by one gain for the whole window, or
+    by one silenced run of <= 8 bins and one of <= 2 steps."""
+    from segtalker_core.audio.mel import SILENCE_VALUE
+    from segtalker_core.train.config import load_stage_config
+    from segtalker_core.train.syncnet_stage import SyncNetStageConfig
+
+    def items(**augment):
+        data = SyncWindowDataset(prepared_dataset, split="train", resolution=32, seed=3,
+                                 augment=SyncAugment(**augment) if augment else None)
+        return [data[i] for i in range(0, len(data), 5)]
+
+    plain, louder, masked = items(), items(mel_gain=0.4), items(freq_mask=8, time_mask=2)
+    again = items(freq_mask=8, time_mask=2)
+    gains, hidden = set(), 0
+    for a, gain, mask, same in zip(plain, louder, masked, again):
+        assert a["label"] == gain["label"] == mask["label"]
+        assert torch.equal(gain["maps"], a["maps"]) and torch.equal(mask["maps"], a["maps"])
+        assert torch.equal(mask["mel"], same["mel"])
+        inside = a["mel"].abs() < 4 - 0.4  # not clipped at the ends of the mel's range
+        offsets = (gain["mel"] - a["mel"])[inside]
+        if len(offsets):  # (a window of silence has none)
+            assert float(offsets.max() - offsets.min()) < 1e-5
+            assert float(offsets.abs().max()) <= 0.4
+            gains.add(round(float(offsets[0]), 4))
+        changed = mask["mel"][0] != a["mel"][0]
+        assert bool((mask["mel"][0][changed] == SILENCE_VALUE).all())
+        steps = changed.sum(0) > 8  # masked steps (columns); the rest lie in <= 8 bins (rows)
+        assert int(steps.sum()) <= 2 and int(changed[:, ~steps].any(1).sum()) <= 8
+        hidden += bool(changed.any())
+    assert len(gains) > 5 and hidden > 0.5 * len(plain)
+
+    config = load_stage_config(SyncNetStageConfig, "syncnet", "tiny", ["augment.mel_gain=0.4"])
+    assert config.augment.mel_gain == 0.4 and config.augment.time_mask == 0
+    with pytest.raises(ValueError, match="time_mask must lie in"):
+        SyncAugment(time_mask=5)
 
 
 def test_tsg_cross_entropy_falls_by_half(tsg_bundle):

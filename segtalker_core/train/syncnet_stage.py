@@ -19,6 +19,7 @@ from ..models.syncnet import SegSyncNet, SyncNetConfig, sync_bce_loss, sync_prob
 from ..models.tsg import onehot
 from . import previews
 from .config import OptimConfig, StageConfig
+from .datasets import SyncAugment
 from .stage import Batch, Provenance, Stage, StepContext, TrainedPart, init_from_bundle
 
 PART = "syncnet"
@@ -30,6 +31,8 @@ class SyncNetStageConfig(StageConfig):
     optim: OptimConfig = field(default_factory=OptimConfig)
     # Smallest shift (frames) of an off-sync window; 0: num_frames (no frame shared). Wav2Lip: 1.
     min_shift: int = 0
+    # Training windows only (never the val split): see datasets.SyncAugment.
+    augment: SyncAugment = field(default_factory=SyncAugment)
 
 
 def window_onehot(maps: torch.Tensor) -> torch.Tensor:
@@ -71,7 +74,8 @@ class SyncNetStage(Stage):
         c = self.config
         return SyncWindowDataset(self.data_root, split=split, resolution=self.resolution,
                                  num_frames=c.model.num_frames, seed=c.data.seed,
-                                 min_shift=c.min_shift or None)
+                                 min_shift=c.min_shift or None,
+                                 augment=c.augment if split == c.data.train_split else None)
 
     def datasets(self):
         return self.train_and_val(self._dataset)

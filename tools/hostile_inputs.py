@@ -428,7 +428,8 @@ CASES: tuple[Case, ...] = (
          message=r"fps"),
     Case("--size 100000", (*TALK_IMAGE, "--size", "100000", "-o", "out.mp4"), _all(PORTRAIT, SPEECH),
          message=r"size"),
-    Case("--batch-size 0", (*TALK_IMAGE, "--batch-size", "0", "-o", "out.mp4"), _all(PORTRAIT, SPEECH),
+    # 0 is "automatic"; a negative batch is the refused one.
+    Case("--batch-size -1", (*TALK_IMAGE, "--batch-size", "-1", "-o", "out.mp4"), _all(PORTRAIT, SPEECH),
          message=r"batch"),
     Case("audio at 1 Hz", (*TALK_IMAGE, "-o", "out.mp4"), _all(PORTRAIT, _speech(1.0, rate=1)),
          message=r"(sample rate|Hz)"),

@@ -10,10 +10,10 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-from ..segtalker_core import precision
-from ..segtalker_core.model_handle import LoadedModel
 from comfy_api.latest import io
 
+from ..segtalker_core import precision
+from ..segtalker_core.model_handle import LoadedModel
 from ..segtalker_core.working_memory import working_memory_bytes
 from .comfy_glue import recommended_dtype
 

@@ -104,14 +104,11 @@ def iter_tsg_segmentation(
     """
     from .audio.mel import mel_windows
     from .models.tsg import predict_talking_segmentation
-    from .working_memory import pick_batch_size
 
     tsg = model.runner
     device, dtype = _placement(model)
     if batch is None:
-        if batch_size is None:
-            batch_size = pick_batch_size(model, device, dtype, frame_size=faces.crop_size)
-        batch = AdaptiveBatch(batch_size, "TSG")  # shared by the chunks: a size that failed stays off
+        batch = tsg_batch(model, batch_size, faces.crop_size)  # shared by the chunks
     # The 0.2 s window is centred on the frame; a bundle trained otherwise says so.
     align = ((model.config.extra or {}).get("mel_align") if model.config is not None else None) or "centre"
     regions = faces.regions
@@ -140,12 +137,7 @@ def iter_tsg_segmentation(
 def tsg_batch(model: LoadedModel, batch_size: int | None, frame_size: int) -> AdaptiveBatch:
     """The TSG's batch for a run that calls :func:`iter_tsg_segmentation` once per face track
     (None: picked from the device's free memory), shared so an out-of-memory halving holds."""
-    if batch_size is None:
-        from .working_memory import pick_batch_size
-
-        device, dtype = _placement(model)
-        batch_size = pick_batch_size(model, device, dtype, frame_size=frame_size)
-    return AdaptiveBatch(batch_size, "TSG")
+    return AdaptiveBatch(_resolved_batch(model, batch_size, frame_size), "TSG")
 
 
 def encode_style_learned(faces: FaceTrack, model: LoadedModel, frame: int,
@@ -284,7 +276,7 @@ def synthesize_learned(
     s = segmentation.faces.crop_size
     t_total = len(segmentation)
     out = np.empty((t_total, s, s, 3), dtype=np.uint8)
-    batch_size = _generator_batch(model, batch_size, s)
+    batch_size = _resolved_batch(model, batch_size, s)
     blocks = iter_synthesize_learned_blocks(
         _segmentation_blocks(segmentation, _block_frames(batch_size)), segmentation.faces, style,
         model, background, seed, batch_size, segmentation.meta.get("tsg_resolution"), ahead=0)
@@ -318,7 +310,7 @@ def iter_synthesize_learned(
     memory does not grow with the clip. Crops equal :func:`synthesize_learned`'s at the same
     batch size (also automatic: both resolve it the same way).
     """
-    batch_size = _generator_batch(model, batch_size, faces.crop_size)
+    batch_size = _resolved_batch(model, batch_size, faces.crop_size)
     n = _block_frames(batch_size)
     blocks = iter_synthesize_learned_blocks(_frame_blocks(frames, n), faces, style, model,
                                             background, seed, batch_size, tsg_resolution, ahead)
@@ -351,7 +343,6 @@ def iter_synthesize_learned_blocks(
     from .models.bundles import ResizePlan, check_finite, check_style_codes, plan_segmentation_resize
     from .run_ahead import run_ahead
     from .transfer import to_device
-    from .working_memory import pick_batch_size
 
     generator = model.runner
     device, dtype = _placement(model)
@@ -367,9 +358,7 @@ def iter_synthesize_learned_blocks(
     s = faces.crop_size
     if tsg_resolution is not None:
         plan_segmentation_resize(int(tsg_resolution), size)  # warns when TSG and generator differ
-    if batch_size is None:
-        batch_size = pick_batch_size(model, device, dtype, frame_size=s)
-    batch = AdaptiveBatch(batch_size, "generator")  # shared by the blocks
+    batch = AdaptiveBatch(_resolved_batch(model, batch_size, s), "generator")  # shared by the blocks
     to_generator = ResizePlan(s, size)  # crop-size maps -> generator size (nearest: labels never blend)
     noise_rng = torch.Generator(device="cpu").manual_seed(int(seed))
     noise = [n.to(device) for n in generator.make_noise(1, noise_rng, device="cpu")]
@@ -416,9 +405,10 @@ def iter_synthesize_learned_blocks(
         yield from rendered()
 
 
-def _generator_batch(model: LoadedModel, batch_size: int | None, frame_size: int) -> int:
-    """The generator's batch (None: picked from the free memory), resolved before the frames
-    are gathered into blocks: a block smaller than the picked batch would cap it."""
+def _resolved_batch(model: LoadedModel, batch_size: int | None, frame_size: int) -> int:
+    """``batch_size``, or (None) the batch picked from the free memory of ``model``'s device.
+    A run resolves it before it gathers frames: a chunk or block smaller than the picked batch
+    would cap it."""
     if batch_size is not None:
         return batch_size
     from .working_memory import pick_batch_size

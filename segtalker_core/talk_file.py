@@ -281,7 +281,9 @@ def iter_talk_with_models(frames: np.ndarray, audio, fps: float, settings: TalkS
             maps, faces, style, models.generator, seed=settings.seed, batch_size=models.batch_size,
             tsg_resolution=segmentation.meta.get("tsg_resolution"))
     else:
-        activity = _builtin_activity(segmentation.mouth_params, segmentation.fps)
+        from . import builtin
+
+        activity = builtin.articulation_activity(segmentation.mouth_params, segmentation.fps)
         pairs = pipeline.iter_synthesize(maps, faces, style, activity=activity)
     # A portrait moves its head (portrait_motion: None for a video, which has its own motion).
     speech = segmentation.mouth_params[:, 0]
@@ -327,7 +329,7 @@ def iter_talk_chunks_with_models(frame_chunks: Iterable[np.ndarray], audio, fps:
     articulation = pipeline.speech_articulation(mono, fps, settings.method, settings.strength)
     params = np.asarray(articulation.params, np.float32)
     n_frames = len(params)
-    activity = _builtin_activity(params, fps)
+    activity = builtin.articulation_activity(params, fps)
     tsg_resolution = None if tsg is None else int(tsg.runner.resolution)
     batch = None if tsg is None else tsg_batch(tsg, models.batch_size, settings.crop_size)
     style = reference = None
@@ -385,14 +387,6 @@ def iter_talk_chunks_with_models(frame_chunks: Iterable[np.ndarray], audio, fps:
         raise ValueError(
             f"input '{input_name}' ended after {done} frames but the audio needs {n_frames} (the "
             f"file promised more: is it cut short?); give at most {done / fps:.2f} s of audio")
-
-
-def _builtin_activity(mouth_params: np.ndarray, fps: float) -> np.ndarray | None:
-    """Speech activity of an articulation track for the built-in renderer (what
-    :func:`pipeline.segmentation_activity` reads off a collected segmentation)."""
-    from . import builtin
-
-    return builtin.articulation_activity(mouth_params, fps)
 
 
 def read_frames(video_path: PathLike, max_frames: int | None = None,

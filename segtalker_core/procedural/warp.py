@@ -50,6 +50,7 @@ coordinates returns the source pixel exactly: outside the moving area the output
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -418,8 +419,12 @@ class MeshWarp:
                 cache[key] = np.array([
                     cv2.pointPolygonTest(polygon, (float(x), float(y)), False) > 0 for x, y in centroids
                 ], bool)
-            self.__dict__["_source_areas"] = _areas(self.source_vertices, self.triangles)
         return cache[key]
+
+    @functools.cached_property
+    def _source_areas(self) -> np.ndarray:
+        """Unsigned area [K] of each triangle where it lies in the source."""
+        return _areas(self.source_vertices, self.triangles)
 
     def _exact_near_seams(
         self, dx: np.ndarray, dy: np.ndarray, coef: np.ndarray, corners: np.ndarray,

@@ -127,3 +127,17 @@ def test_coarticulation_reaches_short_closures_and_short_openings():
     # constant targets stay put
     flat = coarticulate(np.tile(targets[5], (50, 1)), np.ones((50, 5), np.float32), 100)
     np.testing.assert_allclose(flat, np.tile(targets[5], (50, 1)), atol=1e-5)
+
+
+def test_a_recording_gives_the_same_phones_whatever_was_decoded_before():
+    """The decoder is cached between calls, and its live cepstral mean adapts to what it hears:
+    a recording's phones must not depend on the recording decoded before it (they did: a dub's
+    first frames changed after another file had been talked)."""
+    from segtalker_core.audio import phonemes
+
+    first = speak_wave("I thought all of them would go.")[0]
+    other = speak_wave("A quieter, lower and slower voice.", rate=110, pitch=15)[0]
+    phonemes._decoder.cache_clear()
+    fresh = phoneme_timeline(first)
+    phoneme_timeline(other)
+    assert phoneme_timeline(first) == fresh

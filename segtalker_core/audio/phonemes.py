@@ -68,6 +68,11 @@ def phoneme_timeline(
     decoder, lock = _decoder(hmm, phone_lm)
     out: list[PhoneSegment] = []
     with lock:
+        # The live cepstral mean (and the rest of the feature state) adapts across utterances:
+        # without a fresh start the phones of one recording would depend on what the cached
+        # decoder heard before (seen as a dub whose first frames differed after another file had
+        # been talked). Within one recording the pieces share it, as in a fresh decoder.
+        decoder.reinit_feat()
         for a, b in split_points(wave16k, max_s=max_piece_s, min_s=min(MIN_PIECE_S, max_piece_s / 2)):
             pcm = (np.clip(wave16k[a:b], -1.0, 1.0) * 32767.0).astype("<i2")
             out.extend(_decode_piece(decoder, pcm, a / RATE))

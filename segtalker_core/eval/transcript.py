@@ -75,6 +75,9 @@ def align_transcript(wave16k: np.ndarray, text: str) -> list[Phone]:
     decoder, lock = _decoder()
     pcm = (np.clip(wave16k, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
     with lock:
+        # The cached decoder's live cepstral mean adapts to what it heard: a fresh start keeps
+        # one recording's alignment independent of the recordings aligned before it.
+        decoder.reinit_feat()
         for word in dict.fromkeys(words):
             if decoder.lookup_word(word) is None:
                 decoder.add_word(word, espeak_pronunciation(word), True)

@@ -12,7 +12,11 @@ articulation (0 = silence) is anchored at the source's estimated pose
 speech the articulation drives the mouth as it is, handing over as the articulation leaves and
 returns to its rest pose (:func:`~.procedural.rig.blend_rest_and_speech`); p/b/m seal the lips.
 Video dubbing drives each frame absolutely (0 = closed): the frame's own mouth moved with the
-original speech, which the new speech replaces.
+original speech, which the new speech replaces. Where the new speech opens the mouth, a video's
+interior and teeth are its own: a :class:`~.procedural.mouth_bank.MouthBank` collects the clip's
+open mouths (with teeth) and each drawn frame takes the one nearest its driven opening, warped into
+place (``mouth_bank``: a :class:`~.procedural.mouth_bank.MouthBankConfig`, on by default, or a bank
+to share between the tracks of one video).
 
 The renderer draws what the maps say (:class:`MapFollower`): a map the rig made itself comes with
 its pose and is drawn at once; any other map (edited, or from a learned TSG) is measured and the
@@ -29,6 +33,7 @@ import numpy as np
 from . import labels as L
 from .containers import FaceTrack, SegmentationFrame, StyleCodes
 from .masks import dilate
+from .procedural.mouth_bank import MouthBank, MouthBankConfig
 from .procedural.renderer import DrivenFrame, RenderOptions, SourceFace, eye_closure_schedule
 from .audio.articulation import ArticulationTrack
 from .procedural.rig import RigConfig, blend_rest_and_speech, check_params, speech_activity
@@ -49,10 +54,17 @@ class FrameDriver:
     A portrait (one source face) reuses one :class:`SourceFace`; a video builds each frame's from
     that frame's own crop (cached while consecutive output frames reuse the same input frame),
     with the synthesised-teeth colours of the first face seen, so they do not flicker.
+
+    ``mouth_bank`` (video only): a :class:`~.procedural.mouth_bank.MouthBankConfig` (None: the
+    default, on) to build a bank of this track's open mouths from, or a
+    :class:`~.procedural.mouth_bank.MouthBank` to add this track's frames to and use (one bank
+    shared by the tracks of a streamed video keeps its entries and its choice across them). The
+    bank is collected on the first :meth:`source` call and set on every face's interior.
+    Attribute ``bank``: the bank in use (None for a portrait or with the bank off).
     """
 
     def __init__(self, faces: FaceTrack, blink: bool = False, seed: int = 0, portrait: bool | None = None,
-                 own_rest: bool = True) -> None:
+                 own_rest: bool = True, mouth_bank: MouthBankConfig | MouthBank | None = None) -> None:
         self.faces = faces
         # One input frame is a portrait, unless the caller knows it is a chunk of a video.
         portrait = (len(faces) == 1) if portrait is None else portrait
@@ -68,6 +80,8 @@ class FrameDriver:
         )
         self._cached: tuple[int, SourceFace] | None = None
         self._palette = None
+        self.bank = None if self.portrait else _video_bank(mouth_bank)
+        self._collected = False
 
     def rig_params(self, source: SourceFace, articulation: np.ndarray, activity: float | None = None) -> np.ndarray:
         """Rig parameters [5] of one frame's audio ``articulation`` [5] on ``source``: for a
@@ -94,10 +108,27 @@ class FrameDriver:
             f = self.faces
             source = SourceFace(f.crops[index], f.landmarks[index], f.regions[index], self.options, self._palette)
             self._palette = self._palette or source.palette
+            if self.bank is not None:
+                if not self._collected:
+                    self._collected = True
+                    self.bank.collect(self.faces)
+                source.interior.bank = self.bank
             self._cached = (index, source)
             if self.options.blink and min(source.blink_gate.strengths) < 1.0:
                 log.info("%s: the eyes cannot all be seen blinking", source.blink_gate.describe())
         return self._cached[1]
+
+
+def _video_bank(mouth_bank: MouthBankConfig | MouthBank | None) -> MouthBank | None:
+    """The bank a video's driver uses: the given one, a new one from a config, None when off."""
+    if isinstance(mouth_bank, MouthBank):
+        return mouth_bank if mouth_bank.config.enabled else None
+    config = mouth_bank if mouth_bank is not None else MouthBankConfig()
+    if not isinstance(config, MouthBankConfig):
+        raise TypeError(
+            f"mouth_bank must be a MouthBankConfig, a MouthBank or None, got {type(mouth_bank).__name__}"
+        )
+    return MouthBank(config) if config.enabled else None
 
 
 def iter_talking_segmentation(
@@ -109,15 +140,18 @@ def iter_talking_segmentation(
     seed: int = 0,
     portrait: bool | None = None,
     own_rest: bool = True,  # a portrait rests with its own mouth (False: with closed lips)
+    mouth_bank: MouthBankConfig | MouthBank | None = None,  # a video's own mouths (FrameDriver)
 ) -> Iterator[SegmentationFrame]:
     """The rig's talking segmentation, one frame at a time, each with its pose attached.
 
     ``params`` are the audio's articulation, and travel with each frame as they are; for a
     portrait the pose anchors them at the source's own mouth (:meth:`FrameDriver.rig_params`).
+    The poses bring their faces along, and a video's faces their mouth bank: they are to be
+    painted once each, in order (as :func:`iter_synthesize` does).
     """
     n = len(params)
     assert len(source_index) == n, (len(source_index), n)
-    driver = FrameDriver(faces, blink, seed, portrait, own_rest)
+    driver = FrameDriver(faces, blink, seed, portrait, own_rest, mouth_bank)
     closure = driver.eye_closure(n, fps)
     activity = articulation_activity(params, fps)
     for t in range(n):
@@ -268,6 +302,7 @@ def iter_synthesize(
     style: StyleCodes | None = None,
     portrait: bool | None = None,
     activity: np.ndarray | None = None,  # [T] speech activity of the frames (articulation_activity)
+    mouth_bank: MouthBankConfig | MouthBank | None = None,  # for faces this call prepares itself
 ) -> Iterator[tuple[np.ndarray, SegmentationFrame]]:
     """``(crop [S, S, 3] uint8, frame)`` for each segmentation frame, in order.
 
@@ -282,7 +317,7 @@ def iter_synthesize(
             "input 'style' holds learned W+ codes; the built-in renderer needs built-in style "
             "(SegTalker Encode Style without an encoder), or connect a learned generator"
         )
-    driver = FrameDriver(faces, portrait=portrait)
+    driver = FrameDriver(faces, portrait=portrait, mouth_bank=mouth_bank)
     follower = MapFollower(driver, activity)
     for frame in frames:
         i = frame.source_index

@@ -26,6 +26,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "mask_guided_regions.py": ("| regions present |", "| 12 |"),
     "models.py": ("layer64-plain", "tsg128"),
     "mouth_realism.py": ("speech: 'Papa.'",),
+    "mouth_bank.py": ("| clip | bank off ms/frame |", "| smile / closed |"),
     "mouth_sheet.py": ("| source | teeth | jaw |", "| closed |"),
     "parsing.py": ("|",),
     "paste.py": ("| step | ms/frame |", "| encode 1080p"),

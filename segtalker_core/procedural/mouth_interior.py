@@ -18,6 +18,11 @@ front (the soft tissue is :mod:`.mouth_shading`, the colours and grain :mod:`.mo
 ``teeth_visible`` moves the teeth further behind the lips at its low end and fades them there,
 less so as the jaw drops (teeth do not vanish from a wide-open mouth).
 
+In video dubbing the interior may come from the clip itself instead: with a
+:class:`~.mouth_bank.MouthBank` set as :attr:`MouthInterior.bank`, the real interior of the clip's
+frame whose opening is nearest the driven one is warped into the driven opening and replaces the
+synthesised layers (mixed with them as the match fades; with no entry near, nothing changes).
+
 Synthetic teeth are drawn in the face frame of the closed rest (IOD units): a dental arch seen from
 the front (a tooth's width shrinks with the cosine of its angle round the arch, far teeth are
 darker), thin dark gaps between teeth, rounded incisal corners, convex crowns and a slight "smile
@@ -31,6 +36,7 @@ seeded field -- so equal parameters give equal pixels.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -41,6 +47,9 @@ from .mouth_segmentation import opening_polygon, polygon_area, polygon_mask
 from .mouth_shading import Opening, add_grain, cavity, lip_shadow, tongue, wet_lips
 from .rig import FaceFrame
 from .warp import Box
+
+if TYPE_CHECKING:  # mouth_bank imports this module
+    from .mouth_bank import MouthBank
 
 __all__ = [
     "InteriorLayers", "MouthInterior", "MouthPalette", "MouthPixels", "SourceTeeth", "TeethGeometry",
@@ -234,7 +243,8 @@ class InteriorLayers:
     """One frame's interior over ``box``: ``rgb`` [h, w, 3] float32 0..1 (before blending into the
     crop), ``alpha`` [h, w] its blend weight, and how much of each part is *seen* (in front of
     everything behind it, 0..1 [h, w]): ``tongue``, ``lower_teeth``, ``upper_teeth``, ``gums``,
-    ``source`` (the source's own teeth)."""
+    ``source`` (the source's own teeth), ``bank`` (the clip's own interior from a
+    :class:`~.mouth_bank.MouthBank`; None from callers that predate it)."""
 
     box: Box
     rgb: np.ndarray
@@ -244,6 +254,7 @@ class InteriorLayers:
     upper_teeth: np.ndarray
     gums: np.ndarray
     source: np.ndarray
+    bank: np.ndarray | None = None
 
 
 class MouthInterior:
@@ -251,7 +262,9 @@ class MouthInterior:
 
     ``frame``: the closed-rest face frame (origin where the lips meet); ``palette``: colours;
     ``geometry``: teeth placement; ``source``: the source's own interior layers (or ``None``);
-    ``feather``: edge softness in IOD units.
+    ``feather``: edge softness in IOD units. ``bank``: a video's :class:`~.mouth_bank.MouthBank`
+    (set by :class:`~.builtin.FrameDriver` on each frame's interior; None: synthesis only). A bank
+    keeps its retrieval state, so with one set, frames are to be painted once each, in order.
     """
 
     def __init__(
@@ -263,6 +276,7 @@ class MouthInterior:
         self.geometry = geometry
         self.source = source
         self.sigma = max(0.8, feather * frame.iod)
+        self.bank: MouthBank | None = None
 
     def composite(
         self, image: np.ndarray, driven: np.ndarray, jaw_offset: np.ndarray,
@@ -276,7 +290,7 @@ class MouthInterior:
         """
         if seal > 0:
             self._seal_line(image, driven, seal)
-        layers = self.layers(driven, jaw_offset, teeth_visible, image.shape[0])
+        layers = self.layers(driven, jaw_offset, teeth_visible, image.shape[0], image)
         if layers is None:
             return image
         box, alpha = layers.box, layers.alpha[..., None]
@@ -286,10 +300,12 @@ class MouthInterior:
         return image
 
     def layers(
-        self, driven: np.ndarray, jaw_offset: np.ndarray, teeth_visible: float, size: int
+        self, driven: np.ndarray, jaw_offset: np.ndarray, teeth_visible: float, size: int,
+        image: np.ndarray | None = None,
     ) -> InteriorLayers | None:
         """The interior of one pose in a ``size`` crop, layer by layer (``None``: mouth shut).
-        Arguments as in :meth:`composite`."""
+        Arguments as in :meth:`composite`; ``image`` [S, S, 3] uint8, the crop it goes into: the
+        lips around the opening set the light of a bank's interior (None: taken as it is)."""
         polygon = opening_polygon(driven)
         if polygon_area(polygon) < 0.5:
             return None
@@ -300,16 +316,43 @@ class MouthInterior:
         soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), self.sigma)
         alpha = np.clip((soft - 0.25) / 0.5, 0.0, 1.0)
         op = Opening.measure(self.frame, driven, box, mask)
-        layers = self._synthesise(op, np.asarray(jaw_offset, np.float64), float(teeth_visible), size)
-        rgb, source = layers["rgb"], np.zeros(box.shape, np.float32)
-        if self.source is not None:
-            rgb, source = self._source_layers(rgb, box, jaw_offset, _opacity(teeth_visible))
-        shown = alpha * (1.0 - source)
+        pick = self.bank.pick(driven) if self.bank is not None else None
+        weight = pick.weight if pick is not None else 0.0
+        zeros = np.zeros(box.shape, np.float32)
+        bank_rgb, bank = None, np.float32(0.0)
+        if weight > 0.0:
+            bank_rgb, cover = self._bank_rgb(pick, op, driven, image)
+            bank = np.float32(weight) * cover
+        if weight >= 1.0 and cover.min() >= 1.0:
+            # The clip's own interior everywhere: nothing synthesised shows, so none is made.
+            layers = {k: zeros for k in ("tongue", "lower_teeth", "upper_teeth", "gums")}
+            rgb, source = bank_rgb, zeros
+        else:
+            # With the bank on, its upper teeth are the real ones: no synthetic row below them.
+            layers = self._synthesise(op, np.asarray(jaw_offset, np.float64), float(teeth_visible), size,
+                                      upper_teeth=bank_rgb is None)
+            rgb, source = layers["rgb"], zeros
+            if self.source is not None:
+                rgb, source = self._source_layers(rgb, box, jaw_offset, _opacity(teeth_visible))
+            if bank_rgb is not None:
+                rgb = rgb + np.asarray(bank)[..., None] * (bank_rgb - rgb)
+                source = source * (1.0 - bank)
+        shown = alpha * (1.0 - source) * (1.0 - bank)
         return InteriorLayers(
             box, np.clip(rgb, 0.0, 1.0).astype(np.float32), alpha,
             *(layers[k] * shown for k in ("tongue", "lower_teeth", "upper_teeth", "gums")),
-            source * alpha,
+            source * alpha, alpha * bank,
         )
+
+    def _bank_rgb(
+        self, pick, op: Opening, driven: np.ndarray, image: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The bank's interior (rgb [h, w, 3], cover [h, w]) over ``op``, lit like the lips
+        around the driven opening in ``image`` (when given)."""
+        from .mouth_bank import ring_colour
+
+        ring = None if image is None else ring_colour(image, driven, self.frame.iod)
+        return self.bank.paint(pick, op, ring)
 
     def _seal_line(self, image: np.ndarray, driven: np.ndarray, strength: float) -> None:
         """Darken a soft, even shadow along where the lips meet (the midline of the inner lip
@@ -352,10 +395,11 @@ class MouthInterior:
         image[box.slices] = np.clip(window + 0.5, 0, 255).astype(np.uint8)
 
     def _synthesise(
-        self, op: Opening, jaw_offset: np.ndarray, visible: float, size: int
+        self, op: Opening, jaw_offset: np.ndarray, visible: float, size: int, upper_teeth: bool = True,
     ) -> dict[str, np.ndarray]:
-        """Back to front: cavity, tongue, lower gums and teeth, upper gums and teeth; then the
-        lips' shadow over all of it, the wet inner lip band, and grain."""
+        """Back to front: cavity, tongue, lower gums and teeth, upper gums and teeth (unless
+        ``upper_teeth`` is False); then the lips' shadow over all of it, the wet inner lip band,
+        and grain."""
         frame, geo, pal, iod = self.frame, self.geometry, self.palette, self.frame.iod
         u, v = op.u, op.v
         jaw = float(np.dot(jaw_offset, frame.v_axis)) / iod
@@ -388,7 +432,7 @@ class MouthInterior:
                 edge = lower_centre - geo.smile_arc * (u / geo.upper_arch) ** 2
                 rgb = self._row(rgb, seen, "lower_teeth", u, v, geo.lower_arch, _LOWER_WIDTHS, edge,
                                 _LOWER_CROWN * scale, True, opacity)
-            if upper_centre > v.min():
+            if upper_teeth and upper_centre > v.min():
                 edge = upper_centre - geo.smile_arc * (u / geo.upper_arch) ** 2
                 base = self.source.extension(op.box) if self.source is not None else None
                 rgb = self._row(rgb, seen, "upper_teeth", u, v, geo.upper_arch, _UPPER_WIDTHS, edge,

@@ -52,6 +52,15 @@ class MissingWeightsError(FileNotFoundError):
     """A converted model file is not where the pack expects it."""
 
 
+# Forwards of one input kind run on the eager graph before it is traced (see _worth_tracing).
+_EAGER_FORWARDS_BEFORE_TRACE = 1
+
+
+def _frozen_key(image: torch.Tensor) -> tuple:
+    """The kind of input a frozen graph serves: image size, dtype, single image or batch."""
+    return (tuple(image.shape[1:]), image.dtype, image.shape[0] == 1)
+
+
 def load_graph_file(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """(graph description, constants) from a converted .safetensors file."""
     from safetensors import safe_open
@@ -91,6 +100,7 @@ class TFLiteGraph(nn.Module):
         self.shapes = {int(k): list(v) for k, v in graph["shapes"].items()}
         self.freeze_on_cpu = freeze_on_cpu
         self._frozen: dict[tuple, torch.jit.ScriptModule] = {}  # input kind -> frozen graph
+        self._eager_calls: dict[tuple, int] = {}  # input kind -> forwards run eagerly so far
         self._dense_kernels: dict[tuple, torch.Tensor] = {}  # see dense_kernel
         self.weights = nn.ParameterDict()  # float constants, in the layout their operator wants
         self.integers: dict[int, list[int]] = {}  # shape / padding / slice constants
@@ -117,13 +127,14 @@ class TFLiteGraph(nn.Module):
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         image = image.contiguous(memory_format=torch.channels_last)
         with cpu_threads(image.device):
-            if self._use_frozen(image):
+            if self._use_frozen(image) and self._worth_tracing(image):
                 return dict(zip(self.outputs, self._frozen_for(image)(image)))
             return self._run(image)
 
     def _apply(self, fn, *args, **kwargs):
         self._constants = None  # .to() / .half(): the weights are new tensors
         self._frozen = {}
+        self._eager_calls = {}
         self._dense_kernels = {}
         return super()._apply(fn, *args, **kwargs)
 
@@ -133,6 +144,20 @@ class TFLiteGraph(nn.Module):
         return (self.freeze_on_cpu and image.device.type == "cpu" and image.dim() == 4
                 and not torch.is_grad_enabled())
 
+    def _worth_tracing(self, image: torch.Tensor) -> bool:
+        """Trace a kind of input on its second forward, not its first: a trace costs about 0.4 s
+        of CPU per graph, a forward of the eager graph a few ms more than the frozen one, and a
+        portrait detects its face once -- tracing on first use was a third of ``talk``'s time
+        to its first frame. Both graphs give the same outputs bit for bit (tested)."""
+        key = _frozen_key(image)
+        if key in self._frozen:
+            return True
+        calls = self._eager_calls.get(key, 0)
+        if calls < _EAGER_FORWARDS_BEFORE_TRACE:
+            self._eager_calls[key] = calls + 1
+            return False
+        return True
+
     def _frozen_for(self, image: torch.Tensor) -> torch.jit.ScriptModule:
         """The eager graph traced once and frozen (``torch.jit.freeze``): one TorchScript graph
         with the constants inlined, no Python per operator -- 2.5x less CPU time per mesh
@@ -141,8 +166,8 @@ class TFLiteGraph(nn.Module):
         the tensor), so one trace serves any batch size of its kind -- a single image or a
         batch (:func:`_use_dense_depthwise` differs between them); a new image size or dtype
         traces again, and every trace is kept."""
-        single = image.shape[0] == 1
-        key = (tuple(image.shape[1:]), image.dtype, single)
+        key = _frozen_key(image)
+        single = key[2]
         module = self._frozen.get(key)
         if module is not None:
             return module

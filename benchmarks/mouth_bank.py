@@ -15,8 +15,9 @@ paired differences; run with ``OMP_NUM_THREADS=1``), and the share of it spent c
 
 Both are driven by the articulation of ``examples/speech.wav``. The table also gives how many
 entries the bank kept and the share of output frames that took their interior from it.
-``--sheet`` writes a PNG of mouth crops: per column one output frame (of the second clip, the
-frames whose mouth the speech opens), rows: the input frame, bank off, bank on.
+``--sheet`` writes a PNG of mouth crops: per column one output frame drawn on a closed frame of
+the second clip (first those the bank changed, then the widest others), rows: the input frame,
+bank off, bank on.
 """
 from __future__ import annotations
 
@@ -105,12 +106,16 @@ def taken(result) -> float:
 
 
 def sheet(faces, result, path: Path, columns: int = 8) -> None:
-    """The mouths of the ``columns`` output frames drawn on the clip's *closed* frames (odd input
-    frames) that the speech opens widest, in time order."""
+    """The mouths of ``columns`` output frames drawn on the clip's *closed* frames (odd input
+    frames), in time order: those the bank changed first, then the ones the speech opens widest
+    (where no entry was near enough: synthesis, as before)."""
     poses, on, off = result["poses"], result["on"], result["off"]
-    gaps = [float(p.landmarks[T.LOWER_LIP_TOP, 1] - p.landmarks[T.UPPER_LIP_BOTTOM, 1]) / p.face.iod
-            if p is not None and (i % len(faces)) % 2 == 1 else -1.0 for i, p in enumerate(poses)]
-    picks = sorted(int(i) for i in np.argsort(gaps)[::-1][:columns] if gaps[i] > 0)
+    closed = [i for i, p in enumerate(poses) if p is not None and (i % len(faces)) % 2 == 1]
+    gap = {i: float(poses[i].landmarks[T.LOWER_LIP_TOP, 1] - poses[i].landmarks[T.UPPER_LIP_BOTTOM, 1])
+           for i in closed}
+    changed = [i for i in closed if not np.array_equal(on[i], off[i])]
+    rest = sorted((i for i in closed if i not in changed), key=lambda i: -gap[i])
+    picks = sorted((changed + rest)[:columns])
     tiles = []
     for i in picks:
         box = Box.around(poses[i].landmarks[list(T.LIPS_OUTER), :2], 0.1 * poses[i].face.iod, CROP)

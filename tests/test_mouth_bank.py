@@ -198,6 +198,22 @@ def analyse_rows(crop: np.ndarray, landmarks: np.ndarray) -> int:
     return int(np.count_nonzero(bright.sum(axis=1) > 3))
 
 
+def test_an_entry_from_a_darker_frame_is_lit_like_the_frame_it_goes_into():
+    crop, landmarks, _ = astronaut()
+    darker = np.clip(crop * 0.75 + 0.5, 0, 255).astype(np.uint8)
+    face = closed_face()
+    face.interior.bank = MouthBank()
+    assert face.interior.bank.add_frame(darker, landmarks, 0)
+    pose_params = smile().rig.reference_params.astype(np.float64)
+    pose = face.drive(pose_params)
+    out = face.paint(pose)
+    inside = interior_mask(pose.landmarks, landmarks)
+    ratio = out[inside].astype(np.float64).mean() / crop[inside].astype(np.float64).mean()
+    # Taken as stored the teeth would be at 0.75 of their brightness; the lips around both
+    # openings tell the light apart (the gain is capped at 1.18, so 0.885 at most here).
+    assert 0.85 < ratio < 0.92, ratio
+
+
 def test_no_entry_falls_back_exactly_to_the_synthesis():
     closed, closed_landmarks, _ = closed_astronaut()
     empty = MouthBank()
@@ -268,7 +284,7 @@ def test_the_bank_does_not_blink_on_and_off_at_the_edge_of_its_reach():
     # ... off if it came from far outside.
     assert set(weights(config, 1.0, jitter)) == {0.0}
     # Without the band it would blink (the same jitter crosses a bare threshold).
-    bare = MouthBankConfig(reach=config.reach + 0.5 * config.fade, fade=1e-3, crossfade_frames=0)
+    bare = MouthBankConfig(reach=config.reach + 0.5 * config.fade, fade=1e-3, onoff_frames=0)
     levels = weights(bare, own, jitter)
     assert 0.0 in levels and 1.0 in levels
 

@@ -31,8 +31,8 @@ be extended -- one that opens more could only be squeezed) is used within
 The choice has hysteresis: another entry replaces the current one only when it is nearer by
 :attr:`~MouthBankConfig.switch_margin`, and the two are cross-faded over
 :attr:`~MouthBankConfig.crossfade_frames` frames; the bank comes on when the current entry is
-within ``reach`` and goes off (back to synthesis) only beyond ``reach + fade``, fading over the
-same frames -- never a steady mix of real and synthesised teeth (which would show both). So a
+within ``reach`` and goes off (back to synthesis) only beyond ``reach + fade``, fading over
+:attr:`~MouthBankConfig.onoff_frames` -- never a steady mix of real and synthesised teeth (which would show both). So a
 choice is state, kept by the bank across the frames of a run (one bank per video, frames painted
 in order).
 
@@ -70,7 +70,12 @@ KEY_SCALE = np.array([0.05, 0.08, 0.06])
 # An entry that opens *less* than the driven mouth is extended (its teeth rows stay on their lips,
 # the synthesised cavity shows between them): its gap and drop count this much less there.
 WIDER_GAP_SCALE = 3.0
-_MIDDLE_SPAN = 0.3  # opening / entry height ratio over which the entry's middle hands over
+# Extra height of the opening, as a share of the entry's height at its widest, at which the
+# entry's middle starts handing over to the synthesised cavity, and over which it does: the
+# rig's outline of a matching opening is a few percent off the source's, which must not mix
+# synthesis into real teeth.
+_MIDDLE_START = 0.1
+_MIDDLE_SPAN = 0.3
 NOSE_TIP = 1  # face-mesh point at the tip of the nose (the rig never moves it)
 _RING = 0.025  # IOD: width of the lip band around the opening whose mean colour sets the gain
 _GAIN_RANGE = (0.85, 1.18)
@@ -87,8 +92,11 @@ class MouthBankConfig:
     (a steady mouth costs one key per frame, not an entry each); ``reach`` / ``fade``: key
     distance within which an entry is taken up / how much further it is kept once taken (the
     on/off hysteresis); ``switch_margin``: how much nearer another entry must be to replace the
-    current one; ``crossfade_frames``: frames a switch (or the bank coming on or going off) is
-    blended over (0: a cut).
+    current one; ``crossfade_frames``: frames a switch between entries is blended over (0: a
+    cut); ``onoff_frames``: the same for the bank coming on or going off (default a cut: speech
+    passes through an entry's reach in a few frames, and a fade between the real teeth and the
+    synthesised ones -- often a thin strip over a dark cavity -- shows grey, half-transparent
+    teeth in most of them; the on/off hysteresis already keeps it from flickering).
     """
 
     enabled: bool = True
@@ -101,12 +109,13 @@ class MouthBankConfig:
     fade: float = 1.0
     switch_margin: float = 0.5
     crossfade_frames: int = 3
+    onoff_frames: int = 0
 
     def __post_init__(self) -> None:
-        if self.capacity < 1 or self.scan_frames < 0 or self.crossfade_frames < 0:
+        if self.capacity < 1 or self.scan_frames < 0 or min(self.crossfade_frames, self.onoff_frames) < 0:
             raise ValueError(
-                f"mouth bank: capacity >= 1, scan_frames >= 0 and crossfade_frames >= 0, got "
-                f"{self.capacity}, {self.scan_frames}, {self.crossfade_frames}"
+                f"mouth bank: capacity >= 1, scan_frames, crossfade_frames and onoff_frames >= 0, "
+                f"got {self.capacity}, {self.scan_frames}, {self.crossfade_frames}, {self.onoff_frames}"
             )
         if self.reach < 0 or self.fade <= 0 or self.switch_margin < 0:
             raise ValueError(
@@ -343,7 +352,7 @@ class MouthBank:
             state.target = 1.0
         elif distance > cfg.reach + cfg.fade:
             state.target = 0.0
-        rate = 1.0 / (cfg.crossfade_frames + 1)
+        rate = 1.0 / (cfg.onoff_frames + 1)
         # The first frame a bank draws starts where it belongs (no fade in from nothing).
         state.level = state.target if not state.started else float(
             np.clip(state.target, state.level - rate, state.level + rate))
@@ -354,7 +363,7 @@ class MouthBank:
         entries: tuple[tuple[MouthEntry, float], ...] = ((self.entries[current], 1.0),)
         if state.previous in ids and state.step < cfg.crossfade_frames:
             state.step += 1
-            share = state.step * rate
+            share = state.step / (cfg.crossfade_frames + 1)
             entries = ((self.entries[ids.index(state.previous)], 1.0 - share), (self.entries[current], share))
         else:
             state.previous = None
@@ -398,11 +407,12 @@ class MouthBank:
                 on_lower = taller & ~on_upper & (z <= low)
                 ye = np.where(on_upper, y, np.where(on_lower, he - z, ye))
                 middle = taller & ~on_upper & ~on_lower
-                stretch = ho / np.maximum(he, 1e-6) - 1.0
-                fade = np.clip(1.0 - stretch / _MIDDLE_SPAN, 0.0, 1.0)
+                # Relative to the entry's full height: near the corners both heights go to 0.
+                stretch = (ho - he) / max(float(entry.heights.max()), 1e-6)
+                fade = np.clip(1.0 - (stretch - _MIDDLE_START) / _MIDDLE_SPAN, 0.0, 1.0)
                 weight = np.where(middle, fade, weight).astype(np.float32)
                 # A soft pixel at the teeth's edge rather than a cut.
-                weight = cv2.GaussianBlur(weight, (0, 0), 0.7) if middle.any() else weight
+                weight = cv2.GaussianBlur(weight, (0, 0), 0.7) if (weight < 1.0).any() else weight
             gy = (ye / np.maximum(he, 1e-6) * (GRID_H - 1)).astype(np.float32)
             rgb = cv2.remap(entry.patch, gx, gy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             if ring_rgb is not None:

@@ -328,9 +328,11 @@ class MouthInterior:
             layers = {k: zeros for k in ("tongue", "lower_teeth", "upper_teeth", "gums")}
             rgb, source = bank_rgb, zeros
         else:
-            # With the bank on, its upper teeth are the real ones: no synthetic row below them.
+            # With the bank fully on, its upper teeth are the real ones: no synthetic row below
+            # them. While it fades in or out the synthetic row stays, so the teeth blend into
+            # teeth (not into the dark cavity: grey, half-transparent teeth).
             layers = self._synthesise(op, np.asarray(jaw_offset, np.float64), float(teeth_visible), size,
-                                      upper_teeth=bank_rgb is None)
+                                      upper_teeth=weight < 1.0)
             rgb, source = layers["rgb"], zeros
             if self.source is not None:
                 rgb, source = self._source_layers(rgb, box, jaw_offset, _opacity(teeth_visible))

@@ -324,3 +324,21 @@ def test_a_clip_that_never_opens_its_mouth_dubs_as_before(clip):
     assert bank.entries == [] and bank.scanned == 3
     for a, b in zip(on, off):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_bank_shared_by_the_tracks_of_a_video_carries_its_mouths_over(clip):
+    """A streamed video's chunks are separate tracks: one bank passed to each keeps the open
+    mouths of earlier chunks for later ones that never open (each alone would have none)."""
+    jaw = float(smile().rig.reference_params[0])
+    first, second = clip.select([0, 1]), clip.select([3, 5])
+    shared = MouthBank()
+    _dub(first, jaw, shared)
+    carried = _dub(second, jaw, shared)
+    alone = _dub(second, jaw, MouthBankConfig())
+    assert shared.seen == 4 and {e.frame_index for e in shared.entries} == {0}
+    own = clip.crops[0]
+    for k, i in enumerate((3, 5)):
+        pose = SourceFace(clip.crops[i], clip.landmarks[i], clip.regions[i], VIDEO_OPTIONS).drive(
+            params(jaw=jaw, teeth=1.0))
+        inside = interior_mask(pose.landmarks, clip.landmarks[0], erode=1, size=clip.crop_size)
+        assert correlation(carried[k], own, inside) > correlation(alone[k], own, inside) + 0.2

@@ -54,6 +54,10 @@ _KEEP_FEATHER = 0.05  # IOD: soft edge of the areas the warp leaves alone
 # wobble with the chin. The background is not kept: where the chin rises to close a smile, a kept
 # background edge shows twice (see warp.KeepMask).
 _KEEP_FRONT = (L.region_index("hair"), L.region_index("earrings"))
+# Feather (crop px) of the paste-back the crops go through (pipeline.iter_paste_back's
+# feather_px): the warp's motion fades out where that paste shows the crop only in part
+# (warp.KeepMask.build's paste_feather), so a moved chin is not averaged with the unmoved one.
+_PASTE_FEATHER = 12.0
 
 
 @dataclass(frozen=True)
@@ -140,7 +144,7 @@ class SourceFace:
         self.texture_offset = texture - self.rig.reference
         self.smooth = _SMOOTH * self.iod
         self.keep = KeepMask.build(np.isin(self.regions, _KEEP_FRONT), None, _KEEP_FEATHER * self.iod,
-                                   self.mesh.box)
+                                   self.mesh.box, paste_feather=_PASTE_FEATHER)
         # Blinks only where the eyes can be seen (not behind dark lenses, not on eyes already
         # shut); a video has no painted blinks, so it skips the measurement.
         self.blink_gate = eye_visibility(self.crop, reference, self.regions) if options.blink else BlinkGate.open(size)

@@ -219,3 +219,26 @@ def test_keep_mask_must_be_built_for_the_mesh_box(setup):
         mesh.field(rig.drive(params(jaw=1.0)), 1.5, keep=keep)
     with pytest.raises(ValueError, match="same shape"):
         KeepMask.build(strand, behind[:10], 4.0, mesh.box)
+
+
+def test_paste_reach_stops_the_motion_where_the_paste_back_fades(setup):
+    """The paste-back shows the crop only in part within ~2 feathers of the crop border and of
+    kept (unchanged) hair, so the warp must not move those pixels: moved and unmoved texture
+    averaged there is a ghost. Farther in, the motion is the free warp's."""
+    crop, rig, mesh = setup
+    strand, _ = strand_and_background(crop.shape, rig, mesh.box)
+    feather, paste = 0.05 * rig.frame.iod, 12.0
+    driven = rig.drive(params(jaw=1.0))
+    plain = mesh.field(driven, 1.5, keep=KeepMask.build(strand, None, feather, mesh.box))
+    pasted = mesh.field(driven, 1.5, keep=KeepMask.build(strand, None, feather, mesh.box, paste_feather=paste))
+    shift = lambda f: np.hypot(f.map_x - np.arange(mesh.box.x0, mesh.box.x1),
+                               f.map_y - np.arange(mesh.box.y0, mesh.box.y1)[:, None])
+    size = crop.shape[0]
+    ys, xs = np.mgrid[mesh.box.y0:mesh.box.y1, mesh.box.x0:mesh.box.x1]
+    edge = np.minimum(np.minimum(xs, size - 1 - xs), np.minimum(ys, size - 1 - ys))
+    dist = np.minimum(edge, cv2.distanceTransform((~strand).astype(np.uint8), cv2.DIST_L2, 5)[mesh.box.slices])
+    near, far = dist <= paste, dist >= 2 * paste
+    assert (near & (shift(plain) > 0.5)).sum() > 50, "the free warp should move pixels near the border/strand"
+    assert shift(pasted)[near].max() == 0.0
+    assert np.array_equal(pasted.apply(crop)[mesh.box.slices][near], crop[mesh.box.slices][near])
+    assert np.allclose(shift(pasted)[far], shift(plain)[far], atol=1e-4)

@@ -527,6 +527,7 @@ def iter_synthesize(
     style: StyleCodes | None = None,
     portrait: bool | None = None,
     activity: np.ndarray | None = None,
+    mouth_bank=None,  # MouthBankConfig | MouthBank | None: a video's own mouths (builtin.FrameDriver)
 ):
     """``(crop [S, S, 3] uint8, frame)`` per segmentation frame: the built-in renderer, streaming.
 
@@ -535,10 +536,12 @@ def iter_synthesize(
     (default: it has one frame). ``activity`` [T]: the speech activity of the whole articulation
     track (:func:`builtin.articulation_activity`), so a hint puts a portrait's mouth where the rig
     put it (without it, each frame's is judged alone); :func:`segmentation_activity` gives it.
+    ``mouth_bank``: for a video, the bank of its own open mouths (a shared
+    :class:`~.procedural.mouth_bank.MouthBank` carries one chunk's mouths into the next).
     """
     from . import builtin
 
-    return builtin.iter_synthesize(frames, faces, style, portrait, activity)
+    return builtin.iter_synthesize(frames, faces, style, portrait, activity, mouth_bank)
 
 
 def segmentation_activity(segmentation: TalkingSegmentation) -> np.ndarray | None:
@@ -708,6 +711,7 @@ def iter_talk_track(
     blend: str = "linear",  # paste-back: "linear" or "multiband"
     head_motion: float = 0.0,  # 0..1 idle head motion of a portrait (portrait_motion); 0: none
     own_rest: bool = True,  # a portrait rests with its own mouth (False: closed lips)
+    mouth_bank=None,  # MouthBankConfig | MouthBank | None: a video's own mouths (builtin.FrameDriver)
 ):
     """The built-in stages chained on one parsed face track -- talking segmentation, synthesis,
     paste-back -- streaming full-resolution frames ``[H, W, 3]`` uint8, one at a time. The rig
@@ -717,7 +721,8 @@ def iter_talk_track(
     motion = None
     if portrait or (portrait is None and len(faces) == 1):
         motion = portrait_motion(faces, len(params), fps, seed, head_motion, params[:, 0])
-    frames = builtin.iter_talking_segmentation(faces, params, fps, source_index, blink, seed, portrait, own_rest)
+    frames = builtin.iter_talking_segmentation(faces, params, fps, source_index, blink, seed, portrait, own_rest,
+                                               mouth_bank)
     return iter_paste_back(iter_synthesize(frames, faces, style, portrait), faces, blend=blend, motion=motion)
 
 
@@ -783,11 +788,15 @@ def iter_talk_chunks(
     so memory does not grow with the length; the face tracker and the crop smoothing carry over
     between chunks (:func:`iter_face_tracks`). Input frames beyond the audio are not read. If no
     frame has a face, :class:`NoFaceError` is raised at the end (a video writer then discards its
-    partial file).
+    partial file). One mouth bank serves every chunk, so the clip's own open mouths seen in one
+    chunk paint the mouths of the next (a chunk may have no open mouth of its own).
     """
+    from .procedural.mouth_bank import MouthBank
+
     articulation = _articulation(audio, fps, method, strength)
     n_frames = len(articulation)
     style = None
+    bank = MouthBank()
     done = 0
     tracks = iter_face_tracks(frame_chunks, parser, crop_size=crop_size, face_index=face_index,
                               input_name=input_name, max_frames=n_frames)
@@ -797,7 +806,7 @@ def iter_talk_chunks(
         n = len(faces)
         stream = iter_talk_track(
             faces, articulation.params[done : done + n], articulation.fps, np.arange(n), style,
-            blink=False, seed=0, portrait=False, blend=blend,
+            blink=False, seed=0, portrait=False, blend=blend, mouth_bank=bank,
         )
         for frame in stream:
             yield frame

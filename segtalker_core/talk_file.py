@@ -314,11 +314,13 @@ def iter_talk_chunks_with_models(frame_chunks: Iterable[np.ndarray], audio, fps:
     talking segmentation, the synthesis and paste-back before the next is decoded. What the held
     chain takes from the whole track comes from the first frame with a face, as there: the
     style codes (refined, when asked, on that frame) and the TSG's identity reference map.
-    Frames before the first face pass through unchanged. The video keeps its own blinks.
+    Frames before the first face pass through unchanged. The video keeps its own blinks. The
+    built-in renderer paints every chunk from one bank of the clip's own open mouths.
     """
     from . import builtin
     from .containers import SegmentationFrame
     from .learned import iter_tsg_segmentation, tsg_batch
+    from .procedural.mouth_bank import MouthBank, MouthBankConfig
 
     mono = pipeline.load_mono(audio, "audio")
     refine = _refinement(settings, models, refine_progress)  # loss files read before any work
@@ -333,6 +335,7 @@ def iter_talk_chunks_with_models(frame_chunks: Iterable[np.ndarray], audio, fps:
     tsg_resolution = None if tsg is None else int(tsg.runner.resolution)
     batch = None if tsg is None else tsg_batch(tsg, models.batch_size, settings.crop_size)
     style = reference = None
+    bank = MouthBank()
     started = False
     done = 0
 
@@ -363,8 +366,10 @@ def iter_talk_chunks_with_models(frame_chunks: Iterable[np.ndarray], audio, fps:
             maps = (SegmentationFrame(regions, t, track_params[t])
                     for t, regions in enumerate(r for block in blocks for r in block))
         else:
+            # Its poses are dropped (below): the renderer paints, so only it needs the bank.
             rig = builtin.iter_talking_segmentation(faces, track_params, fps, index,
-                                                    blink=False, seed=settings.seed, portrait=False)
+                                                    blink=False, seed=settings.seed, portrait=False,
+                                                    mouth_bank=MouthBankConfig(enabled=False))
             maps = (dataclasses.replace(f, pose=None) for f in rig)  # as the held chain's
         if generator is not None:
             pairs = pipeline.iter_synthesize_with_model(
@@ -372,7 +377,8 @@ def iter_talk_chunks_with_models(frame_chunks: Iterable[np.ndarray], audio, fps:
                 tsg_resolution=tsg_resolution)
         else:
             pairs = pipeline.iter_synthesize(maps, faces, style, portrait=False,
-                                             activity=None if activity is None else activity[done : done + n])
+                                             activity=None if activity is None else activity[done : done + n],
+                                             mouth_bank=bank)
         pasted = pipeline.iter_paste_back(pairs, faces, blend=settings.blend)
         try:
             for frame in pasted:

@@ -342,3 +342,41 @@ def test_a_bank_shared_by_the_tracks_of_a_video_carries_its_mouths_over(clip):
             params(jaw=jaw, teeth=1.0))
         inside = interior_mask(pose.landmarks, clip.landmarks[0], erode=1, size=clip.crop_size)
         assert correlation(carried[k], own, inside) > correlation(alone[k], own, inside) + 0.2
+
+
+def _banks_shown(monkeypatch) -> dict[int, int]:
+    """Frames each mouth bank (by identity) is shown while a dub runs, recorded on collect."""
+    shown: dict[int, int] = {}
+    collect = MouthBank.collect
+
+    def recording(self, faces):
+        shown[id(self)] = shown.get(id(self), 0) + len(faces)
+        return collect(self, faces)
+
+    monkeypatch.setattr(MouthBank, "collect", recording)
+    return shown
+
+
+@pytest.mark.parametrize("entry", ["pipeline", "talk_file"])
+def test_a_chunked_dub_shows_every_chunk_to_one_bank(monkeypatch, entry):
+    """Both chunked dubs (the built-in one and the model chain on built-in stages) keep one bank
+    over their tracks, so an open mouth of an early chunk can paint a later chunk's."""
+    import video_clips as V
+    from segtalker_core import talk_file
+    from segtalker_core.audio.io import load_audio
+
+    frames = V.example_frames(20)
+    rate = 16000
+    t = np.arange(int(0.8 * rate)) / rate
+    tone = (0.3 * np.sin(2 * np.pi * 180 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    audio = load_audio(tone[None], sample_rate=rate, name="audio")
+    chunks = (frames[i : i + 6] for i in range(0, len(frames), 6))
+    shown = _banks_shown(monkeypatch)
+    if entry == "pipeline":
+        out = list(pipeline.iter_talk_chunks(chunks, audio, 25.0, method="acoustic", crop_size=128))
+    else:
+        settings = talk_file.TalkSettings(crop_size=128, method="acoustic", head_motion=0.0)
+        out = list(talk_file.iter_talk_chunks_with_models(chunks, audio, 25.0, settings, talk_file.TalkModels()))
+    assert len(out) == 20
+    # Several tracks (chunks of 6 frames), one bank that saw each frame once.
+    assert list(shown.values()) == [20], shown

@@ -49,7 +49,14 @@ from .progress import Progress
 
 log = get_logger("talk")
 
-CHUNK_FRAMES = 16  # frames decoded at a time when a video is streamed (1080p: 100 MB a chunk)
+# A streamed video is decoded this many bytes of frames at a time. About three chunks are alive
+# at once (the one being dubbed, the one being parsed, the next being decoded), so at 1080p
+# chunks of 16 frames held ~300 MB; 8 frames (50 MB) cut the dub's peak RSS by ~160 MiB at the
+# same speed (benchmarks/talk.py). A byte budget keeps 4K as flat as 1080p and lets small
+# frames go in longer chunks (fewer, longer tracks).
+CHUNK_BYTES = 50 * 2**20
+CHUNK_FRAMES_RANGE = (4, 32)
+HELD_CHUNK_FRAMES = 16  # a held (looped) video is decoded into its one array this many at a time
 DEFAULT_MAX_SIZE = 3840  # the long side of 4K: H.264 level 5.1's largest frames
 MIN_MAX_SIZE = 64  # a smaller working size leaves no face to find
 
@@ -219,7 +226,8 @@ def talk_video_file(video_path: PathLike, audio, out_path: PathLike,
         def stream() -> Iterator[np.ndarray]:
             # Long enough to cut: read chunk by chunk, so memory does not grow with the length.
             # The next chunk is decoded on a worker thread while this one is dubbed.
-            with VideoReader(video_path, chunk_size=CHUNK_FRAMES, max_frames=n_frames) as reader:
+            chunk = chunk_frames(info.width, info.height)  # decoded at its own size, then resized
+            with VideoReader(video_path, chunk_size=chunk, max_frames=n_frames) as reader:
                 chunks = prefetched(resized_chunks(reader, size))
                 try:
                     if models.learned:
@@ -402,7 +410,7 @@ def read_frames(video_path: PathLike, max_frames: int | None = None,
     to downscale each chunk to as it is decoded (None: the video's own size)."""
     from .video_io import VideoReader
 
-    with VideoReader(video_path, chunk_size=CHUNK_FRAMES, max_frames=max_frames) as reader:
+    with VideoReader(video_path, chunk_size=HELD_CHUNK_FRAMES, max_frames=max_frames) as reader:
         info = reader.info
         width, height = size or (info.width, info.height)
         expected = info.frame_count if max_frames is None else min(info.frame_count, max_frames)
@@ -421,6 +429,13 @@ def read_frames(video_path: PathLike, max_frames: int | None = None,
     if count < len(out) // 2:  # a file that broke off early: do not keep the unused buffer
         return out[:count].copy()
     return out[:count]
+
+
+def chunk_frames(width: int, height: int) -> int:
+    """Frames per decoded chunk of a streamed ``width`` x ``height`` video: as many as fit in
+    :data:`CHUNK_BYTES`, within :data:`CHUNK_FRAMES_RANGE` (1080p: 8, 512x512: 32, 4K: 4)."""
+    low, high = CHUNK_FRAMES_RANGE
+    return max(low, min(high, CHUNK_BYTES // max(1, width * height * 3)))
 
 
 def working_size(width: int, height: int, max_size: int | None) -> tuple[int, int]:

@@ -39,6 +39,36 @@ def test_long_video_is_streamed_and_keeps_its_fps(clips, tmp_path):
     assert seen[-1] == (13, 13)
 
 
+def test_a_streamed_video_is_decoded_in_chunks_within_the_byte_budget(clips, tmp_path, monkeypatch):
+    import segtalker_core.video_io as video_io
+
+    sizes = []
+
+    class CountingReader(video_io.VideoReader):
+        def __init__(self, path, chunk_size=32, **kwargs):
+            super().__init__(path, chunk_size=chunk_size, **kwargs)
+            sizes.append(chunk_size)
+
+    monkeypatch.setattr(video_io, "VideoReader", CountingReader)
+    result = talk_file.talk_video_file(clips["silent"], str(clips["speech"]), tmp_path / "dub.mp4")
+    info = probe_video(clips["silent"])
+    assert result.streamed and result.frames == 13
+    assert sizes[-1] == talk_file.chunk_frames(info.width, info.height)
+
+
+@pytest.mark.parametrize("width, height", [(1920, 1080), (3840, 2160), (7680, 4320), (1280, 720),
+                                           (512, 512), (64, 64)])
+def test_chunk_frames_fill_the_byte_budget_within_the_range(width, height):
+    low, high = talk_file.CHUNK_FRAMES_RANGE
+    n = talk_file.chunk_frames(width, height)
+    frame = width * height * 3
+    assert low <= n <= high
+    assert n == low or n * frame <= talk_file.CHUNK_BYTES  # over budget only at the floor
+    assert n == high or (n + 1) * frame > talk_file.CHUNK_BYTES  # the most that fit
+    if (width, height) == (1920, 1080):
+        assert n == 8  # what benchmarks/talk.py measured (peak RSS -160 MiB against 16)
+
+
 def test_video_shorter_than_the_audio_is_held_and_ping_ponged(clips, tmp_path):
     short = V.write_clip(tmp_path / "short.mp4", V.example_frames(5))
     result = talk_file.talk_video_file(short, str(clips["speech"]), tmp_path / "out.mp4")

@@ -10,7 +10,10 @@ Cases (each ``python -m segtalker_core talk ...`` in its own process, inputs mad
 
 * portrait 512: ``examples/portrait.png`` resized to 512x512, crop 512, built-in chain;
 * dubbing 1080p streamed from a file: ``examples/video.mp4`` upscaled into a 1920x1080 H.264 mp4
-  written beforehand, dubbed with ``--video`` (ping-pong over its frames), H.264 + AAC out;
+  at least as long as the audio (the clip ping-ponged once, encoded, and its packets repeated),
+  so ``--video`` reads it chunk by chunk, tracking and parsing every frame; H.264 + AAC out;
+* dubbing 1080p, short clip looped: the same 2 s clip alone, shorter than the audio, so ``talk``
+  holds its frames, parses them once and ping-pongs them (speed row only);
 * learned G256, random bundle: ``random-bundle --resolution 256`` bundles (TSG, encoder,
   generator; written by each tree's own command, as their formats may differ), ``--size 256``;
 * cold start: ``talk`` on ``examples/portrait.png`` + ``examples/speech.wav`` as shipped.
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -170,9 +174,10 @@ def write_speech(path: Path, seconds: float) -> Path:
     return path
 
 
-def write_inputs(work: Path, dub_frames: int) -> tuple[Path, Path]:
-    """The 512 portrait and the 1080p mp4 to dub (``dub_frames`` frames of the example video
-    upscaled to the canvas height on a blurred, stretched copy of itself)."""
+def write_inputs(work: Path, dub_frames: int, stream_seconds: float) -> tuple[Path, Path, Path]:
+    """The 512 portrait, the short 1080p clip (``dub_frames`` frames of the example video
+    upscaled to the canvas height on a blurred, stretched copy of itself) and a 1080p video of at
+    least ``stream_seconds`` (that clip forth and back, repeated)."""
     import cv2
     import numpy as np
 
@@ -182,13 +187,45 @@ def write_inputs(work: Path, dub_frames: int) -> tuple[Path, Path]:
     portrait = work / "portrait512.png"
     cv2.imwrite(str(portrait), cv2.resize(image, (512, 512), interpolation=cv2.INTER_CUBIC))
     small, _ = read_video(ROOT / "examples" / "video.mp4")
-    video = work / "dub1080.mp4"
-    with Mp4Writer(video, FPS) as mp4:
-        for frame in small[:dub_frames]:
-            canvas = cv2.GaussianBlur(cv2.resize(frame, (1920, 1080), interpolation=cv2.INTER_LINEAR), (0, 0), 25)
-            canvas[:, 420:1500] = cv2.resize(frame, (1080, 1080), interpolation=cv2.INTER_CUBIC)
-            mp4.write(np.ascontiguousarray(canvas))
-    return portrait, video
+    canvases = []
+    for frame in small[:dub_frames]:
+        canvas = cv2.GaussianBlur(cv2.resize(frame, (1920, 1080), interpolation=cv2.INTER_LINEAR), (0, 0), 25)
+        canvas[:, 420:1500] = cv2.resize(frame, (1080, 1080), interpolation=cv2.INTER_CUBIC)
+        canvases.append(np.ascontiguousarray(canvas))
+    clip, loop = work / "dub1080.mp4", work / "dub1080_loop.mp4"
+    with Mp4Writer(clip, FPS) as mp4:
+        for canvas in canvases:
+            mp4.write(canvas)
+    # Forth and back, so the repeats join without a jump.
+    with Mp4Writer(loop, FPS) as mp4:
+        for canvas in canvases + canvases[-2:0:-1]:
+            mp4.write(canvas)
+    long = work / "dub1080_long.mp4"
+    repeat_packets(loop, long, math.ceil(stream_seconds * FPS) + FPS)
+    return portrait, clip, long
+
+
+def repeat_packets(segment: Path, out: Path, min_frames: int) -> None:
+    """``segment``'s video packets repeated (copied, not re-encoded, timestamps moved on) into
+    ``out`` until it has at least ``min_frames`` frames: ten minutes of 1080p in seconds. The
+    segment starts on a key frame (as every file an encoder writes does), so each repeat decodes
+    on its own."""
+    import av
+
+    with av.open(str(segment)) as source:
+        stream = source.streams.video[0]
+        packets = [p for p in source.demux(stream) if p.size]
+        count = len(packets)
+        # The segment's length in the stream's time base: each repeat starts where it ended.
+        length = round(count / stream.average_rate / stream.time_base)
+        with av.open(str(out), "w") as sink:
+            copy = sink.add_stream_from_template(stream)
+            for repeat in range(math.ceil(min_frames / count)):
+                for packet in packets:
+                    moved = av.Packet(bytes(packet))
+                    moved.pts, moved.dts = packet.pts + repeat * length, packet.dts + repeat * length
+                    moved.time_base, moved.is_keyframe, moved.stream = packet.time_base, packet.is_keyframe, copy
+                    sink.mux(moved)
 
 
 def write_bundles(tree: Tree, work: Path, resolution: int) -> tuple[Path | None, str]:
@@ -369,7 +406,9 @@ def main() -> None:
           + ", ".join(f"{t.label} = {t.path}" for t in trees), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        portrait, video = write_inputs(work, 10 if quick else 50)
+        clip_frames = 10 if quick else 50
+        portrait, clip_video, long_video = write_inputs(work, clip_frames,
+                                                        max([clip, *rss_seconds]))
         wav = {s: write_speech(work / f"speech_{s:g}.wav", s)
                for s in sorted({clip, learned_clip, *rss_seconds, *learned_rss})}
         bundles = {(t.label, size): write_bundles(t, work, size) for t in trees}
@@ -382,7 +421,9 @@ def main() -> None:
                 made[(kind, seconds)] = {
                     "portrait": lambda: Case(f"portrait 512, {seconds:g} s", ["--image", str(portrait)] + audio),
                     "dubbing": lambda: Case(f"dubbing 1080p streamed from an mp4, {seconds:g} s",
-                                            ["--video", str(video)] + audio),
+                                            ["--video", str(long_video)] + audio),
+                    "looped": lambda: Case(f"dubbing 1080p, a {clip_frames / FPS:g} s clip held and "
+                                           f"ping-ponged, {seconds:g} s", ["--video", str(clip_video)] + audio),
                     "learned": lambda: Case(f"learned G{size}, random bundle, {seconds:g} s",
                                             ["--image", str(portrait)] + audio + learned_args(size), True),
                 }[kind]()
@@ -394,7 +435,8 @@ def main() -> None:
                     ["--image", str(ROOT / "examples" / "portrait.png"), "--audio", str(cold_audio)])
         # --quick leaves the cold-start row out: it is one more portrait process, and the
         # portrait row's first-frame column already shows the same path runs.
-        speed = [case("portrait", clip), case("dubbing", clip), case("learned", learned_clip)] + ([] if quick else [cold])
+        speed = ([case("portrait", clip), case("dubbing", clip), case("looped", clip), case("learned", learned_clip)]
+                 + ([] if quick else [cold]))
         for row in speed:
             measure(row, trees, work, bundles, size, args.repeats, env_extra)
         print_speed_table(speed, labels, f"talk CLI, one process per run ({FPS} fps, median of {args.repeats})")

@@ -34,7 +34,8 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "run_all.py": ("audio: ok",),
     "style_refinement.py": ("g64-fast",),
     "talk.py": ("| talk CLI, one process per run", "| portrait 512, 1 s |",
-                "| dubbing 1080p streamed from an mp4, 1 s |", "| learned G64, random bundle, 0.5 s |",
+                "| dubbing 1080p streamed from an mp4, 1 s |", "| dubbing 1080p, a 0.4 s clip held and ping-ponged, 1 s |",
+                "| learned G64, random bundle, 0.5 s |",
                 "| path, audio | frames | peak RSS MiB |"),
     "train.py": ("syncnet", "tsg", "sgi"),
 }

@@ -759,9 +759,10 @@ def iter_talk(
     from .procedural.head_motion import check_strength
 
     check_strength(head_motion)
+    pending = _articulation_ahead(audio, fps, method, strength)
     faces = parse_faces(frames, parser, crop_size=crop_size, face_index=face_index, input_name=input_name)
-    articulation = _articulation(audio, fps, method, strength)
     style = _swapped_style(faces, swaps, crop_size)
+    articulation = pending.result()
     index = source_indices(len(faces), len(articulation), video_mode)
     stream = iter_talk_track(faces, articulation.params, articulation.fps, index, style, blink, seed, None,
                              blend, head_motion, own_rest)
@@ -793,14 +794,17 @@ def iter_talk_chunks(
     """
     from .procedural.mouth_bank import MouthBank
 
-    articulation = _articulation(audio, fps, method, strength)
-    n_frames = len(articulation)
+    pending = _articulation_ahead(audio, fps, method, strength)
+    n_frames = audio_frame_count(audio, fps)
+    articulation = None
     style = None
     bank = MouthBank()
     done = 0
     tracks = iter_face_tracks(frame_chunks, parser, crop_size=crop_size, face_index=face_index,
                               input_name=input_name, max_frames=n_frames)
     for faces in tracks:
+        if articulation is None:  # done by now, while the first chunk was decoded and parsed
+            articulation = pending.result()
         if swaps and style is None and faces.found.any():
             style = _swapped_style(faces, swaps, crop_size)
         n = len(faces)
@@ -838,6 +842,24 @@ def _articulation(audio, fps: float, method: str, strength: float):
     mono = load_mono(audio, "audio")
     n_frames = frame_count(mono.duration, fps)
     return articulation_from_audio(mono, fps, n_frames=n_frames, method=method, strength=strength)
+
+
+def _articulation_ahead(audio, fps: float, method: str, strength: float):
+    """:func:`_articulation` on a worker thread, as a ``concurrent.futures.Future``: the speech
+    recogniser and the spectral features (C and numpy, both release the GIL) run while the faces
+    are parsed (torch releases it too), which brings the first frame forward. The audio and the
+    options are checked here, so bad input is still an error before any parsing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .audio.articulation import check_options
+
+    mono = load_mono(audio, "audio")
+    check_options(method, strength)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="segtalker-articulation")
+    try:
+        return pool.submit(_articulation, mono, fps, method, strength)
+    finally:
+        pool.shutdown(wait=False)  # the thread ends with its one job
 
 
 def talk_frames(frames: np.ndarray, audio, fps: float, progress: Progress = None, **options) -> np.ndarray:

@@ -96,6 +96,16 @@ class ArticulationTrack:
         return self.column("teeth_visible")
 
 
+def check_options(method: str, strength: float) -> float:
+    """``strength`` as a float, once ``method`` and ``strength`` are known good (else ValueError)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    strength = float(strength)
+    if not np.isfinite(strength) or not 0.0 <= strength <= 2.0:
+        raise ValueError(f"strength must be between 0 and 2, got {strength!r}.")
+    return strength
+
+
 def articulation_from_audio(
     audio: AudioSource,
     fps: FpsLike,
@@ -113,11 +123,7 @@ def articulation_from_audio(
     motion around the rest pose. ``model_dir``: pocketsphinx en-us model directory (default: the
     one in the pocketsphinx wheel); if it is unusable, a warning is issued and the acoustic path used.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
-    strength = float(strength)
-    if not np.isfinite(strength) or not 0.0 <= strength <= 2.0:
-        raise ValueError(f"strength must be between 0 and 2, got {strength!r}.")
+    strength = check_options(method, strength)
     fps_q = as_fraction(fps)
     mono = _mono16k(audio, sample_rate)
     total = frame_count(mono.duration, fps_q) if n_frames is None else int(n_frames)

@@ -292,3 +292,27 @@ def test_gums_show_only_when_the_upper_lip_rises_past_the_teeth(closed):
     gum_rgb, teeth_rgb = gummy.rgb[gums].mean(axis=0), gummy.rgb[teeth].mean(axis=0)
     assert gum_rgb[0] / gum_rgb[1] > 1.2 * teeth_rgb[0] / teeth_rgb[1]
     assert luma(gum_rgb) > 2 * luma(closed.palette.cavity_deep)
+
+
+def test_peeking_lower_teeth_show_their_lit_colour_not_the_cavity_blend():
+    """A closing mouth lifts the lower lip over the lower row: the top of each column, which in
+    the source falls softly into the dark cavity, takes that column's lit colour (no grey band
+    between cavity and lip); rows below the first lit pixel and columns without lower teeth keep
+    the source's own pixels."""
+    from segtalker_core.procedural.mouth_interior import _lit_lower_edge
+
+    rgb = np.full((12, 3, 3), 0.2, np.float32)  # dark cavity
+    teeth = np.zeros((12, 3), bool)
+    ramp = np.array([0.35, 0.55, 0.75, 0.9, 0.92, 0.9, 0.88], np.float32)  # soft top, lit body
+    for x in (0, 1):
+        rgb[4:11, x] = ramp[:, None]
+        teeth[4:11, x] = True
+    rgb[4:11, 1, 0] += 0.05  # columns keep their own colour (tooth gaps are columns)
+    split = np.full(3, 3.0, np.float32)
+    out = _lit_lower_edge(rgb, teeth, split)
+    lit = rgb[7:11, 0].mean(axis=0)  # the brighter half of column 0's teeth
+    assert np.allclose(out[3:7, 0], lit)
+    assert np.allclose(out[3:7, 1], rgb[7:11, 1].mean(axis=0))
+    assert np.array_equal(out[7:, :2], rgb[7:, :2])  # lit rows and below: the source's
+    assert np.array_equal(out[:3], rgb[:3])  # above the split (upper jaw): untouched
+    assert np.array_equal(out[:, 2], rgb[:, 2])  # no lower teeth in the column

@@ -198,3 +198,32 @@ def test_any_crop_size_gives_the_same_motion(closed):
     small = (half.frame(p).regions == interior).sum()
     assert small == pytest.approx(big / 4, rel=0.15)
     np.testing.assert_allclose(half.rig.drive(p)[:, :2], closed.rig.drive(p)[:, :2] / 2, atol=1e-3)
+
+
+def test_a_fuller_lower_lip_shades_its_border_and_a_thinner_one_does_not(closed):
+    """A lower lip the pose makes thicker than the source's (sealing from a dropped jaw) gets a
+    soft shadow along its outer border, strongest just below it on the chin; at the source's
+    own thickness, or thinner (the jaw opening a closed source), nothing changes."""
+    from segtalker_core.procedural.mouth_shading import lower_lip_shadow
+
+    opened = closed.frame(params(jaw=0.8, teeth=1.0))
+    source = SourceFace(opened.crop, opened.landmarks, opened.regions, NO_BLINK)
+    reference = source.rig.reference
+    sealed = source.rig.drive(params(jaw=0.8, teeth=1.0, closure=1.0))
+    outer, inner = list(T.LIPS_OUTER_LOWER), list(T.LIPS_INNER_LOWER)
+    thickness = lambda p: float(np.linalg.norm(p[outer[5], :2] - p[inner[5], :2]))  # noqa: E731
+    assert thickness(sealed) > 1.3 * thickness(reference)
+    crop = source.crop.copy()
+    lower_lip_shadow(crop, sealed, reference, source.iod)
+    change = crop.astype(np.float64) - source.crop
+    assert change.max() <= 0  # only darker
+    x, y = np.round(sealed[outer[5], :2]).astype(int)
+    below = change[y + 2 : y + 8, x - 2 : x + 3].mean()
+    assert below < -8, below
+    assert np.all(change[: int(sealed[list(T.LIPS_OUTER_UPPER), 1].min())] == 0)  # lower face only
+    rest = source.crop.copy()
+    lower_lip_shadow(rest, reference, reference, source.iod)
+    assert np.array_equal(rest, source.crop)
+    wide = closed.crop.copy()
+    lower_lip_shadow(wide, closed.rig.drive(params(jaw=1.0)), closed.rig.reference, closed.iod)
+    assert np.array_equal(wide, closed.crop)

@@ -44,7 +44,7 @@ import numpy as np
 from ..face import mesh_topology as T
 from .mouth_palette import MouthPalette, luma
 from .mouth_segmentation import opening_polygon, polygon_area, polygon_mask
-from .mouth_shading import Opening, add_grain, cavity, lip_shadow, tongue, wet_lips
+from .mouth_shading import Opening, add_grain, cavity, lip_shadow, polyline_distance, tongue, wet_lips
 from .rig import FaceFrame
 from .warp import Box
 
@@ -179,8 +179,9 @@ def extract_source_teeth(
     pixels = rgb[teeth]
     bright = pixels[luma(pixels) >= np.quantile(luma(pixels), 0.4)]
     edge_rgb, edge_row = _lowest_teeth(rgb, teeth & (rows < split[None]))
+    image = _lit_lower_edge(rgb, teeth & (rows >= split[None]), split)
     return SourceTeeth(
-        box=box, image=rgb, upper=upper, lower=lower,
+        box=box, image=image, upper=upper, lower=lower,
         jaw_offset=np.asarray(jaw_offset, np.float64).reshape(2), rgb=bright.mean(axis=0),
         edge_rgb=edge_rgb, edge_row=edge_row,
     )
@@ -197,6 +198,31 @@ def _lowest_teeth(rgb: np.ndarray, upper_teeth: np.ndarray) -> tuple[np.ndarray,
     colour = rgb[picks, np.broadcast_to(cols, picks.shape)].mean(axis=0)
     last = np.where(last >= 3, last, -1)  # too few rows to trust
     return colour.astype(np.float32), last
+
+
+def _lit_lower_edge(rgb: np.ndarray, lower_teeth: np.ndarray, split: np.ndarray) -> np.ndarray:
+    """``rgb`` [h, w, 3] with each column's lower teeth, from the split down to their first fully
+    lit pixel, in that column's lit colour (mean of its brighter half of lower-teeth pixels).
+
+    A mouth closing from the source's pose lifts the lower lip over the lower row, so only the
+    top of the row peeks out: in the source that is the incisal edge's soft fall into the dark
+    cavity (and the layer's blurred mask), which drawn alone reads as a grey, ghostly band between
+    cavity and lip, and the face mesh then takes the lower lip's edge for higher than it is
+    (re-parsed lips of the open-mouth face down to 0.49 of the source's). Teeth are nearly
+    uniform vertically, so the top of each column takes its lit colour (tooth gaps, which are
+    columns, stay); rows below the first lit pixel keep their own shading.
+    """
+    out = rgb.copy()
+    y = luma(rgb)
+    for x in np.flatnonzero(lower_teeth.any(axis=0)):
+        ys = np.flatnonzero(lower_teeth[:, x])
+        level = y[ys, x]
+        lit = ys[level >= np.median(level)]
+        top = int(np.floor(split[x]))
+        first = int(lit.min())
+        if first > top:
+            out[max(top, 0):first, x] = rgb[lit, x].mean(axis=0)
+    return out
 
 
 def _teeth_split(opening: np.ndarray, teeth: np.ndarray) -> np.ndarray:
@@ -377,16 +403,7 @@ class MouthInterior:
             return
         sigma = max(0.7, 0.007 * iod)
         box = Box.around(mid, 3.0 * sigma + 2.0, image.shape[0])
-        ys, xs = np.mgrid[box.y0:box.y1, box.x0:box.x1].astype(np.float64)
-        best = np.full(box.shape, np.inf)
-        level = np.zeros(box.shape)
-        for k in range(len(mid) - 1):
-            a, d = mid[k], mid[k + 1] - mid[k]
-            t = np.clip(((xs - a[0]) * d[0] + (ys - a[1]) * d[1]) / max(float(d @ d), 1e-9), 0.0, 1.0)
-            dist2 = (xs - a[0] - t * d[0]) ** 2 + (ys - a[1] - t * d[1]) ** 2
-            closer = dist2 < best
-            best = np.where(closer, dist2, best)
-            level = np.where(closer, weight[k] + t * (weight[k + 1] - weight[k]), level)
+        best, level = polyline_distance(mid, weight, box)
         line = (level * np.exp(-0.5 * best / sigma**2)).astype(np.float32)
         window = image[box.slices].astype(np.float32)
         # The warp's map jumps from the upper to the lower lip along a pixel staircase; a

@@ -14,6 +14,8 @@ face frame (IOD units, u along the eye line, v down the face):
   (a soft exponential fall-off), and the lower lip leaves a thin contact shadow;
 * **wet lips** -- the inner, wet surface of both lips: a thin darker-red band along the inner lip
   edge with a glossy line where the lower lip faces the light;
+* **lower lip shadow** -- outside the opening: a lower lip the pose makes fuller than the
+  source's is a relaxed, rounder lip, with a soft warm shadow along its outer border;
 * **grain** -- a fixed, seeded noise field of the crop's size (shared by all faces: equal inputs
   give equal pixels), scaled so its fine residual matches the source skin's.
 """
@@ -31,6 +33,17 @@ from .rig import FaceFrame
 from .warp import Box
 
 _GRAIN_SEED = 1313
+# The lower lip's border shade (lower_lip_shadow): darkening at its peak, its width (sigma) and
+# how far outside the border it peaks (IOD), and the thickening (share of the source's lip
+# thickness) over which it grows to full.
+_LOWER_LIP_SHADE = 0.18
+_LOWER_LIP_SIGMA = 0.02
+_LOWER_LIP_OFFSET = 0.03
+_FULLER_SPAN = 0.3
+_LOWER_LIP_TAPER = 0.15  # share of the contour's length at each end over which it fades in
+# Shadow on skin is warmer than the lit skin (light scattered inside it comes out reddish): blue
+# darkens most, red least; a neutral darkening of pale skin reads as a grey pencil line.
+_SHADOW_TINT = np.array([0.8, 1.0, 1.2])
 
 
 @dataclass(frozen=True)
@@ -133,6 +146,61 @@ def wet_lips(op: Opening, palette: MouthPalette, iod: float) -> tuple[np.ndarray
     gloss = line * (0.06 + 0.2 * lower)
     rgb = palette.wet * (0.75 + 0.25 * lower)[..., None] + gloss[..., None] * palette.teeth
     return rgb.astype(np.float32), cover
+
+
+def lower_lip_shadow(image: np.ndarray, driven: np.ndarray, reference: np.ndarray, iod: float) -> None:
+    """Shade the lower lip's outer border in ``image`` [S, S, 3] uint8 (in place) where the pose
+    made that lip fuller than the source's: ``driven`` / ``reference`` [478, 2+] crop px.
+
+    A lip that the rig thickens (sealing from a dropped jaw, less retraction than the source's)
+    is a relaxed lip: rounder, its lower half turning down away from the light, with a thin shadow
+    where it overhangs the chin. The warp cannot make that: it stretches the source's lip, which
+    -- in an open, smiling source -- is flat and pulled over the teeth, so its border stays faint,
+    and on pale lips the face mesh reads the lower lip as thinner and higher than drawn (on the
+    open-mouth face the re-detected lower lip lay along the bottom of the opening). The shade grows
+    with how much thicker than the source the lip is at each point of the contour (none at or
+    below the source's thickness, so rest frames stay the source, full from 1.3x), fades out
+    towards the corners, and is a soft band centred just outside the border.
+    """
+    outer_ids, inner_ids = np.array(T.LIPS_OUTER_LOWER), np.array(T.LIPS_INNER_LOWER)
+    driven = np.asarray(driven, np.float64)[:, :2]
+    reference = np.asarray(reference, np.float64)[:, :2]
+    thick = np.linalg.norm(driven[outer_ids] - driven[inner_ids], axis=1)
+    source = np.linalg.norm(reference[outer_ids] - reference[inner_ids], axis=1)
+    fuller = np.clip((thick / np.maximum(source, 1.0) - 1.0) / _FULLER_SPAN, 0.0, 1.0)
+    contour = driven[outer_ids]
+    along = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(contour, axis=0), axis=1))])
+    ends = np.minimum(along, along[-1] - along) / max(along[-1], 1e-6)
+    weight = _LOWER_LIP_SHADE * fuller * _smoothstep(ends / _LOWER_LIP_TAPER)
+    if weight.max() <= 0.0:
+        return
+    sigma = _LOWER_LIP_SIGMA * iod
+    offset = _LOWER_LIP_OFFSET * iod
+    box = Box.around(contour, 4.0 * sigma + offset + 2.0, image.shape[0])
+    dist2, level = polyline_distance(contour, weight, box)
+    lip = np.zeros(box.shape, np.uint8)
+    polygon = np.concatenate([contour, driven[inner_ids][::-1]]) - [box.x0, box.y0]
+    cv2.fillPoly(lip, [np.round(polygon * 16).astype(np.int32)], 1, cv2.LINE_AA, 4)
+    signed = np.where(lip > 0, -1.0, 1.0) * np.sqrt(dist2)  # > 0 outside the lip
+    shade = level * np.exp(-0.5 * ((signed - offset) / sigma) ** 2)
+    window = image[box.slices].astype(np.float64) * (1.0 - shade[..., None] * _SHADOW_TINT)
+    image[box.slices] = np.clip(window + 0.5, 0, 255).astype(np.uint8)
+
+
+def polyline_distance(points: np.ndarray, weight: np.ndarray, box: Box) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel of ``box``: squared distance to the polyline ``points`` [N, 2] crop px, and
+    ``weight`` [N] interpolated at the nearest point of it: two float64 [h, w] arrays."""
+    ys, xs = np.mgrid[box.y0:box.y1, box.x0:box.x1].astype(np.float64)
+    best = np.full(box.shape, np.inf)
+    level = np.zeros(box.shape)
+    for k in range(len(points) - 1):
+        a, d = points[k], points[k + 1] - points[k]
+        t = np.clip(((xs - a[0]) * d[0] + (ys - a[1]) * d[1]) / max(float(d @ d), 1e-9), 0.0, 1.0)
+        dist2 = (xs - a[0] - t * d[0]) ** 2 + (ys - a[1] - t * d[1]) ** 2
+        closer = dist2 < best
+        best = np.where(closer, dist2, best)
+        level = np.where(closer, weight[k] + t * (weight[k + 1] - weight[k]), level)
+    return best, level
 
 
 def add_grain(rgb: np.ndarray, box: Box, size: int, grain: np.ndarray, weight: np.ndarray) -> np.ndarray:

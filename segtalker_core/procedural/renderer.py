@@ -8,7 +8,8 @@ few small image statistics) with the teeth colours of the first frame, so they d
 Per frame, :meth:`SourceFace.drive` poses the face -- driven landmarks (:mod:`.rig`), the
 piecewise-affine warp of the lower face (:mod:`.warp`) and the 12-region map that warp gives
 (:mod:`.mouth_segmentation`), lids closed if blinking -- and :meth:`SourceFace.paint` draws it:
-warped source, mouth interior in the opening (:mod:`.mouth_interior`), painted lids (:mod:`.blink`).
+warped source, mouth interior in the opening (:mod:`.mouth_interior`), the shadow of a lower lip
+made fuller than the source's (:func:`.mouth_shading.lower_lip_shadow`), painted lids (:mod:`.blink`).
 The pose can come from parameters or from a map (:attr:`SourceFace.mouth_reader` and
 :attr:`SourceFace.eye_reader` read it back: :mod:`.mouth_fit`). Everything is deterministic: the
 same parameters give the same pixels.
@@ -37,6 +38,7 @@ from .mouth_interior import (
 from .lip_texture import lip_edge_points
 from .mouth_fit import MouthReader
 from .mouth_segmentation import drive_regions
+from .mouth_shading import lower_lip_shadow
 from .rig import (
     JAW, LIPS_LOWER_SEMI_INNER, LIPS_UPPER_SEMI_INNER, NUM_PARAMS, TEETH, FaceFrame, MouthRig,
     RigConfig, check_landmarks, check_params,
@@ -211,6 +213,9 @@ class SourceFace:
                 painted = crop[box].astype(np.float32)
                 mixed = painted + at_source * (kept.astype(np.float32) - painted)
                 crop[box] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+            # After the mix: near the source pose the lip is the source's thickness and gets no
+            # shade anyway, and a lip that is fuller is so whatever the interior does.
+            lower_lip_shadow(crop, pose.landmarks, self.rig.reference, self.iod)
         if pose.eye_closure > 0:
             paint_eyelids(crop, self.crop, self.rig.reference, pose.landmarks, self.iod, self.blink_gate.protect)
         return crop

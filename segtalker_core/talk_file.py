@@ -51,10 +51,10 @@ log = get_logger("talk")
 
 # A streamed video is decoded this many bytes of frames at a time. About three chunks are alive
 # at once (the one being dubbed, the one being parsed, the next being decoded), so at 1080p
-# chunks of 16 frames held ~300 MB; 8 frames (50 MB) cut the dub's peak RSS by ~160 MiB at the
-# same speed (benchmarks/talk.py). A byte budget keeps 4K as flat as 1080p and lets small
-# frames go in longer chunks (fewer, longer tracks).
-CHUNK_BYTES = 50 * 2**20
+# chunks of 16 frames held ~300 MB; 6 frames (36 MB) cut a 10 s dub's peak RSS from 1398 to
+# ~1200 MiB at the same speed (8 frames: 1231; benchmarks/talk.py). A byte budget keeps 4K as
+# flat as 1080p and lets small frames go in longer chunks (fewer, longer tracks).
+CHUNK_BYTES = 40 * 2**20
 CHUNK_FRAMES_RANGE = (4, 32)
 HELD_CHUNK_FRAMES = 16  # a held (looped) video is decoded into its one array this many at a time
 DEFAULT_MAX_SIZE = 3840  # the long side of 4K: H.264 level 5.1's largest frames
@@ -433,7 +433,7 @@ def read_frames(video_path: PathLike, max_frames: int | None = None,
 
 def chunk_frames(width: int, height: int) -> int:
     """Frames per decoded chunk of a streamed ``width`` x ``height`` video: as many as fit in
-    :data:`CHUNK_BYTES`, within :data:`CHUNK_FRAMES_RANGE` (1080p: 8, 512x512: 32, 4K: 4)."""
+    :data:`CHUNK_BYTES`, within :data:`CHUNK_FRAMES_RANGE` (1080p: 6, 512x512: 32, 4K: 4)."""
     low, high = CHUNK_FRAMES_RANGE
     return max(low, min(high, CHUNK_BYTES // max(1, width * height * 3)))
 

@@ -48,13 +48,11 @@ SILENT_PSNR_MIN = 35.0  # dB in the mouth box: silent frames are the source
 LENS_MAX_CHANGE = 3
 BLINK_VISIBLE = 30  # the same clip on the bare face must change the eyes at least this much
 DETAIL_MIN = 0.90  # fine-detail energy of closed frames / the source's, lower face (issue #13)
-# Reached so far (see LIPS_REACHED): the synthetic beard keeps 0.80 at the frame where a smile
-# closes for a p/b/m (the portrait 0.95, was 0.89 before the warp stopped moving what the
-# paste-back shows only in part). What remains is resampling: the crop is the frame resampled
-# (x1.5 at crop 256) and pasted back bicubically, 0.94 on frames that barely move, and a 1-2 px
-# shift of 1-px strands sampled in the frame itself keeps 0.93 at best; reaching 0.9 needs the
-# paste to sample the frame through the warp (full resolution) with its grain re-injected.
-DETAIL_REACHED = {"beard": 0.78}
+# Every face checked reaches it since the aligned crop is sampled bicubically (face.align.
+# warp_crop): the crop is the frame upscaled (a beard ~2.9x at crop 512) and the paste-back
+# resamples it again, so a bilinear crop lost detail that nothing later brings back (the beard
+# kept 0.78 here, the portrait 0.85 at crop 512).
+DETAIL_REACHED: dict[str, float] = {}
 SYNC_MIN = 0.6
 
 

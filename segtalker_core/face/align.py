@@ -127,10 +127,16 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
 
 def warp_crop(frame: np.ndarray, matrix: np.ndarray, crop_size: int) -> np.ndarray:
-    """Aligned crop ``[S, S, 3]`` of a frame ``[H, W, 3]`` (bilinear, reflected borders)."""
+    """Aligned crop ``[S, S, 3]`` of a frame ``[H, W, 3]`` (bicubic, reflected borders).
+
+    Bicubic because a face smaller than the crop is upscaled into it, and what the crop loses
+    never comes back: the paste-back resamples the crop into the frame again. Bilinear, a beard
+    upscaled ~2.9x kept 77 % of its lower-face fine detail on closed frames through the round
+    trip (benchmarks/mouth_realism.py); bicubic keeps 91 %, and every face there >= 90 % (1080p
+    frame to a 512 crop: 6.5 ms against 2.3 ms on one thread)."""
     return cv2.warpAffine(
         frame, np.asarray(matrix, dtype=np.float64), (crop_size, crop_size),
-        flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101,
+        flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101,
     )
 
 

@@ -794,8 +794,9 @@ def iter_talk_chunks(
     """
     from .procedural.mouth_bank import MouthBank
 
-    pending = _articulation_ahead(audio, fps, method, strength)
-    n_frames = audio_frame_count(audio, fps)
+    mono = load_mono(audio, "audio")  # decoded once: the frame count and the worker share it
+    pending = _articulation_ahead(mono, fps, method, strength)
+    n_frames = audio_frame_count(mono, fps)
     articulation = None
     style = None
     bank = MouthBank()
@@ -846,8 +847,9 @@ def _articulation(audio, fps: float, method: str, strength: float):
 
 def _articulation_ahead(audio, fps: float, method: str, strength: float):
     """:func:`_articulation` on a worker thread, as a ``concurrent.futures.Future``: the speech
-    recogniser and the spectral features (C and numpy, both release the GIL) run while the faces
-    are parsed (torch releases it too), which brings the first frame forward. The audio and the
+    recogniser and the spectral features (C and numpy, which release the GIL for much of their
+    work) run while the faces are parsed (torch releases it too), which brings the first frame
+    forward. The audio and the
     options are checked here, so bad input is still an error before any parsing."""
     from concurrent.futures import ThreadPoolExecutor
 

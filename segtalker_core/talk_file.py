@@ -51,7 +51,7 @@ log = get_logger("talk")
 
 # A streamed video is decoded this many bytes of frames at a time. About three chunks are alive
 # at once (the one being dubbed, the one being parsed, the next being decoded), so at 1080p
-# chunks of 16 frames held ~300 MB; 6 frames (36 MB) cut a 10 s dub's peak RSS from 1398 to
+# chunks of 16 frames held ~300 MB; 6 frames (37 MB) cut a 10 s dub's peak RSS from 1398 to
 # ~1200 MiB at the same speed (8 frames: 1231; benchmarks/talk.py). A byte budget keeps 4K as
 # flat as 1080p and lets small frames go in longer chunks (fewer, longer tracks).
 CHUNK_BYTES = 40 * 2**20

@@ -785,14 +785,17 @@ def iter_talk_chunks(
 ):
     """Dub a video at least as long as the audio, reading it chunk by chunk.
 
-    Only a chunk of input frames (plus a few held back for the crop smoothing) is held at a time,
-    so memory does not grow with the length; the face tracker and the crop smoothing carry over
-    between chunks (:func:`iter_face_tracks`). Input frames beyond the audio are not read. If no
+    Only two chunks of input frames (plus a few held back for the crop smoothing) are held at a
+    time, so memory does not grow with the length: the one being rendered, and the next one,
+    which a worker thread reads from ``frame_chunks``, tracks and parses meanwhile (so
+    ``frame_chunks`` is consumed on that thread). The face tracker and the crop smoothing carry
+    over between chunks (:func:`iter_face_tracks`). Input frames beyond the audio are not read. If no
     frame has a face, :class:`NoFaceError` is raised at the end (a video writer then discards its
     partial file). One mouth bank serves every chunk, so the clip's own open mouths seen in one
     chunk paint the mouths of the next (a chunk may have no open mouth of its own).
     """
     from .procedural.mouth_bank import MouthBank
+    from .run_ahead import run_ahead
 
     mono = load_mono(audio, "audio")  # decoded once: the frame count and the worker share it
     pending = _articulation_ahead(mono, fps, method, strength)
@@ -801,26 +804,36 @@ def iter_talk_chunks(
     style = None
     bank = MouthBank()
     done = 0
-    tracks = iter_face_tracks(frame_chunks, parser, crop_size=crop_size, face_index=face_index,
-                              input_name=input_name, max_frames=n_frames)
-    for faces in tracks:
-        if articulation is None:  # done by now, while the first chunk was decoded and parsed
-            articulation = pending.result()
-        if swaps and style is None and faces.found.any():
-            style = _swapped_style(faces, swaps, crop_size)
-        n = len(faces)
-        stream = iter_talk_track(
-            faces, articulation.params[done : done + n], articulation.fps, np.arange(n), style,
-            blink=False, seed=0, portrait=False, blend=blend, mouth_bank=bank,
-        )
-        for frame in stream:
-            yield frame
-            done += 1
-            if progress is not None:
-                progress(done, n_frames)
-        # Let this run's frames, crops and per-frame renderers go before the next chunk is
-        # decoded and parsed (the loop variables would keep them alive until then).
-        faces = stream = frame = None
+    # The next chunk is read, tracked and parsed on a worker while this one is rendered: the
+    # face models, OpenCV and FFmpeg release the GIL, and the two halves cost about the same.
+    tracks = run_ahead(
+        iter_face_tracks(frame_chunks, parser, crop_size=crop_size, face_index=face_index,
+                         input_name=input_name, max_frames=n_frames),
+        depth=1,
+        name="segtalker-tracking",
+    )
+    try:
+        for faces in tracks:
+            if articulation is None:  # done by now, while the first chunk was decoded and parsed
+                articulation = pending.result()
+            if swaps and style is None and faces.found.any():
+                style = _swapped_style(faces, swaps, crop_size)
+            n = len(faces)
+            stream = iter_talk_track(
+                faces, articulation.params[done : done + n], articulation.fps, np.arange(n), style,
+                blink=False, seed=0, portrait=False, blend=blend, mouth_bank=bank,
+            )
+            for frame in stream:
+                yield frame
+                done += 1
+                if progress is not None:
+                    progress(done, n_frames)
+            # Let this run's frames, crops and per-frame renderers go before the next chunk is
+            # taken (the loop variables would keep them alive until then).
+            faces = stream = frame = None
+    finally:
+        # Stops and joins the worker before the caller closes what it reads from (a file).
+        tracks.close()
     if done < n_frames:
         raise ValueError(
             f"input '{input_name}' ended after {done} frames but the audio needs {n_frames} (the "

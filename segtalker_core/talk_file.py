@@ -50,12 +50,15 @@ from .progress import Progress
 log = get_logger("talk")
 
 # A streamed video is decoded this many bytes of frames at a time. About three chunks are alive
-# at once (the one being dubbed, the one being parsed, the next being decoded), so at 1080p
+# at once (the one being dubbed, the one being tracked and parsed, the aligner's copy), so at 1080p
 # chunks of 16 frames held ~300 MB; 6 frames (37 MB) cut a 10 s dub's peak RSS from 1398 to
 # ~1200 MiB at the same speed (8 frames: 1231; benchmarks/talk.py). A byte budget keeps 4K as
 # flat as 1080p and lets small frames go in longer chunks (fewer, longer tracks).
 CHUNK_BYTES = 40 * 2**20
 CHUNK_FRAMES_RANGE = (4, 32)
+# Threads a streamed built-in dub keeps busy (renderer, tracking worker, encoder; the decoder's
+# FFmpeg threads besides): OpenCV and torch kernels get the cores' share of one (kernel_threads).
+_BUILTIN_DUB_THREADS = 3
 HELD_CHUNK_FRAMES = 16  # a held (looped) video is decoded into its one array this many at a time
 DEFAULT_MAX_SIZE = 3840  # the long side of 4K: H.264 level 5.1's largest frames
 MIN_MAX_SIZE = 64  # a smaller working size leaves no face to find
@@ -197,6 +200,7 @@ def talk_video_file(video_path: PathLike, audio, out_path: PathLike,
     file are named ``"video"`` and ``"audio"`` unless ``inputs`` names them. ``refine_progress``:
     as for :func:`talk_image_file` (a video refines the codes of its one reference frame).
     """
+    from .kernel_threads import kernel_threads, share_of_cores
     from .video_io import VideoReader, check_fps, prefetched, probe_video
     from .video_timing import REORDER_MARGIN, scan_video_packets, warn_if_variable
 
@@ -225,22 +229,29 @@ def talk_video_file(video_path: PathLike, audio, out_path: PathLike,
     if streamed:
         def stream() -> Iterator[np.ndarray]:
             # Long enough to cut: read chunk by chunk, so memory does not grow with the length.
-            # The next chunk is decoded on a worker thread while this one is dubbed.
             chunk = chunk_frames(info.width, info.height)  # decoded at its own size, then resized
             with VideoReader(video_path, chunk_size=chunk, max_frames=n_frames) as reader:
-                chunks = prefetched(resized_chunks(reader, size))
-                try:
-                    if models.learned:
+                if models.learned:
+                    # The next chunk is decoded on a worker thread while this one is dubbed.
+                    chunks = prefetched(resized_chunks(reader, size))
+                    try:
                         yield from iter_talk_chunks_with_models(
                             chunks, mono, fps, settings, models, name, progress,
                             refine_progress=refine_progress)
-                    else:
+                    finally:  # the decoder thread is stopped before the reader closes its file
+                        chunks.close()
+                    return
+                # The built-in chain decodes, tracks and parses the next chunk on a worker of
+                # its own while it renders this one; with the encoder that is three busy threads.
+                chunks = resized_chunks(reader, size)
+                with kernel_threads(share_of_cores(_BUILTIN_DUB_THREADS)):
+                    try:
                         yield from pipeline.iter_talk_chunks(
                             chunks, mono, fps, input_name=name, progress=progress,
                             **_builtin_options(settings, models),
                         )
-                finally:  # the decoder thread is stopped before the reader closes its file
-                    chunks.close()
+                    finally:  # iter_talk_chunks has joined its worker by now
+                        chunks.close()
         frames_out = stream()
     else:
         frames = read_frames(video_path, max_frames=n_frames, size=size)

@@ -242,3 +242,21 @@ def test_paste_reach_stops_the_motion_where_the_paste_back_fades(setup):
     assert shift(pasted)[near].max() == 0.0
     assert np.array_equal(pasted.apply(crop)[mesh.box.slices][near], crop[mesh.box.slices][near])
     assert np.allclose(shift(pasted)[far], shift(plain)[far], atol=1e-4)
+
+
+def test_points_inside_a_polygon_agree_with_opencv():
+    """The vectorised even-odd test that picks the opening's triangles says what
+    cv2.pointPolygonTest(...) > 0 says, for simple and self-crossing polygons."""
+    from segtalker_core.procedural.warp import _strictly_inside
+
+    rng = np.random.default_rng(7)
+    for sort in (True, False):  # star-shaped, then crossing itself
+        for _ in range(40):
+            n = int(rng.integers(3, 30))
+            angles = rng.uniform(0, 2 * np.pi, n)
+            angles = np.sort(angles) if sort else angles
+            radii = rng.uniform(20, 100, n)
+            polygon = np.stack([200 + radii * np.cos(angles), 200 + radii * np.sin(angles)], 1).astype(np.float32)
+            points = rng.uniform(50, 350, (300, 2))
+            expected = [cv2.pointPolygonTest(polygon, (float(x), float(y)), False) > 0 for x, y in points]
+            np.testing.assert_array_equal(_strictly_inside(points, polygon), expected)

@@ -42,6 +42,7 @@ import numpy as np
 
 from ..closing import Closing
 from ..logs import get_logger
+from .area_resize import PartialAreaResize
 from .image import to_rgb_uint8
 
 log = get_logger("face")
@@ -149,6 +150,7 @@ class FaceMeshDetector(Closing):
         self._mesh = None  # whole frames (tracking in video mode)
         self._window_mesh = None  # windows: always static, they jump around the frame
         self._previous: DetectedFace | None = None  # video: last face seen, for a window search
+        self._shrink: PartialAreaResize | None = None  # video: working copies around tracked faces
 
     def _model(self, window: bool):
         """The whole-frame landmarker, or (video mode) a separate static one for windows."""
@@ -179,8 +181,11 @@ class FaceMeshDetector(Closing):
         """All faces in one image (any layout :func:`to_rgb_uint8` accepts), left to right."""
         rgb = to_rgb_uint8(image, name)
         height, width = rgb.shape[:2]
-        faces = self._run(self._working_copy(rgb, name), window=False, origin=(0.0, 0.0),
-                          extent=(width, height))
+        work = self._tracking_copy(rgb)
+        if work is None:
+            work = self._working_copy(rgb, name)
+        faces = self._run(work, window=False, origin=(0.0, 0.0), extent=(width, height))
+        work = None  # a tracking copy is a buffer reused by the next frame
         if not faces and self.search_small and min(height, width) >= self.min_side:
             if self.video and self._previous is not None:
                 faces = self._search_near(rgb, self._previous)
@@ -272,6 +277,21 @@ class FaceMeshDetector(Closing):
             side_x = side_y = side
         return np.ascontiguousarray(work), (x0, y0), (side_x, side_y)
 
+    def _tracking_copy(self, rgb: np.ndarray) -> np.ndarray | None:
+        """Video, a large frame, a face tracked and no detection due: the working copy filled in
+        only around the tracked faces' ROIs, the only pixels the mesh reads then (exactly as the
+        whole copy has them, :mod:`.area_resize`). None otherwise."""
+        height, width = rgb.shape[:2]
+        if not self.video or self._mesh is None or max(height, width) <= self.max_side:
+            return None
+        rois = self._mesh.tracking_rois()
+        if rois is None or not len(rois):
+            return None
+        size = _resized_size(width, height, self.max_side / max(height, width))
+        if self._shrink is None or self._shrink.frame_size != (width, height):
+            self._shrink = PartialAreaResize((width, height), size)
+        return self._shrink(rgb, _rois_box(rois.cpu().double().numpy(), size, _ROI_MARGIN))
+
     def _working_copy(self, rgb: np.ndarray, name: str) -> np.ndarray:
         height, width = rgb.shape[:2]
         short, long = min(height, width), max(height, width)
@@ -304,8 +324,12 @@ class FaceMeshDetector(Closing):
         # tracking state belongs to this detector.
         self._mesh = self._window_mesh = None
         self._previous = None
+        self._shrink = None
 
 
+# Pixels beyond a ROI's corners kept in a tracking copy: the mesh's bilinear crop reads the pixel
+# after its last sample position.
+_ROI_MARGIN = 2.0
 # A window around a face: this many face sizes wide (the mesh finds faces filling ~1/3 to 1/2).
 _FACE_WINDOW_RATIO = 2.5
 _WINDOW_PIXELS = 384  # windows are resized to at most this (the detector itself looks at 128)
@@ -350,7 +374,25 @@ def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float,
     return width * height / max(smaller, 1e-9)
 
 
+def _resized_size(width: int, height: int, factor: float) -> tuple[int, int]:
+    return max(1, round(width * factor)), max(1, round(height * factor))
+
+
 def _resize(rgb: np.ndarray, factor: float, interpolation: int) -> np.ndarray:
-    height, width = rgb.shape[:2]
-    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    size = _resized_size(rgb.shape[1], rgb.shape[0], factor)
     return np.ascontiguousarray(cv2.resize(rgb, size, interpolation=interpolation))
+
+
+def _rois_box(rois: np.ndarray, size: tuple[int, int], margin: float) -> tuple[float, float, float, float]:
+    """Box (x0, y0, x1, y1) in pixels of an image of ``size`` around rotated ROIs ``[R, 5]``
+    (centre x, y and width, height normalised by the image size; rotation in radians), widened by
+    ``margin`` px."""
+    width, height = size
+    centre = rois[:, None, :2] * (width, height)
+    half = rois[:, None, 2:4] * (width, height) / 2
+    signs = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], float)
+    cos, sin = np.cos(rois[:, None, 4]), np.sin(rois[:, None, 4])
+    u, v = signs[None, :, 0] * half[..., 0], signs[None, :, 1] * half[..., 1]
+    corners = centre + np.stack([cos * u - sin * v, sin * u + cos * v], axis=-1)
+    low, high = corners.reshape(-1, 2).min(axis=0) - margin, corners.reshape(-1, 2).max(axis=0) + margin
+    return float(low[0]), float(low[1]), float(high[0]), float(high[1])

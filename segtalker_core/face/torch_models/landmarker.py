@@ -114,13 +114,25 @@ class TorchFaceLandmarker:
         with torch.inference_mode(), cpu_threads(self.device):
             return self._process(rgb)
 
+    def tracking_rois(self) -> torch.Tensor | None:
+        """Video mode: the ROIs ``[R, 5]`` (normalised as :func:`.rects.rects_from_landmarks`
+        gives them) that the next :meth:`process` meshes without running the detector, or None
+        when it will run the detector (which looks at the whole frame)."""
+        if self.video and self._skips_detection(self._frames_since_detection + 1):
+            return self._tracked
+        return None
+
+    def _skips_detection(self, frames_since_detection: int) -> bool:
+        tracked = len(self._tracked) if self.video else 0
+        return tracked >= self.max_faces or (
+            tracked > 0 and frames_since_detection < self.redetect_every)
+
     def _process(self, rgb: np.ndarray) -> list[np.ndarray]:
         frames = self._frames(rgb[None])
         size = (rgb.shape[1], rgb.shape[0])
         tracked = self._tracked if self.video else self._tracked[:0]
         self._frames_since_detection += 1
-        if len(tracked) >= self.max_faces or (
-                len(tracked) and self._frames_since_detection < self.redetect_every):
+        if self._skips_detection(self._frames_since_detection):
             detected = tracked[:0]
         else:
             self._frames_since_detection = 0

@@ -59,6 +59,7 @@ BENCHMARKS = (
     Benchmark("head motion", "head_motion.py", [], ["--quick"]),
     Benchmark("mouth realism", "mouth_realism.py", [], ["--quick"]),
     Benchmark("mouth sheet", "mouth_sheet.py", ["--out", "benchmarks/plots/mouth_sheet.png"], ["--quick"]),
+    Benchmark("mouth bank", "mouth_bank.py", [], ["--quick"]),
     # train.py adds its CUDA rows by itself when a GPU is present.
     Benchmark("train", "train.py", [], ["--quick"]),
     Benchmark("style refinement", "style_refinement.py", ["--steps", "2"], ["--quick"], device=True),

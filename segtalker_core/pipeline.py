@@ -789,8 +789,8 @@ def iter_talk_chunks(
     time, so memory does not grow with the length: the one being rendered, and the next one,
     which a worker thread reads from ``frame_chunks``, tracks and parses meanwhile (so
     ``frame_chunks`` is consumed on that thread). The face tracker and the crop smoothing carry
-    over between chunks (:func:`iter_face_tracks`). Input frames beyond the audio are not read. If no
-    frame has a face, :class:`NoFaceError` is raised at the end (a video writer then discards its
+    over between chunks (:func:`iter_face_tracks`). Input frames beyond the audio are not read.
+    If no frame has a face, :class:`NoFaceError` is raised at the end (a video writer then discards its
     partial file). One mouth bank serves every chunk, so the clip's own open mouths seen in one
     chunk paint the mouths of the next (a chunk may have no open mouth of its own).
     """
@@ -806,6 +806,8 @@ def iter_talk_chunks(
     done = 0
     # The next chunk is read, tracked and parsed on a worker while this one is rendered: the
     # face models, OpenCV and FFmpeg release the GIL, and the two halves cost about the same.
+    # It pays where the kernels do not oversubscribe the cores as well (talk_file limits them,
+    # kernel_threads; on 2 cores the worker alone was within noise of none).
     tracks = run_ahead(
         iter_face_tracks(frame_chunks, parser, crop_size=crop_size, face_index=face_index,
                          input_name=input_name, max_frames=n_frames),

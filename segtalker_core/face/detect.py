@@ -185,7 +185,6 @@ class FaceMeshDetector(Closing):
         if work is None:
             work = self._working_copy(rgb, name)
         faces = self._run(work, window=False, origin=(0.0, 0.0), extent=(width, height))
-        work = None  # a tracking copy is a buffer reused by the next frame
         if not faces and self.search_small and min(height, width) >= self.min_side:
             if self.video and self._previous is not None:
                 faces = self._search_near(rgb, self._previous)
@@ -285,7 +284,7 @@ class FaceMeshDetector(Closing):
         if not self.video or self._mesh is None or max(height, width) <= self.max_side:
             return None
         rois = self._mesh.tracking_rois()
-        if rois is None or not len(rois):
+        if rois is None:
             return None
         size = _resized_size(width, height, self.max_side / max(height, width))
         if self._shrink is None or self._shrink.frame_size != (width, height):

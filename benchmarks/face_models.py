@@ -99,11 +99,13 @@ def mediapipe_solutions():
 
 
 def landmark_rows(image: np.ndarray, batch: int, device: str = "cpu", dtype=None,
-                  tracking: bool = True, eager: bool = False
+                  tracking: bool = True, eager: bool = False, unfused: bool = False
                   ) -> tuple[list[Contender], list[str], list]:
     """Detection + mesh contenders, ours and mediapipe's: (contenders, rows that cannot run,
     context managers to close after timing). ``eager``: ours also with the eager graph (as
-    before the CPU forwards were frozen by torch.jit), timed in the same rounds."""
+    before the CPU forwards were frozen by torch.jit), ``unfused``: ours also with the mesh's
+    parallel branches run operator by operator (as before ``parallel_branches``), timed in the
+    same rounds."""
     import torch
 
     from segtalker_core.face.torch_models.landmarker import TorchFaceLandmarker
@@ -151,6 +153,9 @@ def landmark_rows(image: np.ndarray, batch: int, device: str = "cpu", dtype=None
             Contender(f"ours, eager graph: detect + mesh, batch of {batch}",
                       eager_graph(lambda: still.process_batch(frames)), batch, mp_batch),
         ]
+    if unfused:
+        contenders += _unfused_rows(image, frames, device, dtype, tracking,
+                                    (mp_one, mp_batch, mp_track))
     solutions = mediapipe_solutions()
     names = [mp_one, mp_batch] + ([mp_track] if tracking else [])
     if solutions is None:
@@ -168,6 +173,32 @@ def landmark_rows(image: np.ndarray, batch: int, device: str = "cpu", dtype=None
     return contenders, [], [static, streaming]
 
 
+def _unfused_rows(image, frames, device, dtype, tracking, references) -> list[Contender]:
+    """Our detect + mesh rows with a mesh whose parallel branches are not fused."""
+    from segtalker_core.face.torch_models import loading
+    from segtalker_core.face.torch_models.face_mesh import AttentionFaceMesh
+    from segtalker_core.face.torch_models.landmarker import TorchFaceLandmarker
+    from segtalker_core.face.torch_models.tflite_graph import TFLiteGraph, load_graph_file
+
+    graph, constants = load_graph_file(loading.WEIGHTS_DIR / loading.MESH_FILE)
+    mesh = AttentionFaceMesh(TFLiteGraph(graph, constants, fuse_parallel=False).to(
+        device=device, dtype=dtype).eval())
+    still = TorchFaceLandmarker(video=False, device=device, dtype=dtype)
+    video = TorchFaceLandmarker(video=True, device=device, dtype=dtype)
+    still.mesh = video.mesh = mesh
+    mp_one, mp_batch, mp_track = references
+    rows = [
+        Contender("ours, unfused: detect + mesh, 1 frame",
+                  lambda: still.process(image), 1, mp_one),
+        Contender(f"ours, unfused: detect + mesh, batch of {len(frames)}",
+                  lambda: still.process_batch(frames), len(frames), mp_batch),
+    ]
+    if tracking:
+        rows.append(Contender("ours, unfused: tracking (video mode), 1 frame",
+                              lambda: video.process(image), 1, mp_track))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=10)
@@ -178,6 +209,8 @@ def main() -> int:
                         help="a few seconds: 2 repeats, a batch of 4 (to check the script runs)")
     parser.add_argument("--eager", action="store_true",
                         help="also time our models with the eager graph (before torch.jit)")
+    parser.add_argument("--unfused", action="store_true",
+                        help="also time our mesh with its parallel branches unfused")
     args = parser.parse_args()
     if args.quick:
         args.repeats, args.batch = 2, 4
@@ -193,7 +226,7 @@ def main() -> int:
     small = cv2.resize(image, (256, 256), interpolation=cv2.INTER_AREA)
 
     contenders, missing, closing = landmark_rows(image, args.batch, args.device, dtype,
-                                                    eager=args.eager)
+                                                    eager=args.eager, unfused=args.unfused)
     segmenter = loading.selfie_segmenter(args.device, dtype)
     tensor = torch.from_numpy(small).permute(2, 0, 1)[None].to(args.device, dtype)
 

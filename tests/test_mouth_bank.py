@@ -5,6 +5,7 @@ rendered at rest (mouth closed), alternating, as a video whose person talks woul
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import cv2
@@ -94,6 +95,33 @@ def test_collect_from_a_parsed_clip_keeps_its_open_frames_only(clip):
     spaced = MouthBank()
     assert 1 <= spaced.collect(clip) < 3
     assert {e.frame_index for e in spaced.entries} <= {0, 2, 4}
+
+
+def test_a_full_bank_drops_the_inner_of_two_equal_neighbours():
+    """Of the two nearest openings, with as many teeth each, the one nearer to the rest goes:
+    the widest opening stays even when it is the newest of the nearest pair."""
+    from segtalker_core.procedural.mouth_bank import GRID_H, GRID_W, MouthEntry
+
+    def entry(gap: float, index: int) -> MouthEntry:
+        return MouthEntry(key=np.array([gap, 0.5, 0.6]), patch=np.zeros((GRID_H, GRID_W, 3), np.float32),
+                          heights=np.zeros(GRID_W, np.float32), upper_depth=np.zeros(GRID_W, np.float32),
+                          lower_depth=np.zeros(GRID_W, np.float32), ring_rgb=np.zeros(3),
+                          teeth=1.0, frame_index=index, id=index)
+
+    bank = MouthBank(MouthBankConfig(capacity=3))
+    # Gaps 0.16, 0.26, 0.35 then the widest, 0.38: the nearest pair is (0.35, 0.38).
+    bank.entries = [entry(gap, i) for i, gap in enumerate((0.16, 0.26, 0.35, 0.38))]
+    bank.entries.pop(bank._redundant())
+    assert [e.key[0] for e in bank.entries] == [0.16, 0.26, 0.38]
+    # The narrowest the same way, as the older of its pair.
+    bank.entries = [entry(gap, i) for i, gap in enumerate((0.16, 0.18, 0.28, 0.38))]
+    bank.entries.pop(bank._redundant())
+    assert [e.key[0] for e in bank.entries] == [0.16, 0.28, 0.38]
+    # With fewer teeth, the widest goes all the same.
+    bank.entries = [entry(gap, i) for i, gap in enumerate((0.16, 0.26, 0.35, 0.38))]
+    bank.entries[3] = dataclasses.replace(bank.entries[3], teeth=0.5)
+    bank.entries.pop(bank._redundant())
+    assert [e.key[0] for e in bank.entries] == [0.16, 0.26, 0.35]
 
 
 def test_memory_is_bounded_entries_and_frames_examined():

@@ -296,7 +296,9 @@ class MouthBank:
 
     def _redundant(self) -> int:
         """Index of the entry to drop from an over-full bank: of the two nearest keys, the one
-        with fewer teeth (the newer on a tie), so the openings kept stay spread out."""
+        with fewer teeth; on a tie the one nearer to the rest of the bank (the other is alone on
+        its side: the narrowest or widest opening stays), then the newer. So the openings kept
+        stay spread out whatever the last bits of their keys."""
         keys = np.stack([e.key for e in self.entries]) / KEY_SCALE
         d = np.linalg.norm(keys[:, None] - keys[None], axis=-1)
         d[np.diag_indices_from(d)] = np.inf
@@ -304,6 +306,12 @@ class MouthBank:
         a, b = self.entries[i], self.entries[j]
         if a.teeth != b.teeth:
             return int(i if a.teeth < b.teeth else j)
+        others = np.ones(len(keys), bool)
+        others[[i, j]] = False
+        if others.any():
+            near_i, near_j = d[i, others].min(), d[j, others].min()
+            if near_i != near_j:
+                return int(i if near_i < near_j else j)
         return int(i if a.id > b.id else j)
 
     # --- retrieval --------------------------------------------------------------------------

@@ -5,6 +5,7 @@ re-implemented in PyTorch from weights converted once by ``tools/convert_mediapi
 Modules, one concept each:
 
 * :mod:`.tflite_graph` -- runs a converted TFLite operator graph with PyTorch operators;
+* :mod:`.parallel_branches` -- which of a graph's operators run side by side as one call;
 * :mod:`.attention_ops` -- the attention mesh's custom operators (region crops of its features);
 * :mod:`.roi_crop` -- rotated-rectangle crops as network inputs (MediaPipe's ImageToTensor);
 * :mod:`.rects` -- face ROIs from detections and from landmarks, and their association;

@@ -18,7 +18,8 @@ depth order is a valid order of the graph. :mod:`.tflite_graph` executes the pla
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 # Operators that act on each channel alone, or (convolutions) have weights that stack per
@@ -41,7 +42,7 @@ class OperatorGroup:
 def plan(
     ops: Sequence[dict],  # the graph's operators in file order
     shapes: Mapping[int, Sequence[int]],  # tensor id -> TFLite (NHWC) shape
-    constants: Mapping[int, object],  # tensor id -> value, for every constant tensor
+    constants: Collection[int],  # ids of every constant tensor (float and integer)
     integer_constants: Mapping[int, Sequence[int]],  # shape / padding constants (values matter)
 ) -> list[dict | OperatorGroup]:
     """The operators in depth order, runs of parallel equal operators as groups."""
@@ -73,7 +74,7 @@ def plan(
     return steps
 
 
-def _depths(ops: Sequence[dict], constants: Mapping[int, object]) -> list[int]:
+def _depths(ops: Sequence[dict], constants: Collection[int]) -> list[int]:
     """Per operator: 1 + the deepest operator producing one of its inputs (0 for the graph's
     input). Assumes the file's order is topological, as TFLite's is."""
     produced_at: dict[int, int] = {}
@@ -87,7 +88,7 @@ def _depths(ops: Sequence[dict], constants: Mapping[int, object]) -> list[int]:
     return depths
 
 
-def _signature(op: dict, shapes: Mapping[int, Sequence[int]], constants: Mapping[int, object],
+def _signature(op: dict, shapes: Mapping[int, Sequence[int]], constants: Collection[int],
                integer_constants: Mapping[int, Sequence[int]]) -> str | None:
     """What operators must share to run as one group; None: this one never groups."""
     kind = op["op"]
@@ -103,7 +104,7 @@ def _signature(op: dict, shapes: Mapping[int, Sequence[int]], constants: Mapping
         return None
     if kind == "PRELU":
         alpha = inputs[1]
-        if alpha not in constants or _count(shapes[alpha]) != shapes[activations[0]][-1]:
+        if alpha not in constants or math.prod(shapes[alpha]) != shapes[activations[0]][-1]:
             return None  # one slope per channel is what stacks
     described = []
     for position, tensor in enumerate(op["in"]):
@@ -116,9 +117,3 @@ def _signature(op: dict, shapes: Mapping[int, Sequence[int]], constants: Mapping
                               list(shapes[tensor])))
     return json.dumps([kind, op["opt"], described, list(shapes[op["out"][0]])], sort_keys=True)
 
-
-def _count(shape: Sequence[int]) -> int:
-    total = 1
-    for size in shape:
-        total *= int(size)
-    return total

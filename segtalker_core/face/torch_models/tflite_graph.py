@@ -130,29 +130,42 @@ class TFLiteGraph(nn.Module):
                 prepared = _prepare_constant(op["op"], position, value)
                 self.weights[str(tensor_id)] = nn.Parameter(prepared.float(), requires_grad=False)
         # The order the operators run in: the file's, or (fuse_parallel) depth order with
-        # parallel equal operators as one call each (see parallel_branches), whose stacked
-        # constants live in group_weights under "<step>_<input position>".
+        # parallel equal operators as one call each (see parallel_branches). A group runs as
+        # one operator made once here (_fused_ops, by step number), whose stacked constants
+        # live in group_weights under "<step>_<input position>".
         self.steps: list[dict | OperatorGroup] = list(self.ops)
         self.group_weights = nn.ParameterDict()
+        self._fused_ops: dict[int, dict] = {}
         if fuse_parallel:
-            constant_ids = {int(name): None for name in self.weights} | dict(self.integers)
+            constant_ids = {int(name) for name in self.weights} | set(self.integers)
             self.steps = parallel_branches.plan(self.ops, self.shapes, constant_ids,
                                                 self.integers)
             for number, step in enumerate(self.steps):
                 if isinstance(step, OperatorGroup):
-                    self._stack_group_constants(number, step)
+                    self._fused_ops[number] = self._fuse(number, step)
 
-    def _stack_group_constants(self, number: int, group: OperatorGroup) -> None:
-        """The members' float constants of each input position, stacked along their first
-        axis (output channels of a convolution's weight, its bias, a PReLU's slopes)."""
-        for position, tensor_id in enumerate(group.ops[0]["in"]):
-            if str(tensor_id) not in self.weights:
-                continue
-            stacked = torch.cat([self.weights[str(op["in"][position])] for op in group.ops])
-            if group.ops[0]["op"] == "CONV_2D" and position == 1:
-                stacked = stacked.contiguous(memory_format=torch.channels_last)
-            self.group_weights[f"{number}_{position}"] = nn.Parameter(stacked,
-                                                                      requires_grad=False)
+    def _fuse(self, number: int, group: OperatorGroup) -> dict:
+        """The operator that runs ``group`` in one call. Its inputs: -1 for a stacked
+        activation (or none), the shared integer constant's id, or the name in
+        :attr:`group_weights` of the members' float constants stacked along their first axis
+        (output channels of a convolution's weight, its bias, a PReLU's slopes; the name is
+        also ``dense_kernel``'s cache key)."""
+        first = group.ops[0]
+        inputs: list[int | str] = []
+        for position, tensor_id in enumerate(first["in"]):
+            if str(tensor_id) in self.weights:
+                name = f"{number}_{position}"
+                stacked = torch.cat([self.weights[str(op["in"][position])] for op in group.ops])
+                if first["op"] == "CONV_2D" and position == 1:
+                    stacked = stacked.contiguous(memory_format=torch.channels_last)
+                self.group_weights[name] = nn.Parameter(stacked, requires_grad=False)
+                inputs.append(name)
+            else:  # equal in all members (the signature says so) when an integer constant
+                inputs.append(tensor_id if tensor_id in self.integers else -1)
+        opt = dict(first["opt"], members=len(group))
+        if first["op"] == "CONV_2D":
+            opt["groups"] = len(group)
+        return {"op": first["op"], "in": inputs, "out": [], "opt": opt}
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         image = image.contiguous(memory_format=torch.channels_last)
@@ -246,31 +259,22 @@ class TFLiteGraph(nn.Module):
         """One call for all members of ``group``: activations stacked along the channels,
         constants from :attr:`group_weights`; the members' outputs become views of its
         output."""
-        first = group.ops[0]
+        fused = self._fused_ops[number]
         inputs: list = []
-        stacked_in: list = []
-        for position, tensor_id in enumerate(first["in"]):
-            if tensor_id < 0:
+        for position, source in enumerate(fused["in"]):
+            if isinstance(source, str):
+                inputs.append(self.group_weights[source])
+            elif source >= 0:
+                inputs.append(self.integers[source])
+            elif group.ops[0]["in"][position] < 0:
                 inputs.append(None)
-                stacked_in.append(-1)
-            elif tensor_id in self.integers:
-                inputs.append(self.integers[tensor_id])  # equal in all members (signature)
-                stacked_in.append(tensor_id)
-            elif f"{number}_{position}" in self.group_weights:
-                inputs.append(self.group_weights[f"{number}_{position}"])
-                stacked_in.append(f"{number}_{position}")  # dense_kernel's cache key
             else:
                 ids = tuple(op["in"][position] for op in group.ops)
                 if ids not in stacks:
                     stacks[ids] = _stack([values[index] for index in ids])
                 inputs.append(stacks[ids])
-                stacked_in.append(-1)
-        opt = dict(first["opt"], members=len(group))
-        if first["op"] == "CONV_2D":
-            opt["groups"] = len(group)
-        fused = {"op": first["op"], "in": stacked_in, "out": [], "opt": opt}
-        result = _operator(first["op"])(run, fused, inputs)
-        width = int(self.shapes[first["out"][0]][-1])
+        result = _operator(fused["op"])(run, fused, inputs)
+        width = int(self.shapes[group.ops[0]["out"][0]][-1])
         for member, op in enumerate(group.ops):
             values[op["out"][0]] = _Member(result, member, width)
 
